@@ -1,0 +1,281 @@
+"""The `fraud` command. Library commands run here; Kafka commands are in workers/.
+
+    fraud index build [--csv FILE] [--out DIR]      build an index (default: the seed set)
+    fraud index add --csv FILE [--index DIR]        append references
+    fraud index info [--index DIR]                  what an index holds
+    fraud score "some text" [--json]                score one message
+    fraud worker                                    the Kafka scoring worker
+    fraud produce FILE --topic T [--rate R]         send messages to a topic
+    fraud demo                                      the whole pipeline on a local broker
+
+Every option also has an environment variable (FRAUD_*, see README). A user error
+(missing file, bad CSV, unreachable broker) prints one line and exits 2.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from fraud.config import Settings
+from fraud.datasets import DEFAULT_FRAUD_LABELS, DEFAULT_LEGIT_LABELS, read_labeled_csv
+from fraud.errors import FraudError
+
+log = logging.getLogger("fraud")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from env vars, with the flags that were given taking precedence."""
+    top = {"index_dir": args.index, "model_path": args.model_path}
+    scorer = {
+        "top_k": getattr(args, "top_k", None),
+        "temperature": getattr(args, "temperature", None),
+        "null_similarity": getattr(args, "null_similarity", None),
+        "threshold": getattr(args, "threshold", None),
+    }
+    kafka = {
+        "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+        "input_topic": getattr(args, "input_topic", None),
+        "alert_topic": getattr(args, "alert_topic", None),
+        "group_id": getattr(args, "group_id", None),
+        "publish_scores": getattr(args, "publish_scores", None),
+    }
+    overrides: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
+    for name, section in (("scorer", scorer), ("kafka", kafka)):
+        if given := {k: v for k, v in section.items() if v is not None}:
+            overrides[name] = given
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return Settings(**overrides)
+
+
+def _encoder(settings: Settings):
+    from fraud.encoder import Encoder
+
+    return Encoder(
+        settings.model_path,
+        max_tokens=settings.max_tokens,
+        torch_threads=settings.torch_threads,
+        batch_size=settings.encode_batch_size,
+    )
+
+
+# -- index -------------------------------------------------------------------------------
+
+
+def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.index import ReferenceIndex, embed_into, seed_references_path
+
+    csv_path = Path(args.csv) if args.csv else seed_references_path()
+    items = read_labeled_csv(csv_path, args.fraud_labels, args.legit_labels)
+    encoder = _encoder(settings)
+    index = ReferenceIndex(encoder.name, encoder.dim, settings.scorer.model_dump())
+    embed_into(index, encoder, items, args.source or csv_path.name, progress=not args.quiet)
+    index.save(settings.index_dir)
+    _print_info(index.manifest(), settings.index_dir)
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.index import ReferenceIndex, embed_into
+
+    items = read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+    encoder = _encoder(settings)
+    index = ReferenceIndex.load(settings.index_dir, model=encoder.name, dim=encoder.dim)
+    before = len(index)
+    embed_into(index, encoder, items, args.source or Path(args.csv).name, progress=not args.quiet)
+    index.save(settings.index_dir)
+    print(f"added {len(index) - before} references to {settings.index_dir}")
+    _print_info(index.manifest(), settings.index_dir)
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.errors import DataError
+    from fraud.index import MANIFEST_FILE
+
+    path = settings.index_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(f"{settings.index_dir}: not an index directory (no {MANIFEST_FILE})")
+    manifest = json.loads(path.read_text())
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        _print_info(manifest, settings.index_dir)
+    return 0
+
+
+def _print_info(manifest: dict[str, Any], directory: Path) -> None:
+    counts = manifest["counts"]
+    print(f"index {directory}  version {manifest['index_version']}  ({manifest['created_at']})")
+    print(f"  model {manifest['model']}  dim {manifest['dim']}  {manifest['index_type']}")
+    print(f"  {counts['total']} references: {counts['fraud']} fraud, {counts['legit']} legit")
+    for category, n in counts["fraud_by_category"].items():
+        print(f"    {category:<16} {n}")
+    print(f"  scorer {manifest['scorer']}")
+
+
+# -- score -------------------------------------------------------------------------------
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.detector import Detector
+
+    detector = Detector.from_settings(settings)
+    verdict = detector.score([args.text])[0]
+    if args.json:
+        print(verdict.model_dump_json(indent=2))
+        return 0
+    print(format_verdict(verdict, detector))
+    return 0
+
+
+def format_verdict(verdict, detector, width: int = 70) -> str:
+    """A verdict as an analyst reads it: score, category, then the evidence with its text."""
+    flag = "ALERT" if verdict.is_alert else "ok"
+    lines = [
+        f"{flag}  score {verdict.score:.3f} (threshold {detector.params.threshold:.2f})"
+        + (f"  category {verdict.category}" if verdict.category else "")
+    ]
+    if verdict.category_distribution:
+        dist = sorted(verdict.category_distribution.items(), key=lambda kv: -kv[1])
+        lines.append("  categories: " + ", ".join(f"{c} {w:.3f}" for c, w in dist[:4]))
+    for ev in verdict.evidence:
+        text = detector.index.reference(ev.reference_id).text
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        lines.append(
+            f"  evidence #{ev.reference_id:<5} {ev.category:<13} sim {ev.similarity:.3f} "
+            f"weight {ev.weight:.3f}  {text}"
+        )
+    return "\n".join(lines)
+
+
+# -- Kafka commands (implemented in workers/) -------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.scoring_worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.producer import produce, read_messages
+
+    messages = read_messages(Path(args.file))
+    topic = args.topic or settings.kafka.input_topic
+    sent = produce(settings.kafka, topic, messages, args.rate)
+    print(f"sent {sent} messages to {topic} at {settings.kafka.bootstrap_servers}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.demo import run_demo
+
+    # The one place outside Settings that reads the environment: the test-suite's and
+    # users' convention for "use this cluster instead of starting one".
+    external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    return run_demo(settings, external_bootstrap=external, rate=args.rate)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraud", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--index", type=Path, help="index directory (FRAUD_INDEX_DIR)")
+    common.add_argument("--model-path", type=Path, help="HF model directory (FRAUD_MODEL_PATH)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    scorer = argparse.ArgumentParser(add_help=False)
+    scorer.add_argument("--top-k", type=int, help="keys per message (FRAUD_SCORER__TOP_K)")
+    scorer.add_argument("--temperature", type=float, help="softmax temperature T")
+    scorer.add_argument("--null-similarity", type=float, help="similarity tau of the null key")
+    scorer.add_argument("--threshold", type=float, help="alert threshold on the fraud score")
+    kafka = argparse.ArgumentParser(add_help=False)
+    kafka.add_argument("--bootstrap-servers", help="FRAUD_KAFKA__BOOTSTRAP_SERVERS")
+    kafka.add_argument("--input-topic", help="FRAUD_KAFKA__INPUT_TOPIC")
+    kafka.add_argument("--alert-topic", help="FRAUD_KAFKA__ALERT_TOPIC")
+    kafka.add_argument("--group-id", help="FRAUD_KAFKA__GROUP_ID")
+    labels = argparse.ArgumentParser(add_help=False)
+    labels.add_argument("--csv", help="CSV with columns text,label[,category]")
+    labels.add_argument(
+        "--fraud-labels", default=",".join(DEFAULT_FRAUD_LABELS), help="labels meaning fraud"
+    )
+    labels.add_argument(
+        "--legit-labels", default=",".join(DEFAULT_LEGIT_LABELS), help="labels meaning legit"
+    )
+    labels.add_argument("--source", help="source recorded with each reference (default: file)")
+    labels.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sub = parser.add_subparsers(dest="command", required=True)
+    index = sub.add_parser("index", help="build and inspect reference indexes")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    p = isub.add_parser("build", parents=[common, labels, scorer], help="build an index")
+    p.add_argument("--out", dest="index", type=Path, help="same as --index")
+    p.set_defaults(func=cmd_index_build)
+    p = isub.add_parser("add", parents=[common, labels], help="append references from a CSV")
+    p.set_defaults(func=cmd_index_add)
+    p = isub.add_parser("info", parents=[common], help="show an index's manifest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index_info)
+
+    p = sub.add_parser("score", parents=[common, scorer], help="score one message")
+    p.add_argument("text")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("worker", parents=[common, scorer, kafka], help="run the scoring worker")
+    p.add_argument("--publish-scores", action="store_true", default=None)
+    p.add_argument("--metrics-port", type=int, help="FRAUD_METRICS_PORT (0: any free port)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("produce", parents=[common, kafka], help="send messages to a topic")
+    p.add_argument("file", help=".jsonl or .csv (a text column) of messages")
+    p.add_argument("--topic", help="default: the input topic")
+    p.add_argument("--rate", type=float, help="messages per second (default: unthrottled)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("demo", parents=[common, scorer], help="the whole pipeline, locally")
+    p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
+    p.add_argument("--rate", type=float, default=20.0, help="demo messages per second")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        settings = _settings(args)
+        return args.func(args, settings)
+    except FraudError as e:
+        print(f"fraud: error: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"fraud: error: setting {where}: {first['msg']}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The one settings object. Sources, highest first: CLI flags (init kwargs), FRAUD_* env vars, defaults.
+
+Nested sections use a double underscore: FRAUD_KAFKA__BOOTSTRAP_SERVERS, FRAUD_SCORER__TOP_K.
+Nothing below a process's main() reads os.environ: it is handed a Settings.
+"""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ScorerSettings(BaseModel):
+    """Parameters of the attention scorer (see fraud/scorer.py for what each one does)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top_k: int = Field(32, ge=1, le=1024, description="references retrieved as keys per message")
+    temperature: float = Field(0.05, gt=0, description="softmax temperature T over similarities")
+    null_similarity: float = Field(
+        0.5, ge=-1, le=1, description="similarity tau of the extra 'null' key whose value is legit"
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="alert when fraud score >= threshold")
+    max_evidence: int = Field(5, ge=0, le=100, description="fraud references listed as evidence")
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "messages"
+    alert_topic: str = "fraud-alerts"
+    scores_topic: str = "fraud-scores"
+    dead_letter_topic: str = "messages-dead-letter"
+    group_id: str = "fraud-scoring"
+    publish_scores: bool = Field(False, description="also send every decision to scores_topic")
+    max_batch: int = Field(64, ge=1, le=10_000, description="records per micro-batch, at most")
+    batch_timeout_ms: int = Field(200, ge=1, description="wait at most this long to fill a batch")
+    max_message_bytes: int = Field(
+        64 * 1024, ge=64, description="larger records go to the dead-letter topic"
+    )
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    bootstrap_timeout_ms: int = Field(
+        10_000, ge=100, description="give up (one clear error) if no broker answers by then"
+    )
+
+    @model_validator(mode="after")
+    def _batch_fits_poll_interval(self) -> "KafkaSettings":
+        if self.batch_timeout_ms >= self.max_poll_interval_ms:
+            raise ValueError(
+                f"batch_timeout_ms ({self.batch_timeout_ms}) must be below "
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}), or every batch rebalances"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    model_path: Path | None = Field(
+        None, description="Hugging Face model directory; default: the bundled all-MiniLM-L6-v2"
+    )
+    max_tokens: int = Field(128, ge=8, le=512, description="longer messages are truncated")
+    torch_threads: int | None = Field(None, ge=1, description="default: torch's own choice")
+    encode_batch_size: int = Field(64, ge=1)
+    index_dir: Path = Field(Path(".cache/index"), description="the reference index directory")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
+    log_level: str = "INFO"
+    scorer: ScorerSettings = ScorerSettings()
+    kafka: KafkaSettings = KafkaSettings()

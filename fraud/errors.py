@@ -1,0 +1,38 @@
+"""One error hierarchy. Each message says what was expected, what was found, what to do."""
+
+
+class FraudError(Exception):
+    """Base of every error this project raises on purpose.
+
+    `retriable` tells a worker whether trying again could help (a broker that is
+    briefly away) or whether it should stop (a wrong index, a bad file).
+    """
+
+    retriable = False
+
+
+class ConfigError(FraudError):
+    """A setting is missing or inconsistent."""
+
+
+class DataError(FraudError):
+    """An input file is missing, unreadable or malformed (a CSV without a text column...)."""
+
+
+class IndexMismatchError(FraudError):
+    """An index directory was built with another model, dimension or normalization."""
+
+
+class SchemaError(FraudError):
+    """A message could not be decoded; `reason` is a short fixed code for metrics and headers."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class BrokerUnavailableError(FraudError):
+    """No Kafka broker answered at the configured address."""
+
+    retriable = True

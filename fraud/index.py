@@ -1,0 +1,226 @@
+"""The reference index: labeled reference messages in a FAISS inner-product index.
+
+On disk an index is a directory of three files:
+
+    index.faiss       faiss.IndexIDMap2(IndexFlatIP): exact search, int64 ids
+    references.jsonl  one JSON object per reference: id, text, label, category, source
+    manifest.json     model, dim, normalization version, counts, scorer parameters, ...
+
+Loading refuses an index built with another model, dimension or normalization.
+"""
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from fraud.datasets import LabeledText
+from fraud.errors import DataError, IndexMismatchError
+from fraud.normalize import NORMALIZATION_VERSION
+
+FORMAT_VERSION = 1
+INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    text: str
+    label: str  # "fraud" or "legit"
+    category: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Retrieved keys of a batch, aligned (n, m): similarity, validity, label, category code."""
+
+    similarities: np.ndarray
+    ids: np.ndarray  # int64, -1 where missing
+    valid: np.ndarray
+    is_fraud: np.ndarray
+    category_codes: np.ndarray
+
+
+class ReferenceIndex:
+    def __init__(self, model: str, dim: int, scorer: dict[str, Any] | None = None) -> None:
+        self.model, self.dim = model, dim
+        self.scorer_params: dict[str, Any] = dict(scorer or {})
+        self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._refs: dict[int, Reference] = {}
+        self.categories: list[str] = []  # category code -> name
+        # Lookup tables indexed by reference id, so a batch of ids maps to labels in one step.
+        self._is_fraud = np.zeros(0, dtype=bool)
+        self._category_code = np.zeros(0, dtype=np.int64)
+        self._version: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def reference(self, ref_id: int) -> Reference:
+        return self._refs[ref_id]
+
+    @property
+    def version(self) -> str:
+        """A short content hash: equal contents give equal versions, any change a new one."""
+        if self._version is None:
+            h = hashlib.sha256(f"{self.model}|{self.dim}|{NORMALIZATION_VERSION}".encode())
+            for ref_id in sorted(self._refs):
+                h.update(json.dumps(asdict(self._refs[ref_id]), sort_keys=True).encode())
+            self._version = h.hexdigest()[:12]
+        return self._version
+
+    def counts(self) -> dict[str, Any]:
+        labels = Counter(r.label for r in self._refs.values())
+        cats = Counter(r.category for r in self._refs.values() if r.label == "fraud")
+        return {
+            "total": len(self),
+            "fraud": labels["fraud"],
+            "legit": labels["legit"],
+            "fraud_by_category": dict(sorted(cats.items())),
+        }
+
+    def add(self, items: Sequence[LabeledText], vectors: np.ndarray, source: str) -> list[int]:
+        """Append references with their embeddings; returns the ids given to them."""
+        vectors = self._check_vectors(vectors, "vectors")
+        if len(items) != len(vectors):
+            raise ValueError(f"{len(items)} references but {len(vectors)} vectors")
+        start = (max(self._refs) + 1) if self._refs else 0
+        ids = np.arange(start, start + len(items), dtype=np.int64)
+        self._faiss.add_with_ids(vectors, ids)
+        self._grow_tables(start + len(items))
+        for ref_id, item in zip(ids.tolist(), items, strict=True):
+            self._refs[ref_id] = Reference(ref_id, item.text, item.label, item.category, source)
+            self._index_labels(self._refs[ref_id])
+        self._version = None
+        return ids.tolist()
+
+    def search(self, queries: np.ndarray, k: int) -> Keys:
+        """The k nearest references of each query row (fewer where the index is smaller)."""
+        queries = self._check_vectors(queries, "queries")
+        m = min(k, len(self))
+        if m == 0:
+            sims, ids = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        else:
+            sims, ids = self._faiss.search(queries, m)
+        valid = ids >= 0
+        safe = np.where(valid, ids, 0)
+        return Keys(
+            similarities=sims,
+            ids=ids,
+            valid=valid,
+            is_fraud=valid & self._is_fraud[safe] if m else valid,
+            category_codes=self._category_code[safe] if m else safe,
+        )
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "dim": self.dim,
+            "normalization_version": NORMALIZATION_VERSION,
+            "index_type": "IndexIDMap2(IndexFlatIP)",
+            "index_version": self.version,
+            "counts": self.counts(),
+            "scorer": self.scorer_params,
+            "created_at": self.created_at,
+        }
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self._faiss, str(directory / INDEX_FILE))
+        with (directory / REFERENCES_FILE).open("w", encoding="utf-8") as f:
+            for ref_id in sorted(self._refs):
+                f.write(json.dumps(asdict(self._refs[ref_id]), ensure_ascii=False) + "\n")
+        # The manifest goes last: a directory with a manifest is a complete index.
+        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, *, model: str, dim: int) -> "ReferenceIndex":
+        """Load an index directory, refusing one built for another encoder."""
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise DataError(
+                f"{directory}: not an index directory (no {MANIFEST_FILE}): "
+                "create one with `fraud index build`"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{manifest_path}: not valid JSON ({e})") from None
+        built = (manifest.get("model"), manifest.get("dim"))
+        if built != (model, dim):
+            raise IndexMismatchError(
+                f"{directory} was built with model {built[0]} (dim {built[1]}), the encoder is "
+                f"{model} (dim {dim}): rebuild it with `fraud index build`"
+            )
+        if manifest.get("normalization_version") != NORMALIZATION_VERSION:
+            raise IndexMismatchError(
+                f"{directory} was built with text normalization "
+                f"v{manifest.get('normalization_version')}, this version uses "
+                f"v{NORMALIZATION_VERSION}: rebuild it with `fraud index build`"
+            )
+        index = cls(model, dim, manifest.get("scorer"))
+        index.created_at = manifest.get("created_at", index.created_at)
+        index._faiss = faiss.read_index(str(directory / INDEX_FILE))
+        with (directory / REFERENCES_FILE).open(encoding="utf-8") as f:
+            refs = [Reference(**json.loads(line)) for line in f if line.strip()]
+        if index._faiss.ntotal != len(refs) or index._faiss.d != dim:
+            raise DataError(
+                f"{directory}: {index._faiss.ntotal} vectors of dim {index._faiss.d} but "
+                f"{len(refs)} references: the directory is damaged, rebuild it"
+            )
+        index._grow_tables(max((r.id for r in refs), default=-1) + 1)
+        for ref in refs:
+            index._refs[ref.id] = ref
+            index._index_labels(ref)
+        return index
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_vectors(self, a: np.ndarray, name: str) -> np.ndarray:
+        if not isinstance(a, np.ndarray) or a.ndim != 2 or a.shape[1] != self.dim:
+            shape = getattr(a, "shape", type(a).__name__)
+            raise TypeError(f"{name} must be an (n, {self.dim}) array, got {shape}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _grow_tables(self, size: int) -> None:
+        if size > len(self._is_fraud):
+            extra = size - len(self._is_fraud)
+            self._is_fraud = np.concatenate([self._is_fraud, np.zeros(extra, bool)])
+            self._category_code = np.concatenate([self._category_code, np.zeros(extra, np.int64)])
+
+    def _index_labels(self, ref: Reference) -> None:
+        self._is_fraud[ref.id] = ref.label == "fraud"
+        if ref.label == "fraud":
+            if ref.category not in self.categories:
+                self.categories.append(ref.category)
+            self._category_code[ref.id] = self.categories.index(ref.category)
+
+
+def embed_into(
+    index: ReferenceIndex, encoder, items: Sequence[LabeledText], source: str, progress: bool
+) -> list[int]:
+    """Encode `items` (with a progress bar when asked) and add them to `index`."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(items), unit="msg", desc="encoding", disable=not progress) as bar:
+        vectors = encoder.encode([item.text for item in items], progress=bar.update)
+    return index.add(items, vectors, source)
+
+
+def seed_references_path() -> Path:
+    """The seed reference set the team wrote, shipped inside the package."""
+    return Path(__file__).resolve().parent / "data" / "seed_references.csv"

@@ -1,0 +1,64 @@
+"""Prometheus metric definitions. `build_metrics(registry)` returns one object holding all.
+
+Names are fraud_<thing>_<unit> in base units; counters end in _total; labels come from
+small fixed sets (categories, dead-letter reasons), never message ids or text.
+"""
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    messages_consumed: Counter
+    messages_scored: Counter
+    alerts_published: Counter
+    dead_letters: Counter
+    batch_size: Histogram
+    processing_latency: Histogram
+    index_references: Gauge
+
+
+def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
+    return WorkerMetrics(
+        messages_consumed=Counter(
+            "fraud_messages_consumed", "Records read from the input topic.", registry=registry
+        ),
+        messages_scored=Counter(
+            "fraud_messages_scored", "Messages that received a verdict.", registry=registry
+        ),
+        alerts_published=Counter(
+            "fraud_alerts_published",
+            "Alerts acknowledged by the broker, by top category.",
+            ["category"],
+            registry=registry,
+        ),
+        dead_letters=Counter(
+            "fraud_dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        ),
+        batch_size=Histogram(
+            "fraud_batch_size_messages",
+            "Records per micro-batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        ),
+        processing_latency=Histogram(
+            "fraud_processing_latency_seconds",
+            "From a record being polled to its decision being acknowledged by the broker.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        index_references=Gauge(
+            "fraud_index_references",
+            "References in the loaded index, by label.",
+            ["label"],
+            registry=registry,
+        ),
+    )

@@ -1,0 +1,136 @@
+"""Wire formats: the incoming message, the verdict, and the alert/score record.
+
+Incoming records are JSON objects `{"id": str, "text": str, ...}`; every other field
+(sender, recipient, timestamp, metadata, ...) is passed through to the alert untouched.
+"""
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fraud.errors import SchemaError
+
+SCHEMA_VERSION = 1
+# Dead-letter reasons: a small fixed set, used as a header value and a metric label.
+DEAD_LETTER_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
+_ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1, max_length=256)
+    text: str
+
+    def passthrough(self) -> dict[str, Any]:
+        """Every field other than id and text, as received."""
+        return dict(self.model_extra or {})
+
+
+def parse_message(raw: bytes | None, max_bytes: int) -> Message:
+    """Decode one Kafka record value, or raise SchemaError with one of DEAD_LETTER_REASONS."""
+    if raw is None:
+        raise SchemaError("no_text", "record has no value (a tombstone)")
+    if len(raw) > max_bytes:
+        raise SchemaError("too_large", f"{len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SchemaError("invalid_utf8", f"{e.reason} at byte {e.start}") from None
+    try:
+        obj = json.loads(decoded)
+    except json.JSONDecodeError as e:
+        raise SchemaError("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(obj, dict):
+        raise SchemaError("invalid_schema", f"expected a JSON object, got {type(obj).__name__}")
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise SchemaError("no_text", "field 'text' is missing, empty or not a string")
+    try:
+        return Message.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+
+
+class Evidence(BaseModel):
+    """One fraud reference the message attended to: the first thing an analyst reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reference_id: int
+    category: str
+    similarity: float
+    weight: float
+
+
+class Verdict(BaseModel):
+    """The scorer's answer for one message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    score: float = Field(ge=0, le=1)
+    is_alert: bool
+    category: str | None  # the category with the most attention, None without fraud mass
+    category_distribution: dict[str, float]
+    evidence: list[Evidence]
+
+
+class Alert(BaseModel):
+    """A decision as published: to the alert topic when is_alert, to the scores topic always.
+
+    alert_id is derived from message id, model and index version, so a replay after a
+    crash repeats the same alert id (and the same Kafka key) rather than a new one.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    alert_id: str
+    message_id: str
+    score: float
+    is_alert: bool
+    threshold: float
+    category: str | None
+    category_distribution: dict[str, float]
+    evidence: list[Evidence]
+    model: str
+    index_version: str
+    scored_at: str
+    processing_ms: float
+    passthrough: dict[str, Any]
+
+    @classmethod
+    def build(
+        cls,
+        message: Message,
+        verdict: Verdict,
+        *,
+        threshold: float,
+        model: str,
+        index_version: str,
+        scored_at: str,
+        processing_ms: float,
+    ) -> "Alert":
+        alert_id = uuid.uuid5(_ALERT_NAMESPACE, f"{message.id}|{model}|{index_version}")
+        return cls(
+            alert_id=str(alert_id),
+            message_id=message.id,
+            threshold=threshold,
+            model=model,
+            index_version=index_version,
+            scored_at=scored_at,
+            processing_ms=round(processing_ms, 3),
+            passthrough=message.passthrough(),
+            **verdict.model_dump(),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Alert":
+        return cls.model_validate_json(raw)

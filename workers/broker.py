@@ -1,0 +1,231 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker+controller) on loopback.
+
+For development, tests and the demo. The jars come from Maven Central through
+deploy/kafka/pom.xml (`make kafka-jars`). Usage:
+
+    with LocalBroker() as broker:
+        print(broker.bootstrap_servers)   # "127.0.0.1:<free port>"
+
+Or `python -m workers.broker` to run one in the foreground until Ctrl-C.
+"""
+
+import base64
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from fraud.errors import BrokerUnavailableError, ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_LIB = REPO_ROOT / "deploy" / "kafka" / "lib"
+_LOG4J_CONFIG = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <File name="file" fileName="{log}"><PatternLayout pattern="[%d] %p %m (%c)%n"/></File>
+  </Appenders>
+  <Loggers>
+    <Root level="INFO"><AppenderRef ref="file"/></Root>
+    <Logger name="kafka" level="WARN"/>
+    <Logger name="org.apache.kafka" level="WARN"/>
+  </Loggers>
+</Configuration>
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class LocalBroker:
+    def __init__(
+        self,
+        *,
+        lib_dir: Path = KAFKA_LIB,
+        heap: str = "384m",
+        start_timeout_s: float = 90.0,
+        java: str = "java",
+    ) -> None:
+        self.lib_dir, self.heap, self.start_timeout_s, self.java = lib_dir, heap, start_timeout_s, java
+        self.port = self.controller_port = 0
+        self.data_dir: Path | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        assert self.data_dir is not None, "broker not started"  # noqa: S101
+        return self.data_dir / "broker.log"
+
+    def __enter__(self) -> "LocalBroker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        assert self.data_dir is not None  # noqa: S101
+        return [
+            self.java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}",
+            "-cp",
+            f"{self.lib_dir}/*",
+            main,
+            *args,
+        ]
+
+    def start(self) -> None:
+        if not any(self.lib_dir.glob("kafka_2.13-*.jar")):
+            raise ConfigError(
+                f"no Kafka jars in {self.lib_dir}: run `make kafka-jars` "
+                "(mvn -f deploy/kafka/pom.xml dependency:copy-dependencies)"
+            )
+        if shutil.which(self.java) is None:
+            raise ConfigError(f"'{self.java}' not found: the local broker needs Java 17+")
+        self.data_dir = Path(tempfile.mkdtemp(prefix="fraud-kafka-"))
+        self.port, self.controller_port = free_port(), free_port()
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'logs'}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.flush.interval.messages=9223372036854775807",
+                    "",
+                ]
+            )
+        )
+        (self.data_dir / "log4j2.xml").write_text(
+            _LOG4J_CONFIG.format(log=self.data_dir / "broker.log")
+        )
+        fmt = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if fmt.returncode != 0:
+            self._cleanup()
+            raise BrokerUnavailableError(f"kafka storage format failed: {fmt.stderr.strip()[-500:]}")
+        stdout = (self.data_dir / "stdout.log").open("wb")
+        self._proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(config)),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+        )
+        stdout.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("kafka broker up at %s (data %s)", self.bootstrap_servers, self.data_dir)
+
+    def _wait_ready(self) -> None:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                tail = (self.data_dir / "stdout.log").read_text(errors="replace")[-1500:]
+                raise BrokerUnavailableError(f"kafka broker exited during start-up:\n{tail}")
+            # A plain TCP probe first: the Kafka client logs every refused connection loudly.
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers,
+                    bootstrap_timeout_ms=5000,
+                    request_timeout_ms=5000,
+                )
+                try:
+                    if admin.describe_cluster().get("brokers"):
+                        return
+                finally:
+                    admin.close()
+            except (KafkaError, OSError):
+                pass
+            time.sleep(0.5)
+        raise BrokerUnavailableError(
+            f"kafka broker did not answer at {self.bootstrap_servers} within "
+            f"{self.start_timeout_s:.0f}s (log: {self.data_dir})"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a controlled shutdown), then SIGKILL if it hangs; removes the data."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("kafka broker ignored SIGTERM for %.0fs: killing it", timeout_s)
+                proc.kill()
+                proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with LocalBroker() as broker:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        finally:
+            print("stopping broker", flush=True)
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main()

@@ -1,0 +1,201 @@
+"""`fraud demo`: the main job on the embedded default, start to finish.
+
+Starts a local Kafka broker (or uses the one given), builds the index from the seed
+set, starts a scoring worker as its own process, replays the team's demo messages
+(plus two malformed records, to show the dead-letter path), prints each alert with
+its evidence as it arrives, a summary at the end, and shuts everything down.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from kafka.structs import TopicPartition
+
+from fraud.config import Settings
+from fraud.datasets import read_labeled_csv
+from fraud.detector import Detector, effective_scorer
+from fraud.encoder import Encoder
+from fraud.errors import BrokerUnavailableError
+from fraud.index import ReferenceIndex, embed_into, seed_references_path
+from fraud.schemas import Alert
+from workers.broker import LocalBroker
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.producer import produce, read_messages
+
+DEMO_MESSAGES = Path(__file__).resolve().parent.parent / "fraud" / "data" / "demo_messages.jsonl"
+MALFORMED = [b"\xff\xfe not utf-8", b'{"id": "demo-bad-json", "text": ']
+WAIT_FOR_DECISIONS_S = 180
+
+
+def run_demo(
+    settings: Settings, external_bootstrap: str | None = None, rate: float | None = 20.0
+) -> int:
+    with ExitStack() as stack:
+        if external_bootstrap:
+            bootstrap = external_bootstrap
+            print(f"using the Kafka cluster at {bootstrap}")
+        else:
+            print("starting a local Kafka broker (KRaft) ...", flush=True)
+            broker = stack.enter_context(LocalBroker())
+            bootstrap = broker.bootstrap_servers
+            print(f"  broker up at {bootstrap}")
+
+        run = uuid.uuid4().hex[:8]
+        kafka = settings.kafka.model_copy(
+            update={
+                "bootstrap_servers": bootstrap,
+                "input_topic": f"demo-{run}-messages",
+                "alert_topic": f"demo-{run}-alerts",
+                "scores_topic": f"demo-{run}-scores",
+                "dead_letter_topic": f"demo-{run}-dead-letter",
+                "group_id": f"demo-{run}",
+                "publish_scores": True,
+                "batch_timeout_ms": 100,
+            }
+        )
+        topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
+        ensure_topics(kafka, topics)
+
+        print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+        index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
+        encoder = Encoder(
+            settings.model_path,
+            max_tokens=settings.max_tokens,
+            torch_threads=settings.torch_threads,
+            batch_size=settings.encode_batch_size,
+        )
+        index = ReferenceIndex(encoder.name, encoder.dim, settings.scorer.model_dump())
+        embed_into(index, encoder, read_labeled_csv(seed_references_path()), "seed", progress=True)
+        index.save(index_dir)
+        counts = index.counts()
+        print(
+            f"  {counts['total']} references ({counts['fraud']} fraud in "
+            f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
+            f"version {index.version}"
+        )
+        detector = Detector(encoder, index, effective_scorer(settings.scorer, index))
+
+        print("starting the scoring worker (its own process) ...", flush=True)
+        worker = _start_worker(settings, kafka, index_dir, stack)
+
+        messages = read_messages(DEMO_MESSAGES)
+        expected = {m["id"]: m for m in messages}
+        consumer = make_consumer(
+            kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
+        )
+        stack.callback(consumer.close)
+        partitions = [TopicPartition(kafka.scores_topic, 0), TopicPartition(kafka.dead_letter_topic, 0)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+
+        print(f"replaying {len(messages)} demo messages and {len(MALFORMED)} malformed records\n")
+        produce(kafka, kafka.input_topic, messages, rate)
+        producer = make_producer(kafka)
+        for raw in MALFORMED:
+            producer.send(kafka.input_topic, raw).get(timeout=30)
+        producer.close()
+
+        decisions: dict[str, Alert] = {}
+        dead_letters: list[str] = []
+        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
+        while (len(decisions) < len(messages) or len(dead_letters) < len(MALFORMED)) and (
+            time.monotonic() < deadline
+        ):
+            if worker.poll() is not None:
+                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if tp.topic == kafka.dead_letter_topic:
+                        reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
+                        dead_letters.append(reason)
+                        print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
+                        continue
+                    alert = Alert.from_bytes(record.value)
+                    decisions[alert.message_id] = alert
+                    if alert.is_alert:
+                        _print_alert(alert, expected[alert.message_id], detector)
+
+        worker.terminate()
+        worker.wait(timeout=60)
+        _print_summary(decisions, expected, dead_letters, worker.returncode)
+        return 0 if len(decisions) == len(messages) else 1
+
+
+def _start_worker(settings: Settings, kafka, index_dir: Path, stack: ExitStack) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(
+        FRAUD_INDEX_DIR=str(index_dir),
+        FRAUD_METRICS_PORT="0",
+        FRAUD_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        FRAUD_KAFKA__INPUT_TOPIC=kafka.input_topic,
+        FRAUD_KAFKA__ALERT_TOPIC=kafka.alert_topic,
+        FRAUD_KAFKA__SCORES_TOPIC=kafka.scores_topic,
+        FRAUD_KAFKA__DEAD_LETTER_TOPIC=kafka.dead_letter_topic,
+        FRAUD_KAFKA__GROUP_ID=kafka.group_id,
+        FRAUD_KAFKA__PUBLISH_SCORES="true",
+        FRAUD_KAFKA__BATCH_TIMEOUT_MS=str(kafka.batch_timeout_ms),
+    )
+    for field, value in settings.scorer.model_dump(include=settings.scorer.model_fields_set).items():
+        env[f"FRAUD_SCORER__{field.upper()}"] = str(value)
+    if settings.model_path:
+        env["FRAUD_MODEL_PATH"] = str(settings.model_path)
+    proc = subprocess.Popen([sys.executable, "-m", "fraud.cli", "worker"], env=env)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    stack.callback(stop)
+    return proc
+
+
+def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
+    from fraud.cli import format_verdict
+    from fraud.schemas import Verdict
+
+    sender = alert.passthrough.get("sender", "?")
+    print(f"[{alert.message_id}] from {sender}: {message['text']}")
+    verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
+    print(format_verdict(verdict, detector))
+    print(f"  (scored in {alert.processing_ms:.0f} ms, index {alert.index_version})\n")
+
+
+def _print_summary(
+    decisions: dict[str, Alert], expected: dict[str, dict], dead_letters: list[str], worker_rc
+) -> None:
+    frauds = [m for m in expected.values() if m.get("expected") == "fraud"]
+    legits = [m for m in expected.values() if m.get("expected") != "fraud"]
+    caught = [m for m in frauds if m["id"] in decisions and decisions[m["id"]].is_alert]
+    false_alerts = [m for m in legits if m["id"] in decisions and decisions[m["id"]].is_alert]
+    right_category = [
+        m for m in caught if decisions[m["id"]].category == m.get("expected_category")
+    ]
+    latencies = sorted(a.processing_ms for a in decisions.values())
+    print("=" * 72)
+    print(f"decisions       {len(decisions)} of {len(expected)} messages scored")
+    print(f"frauds caught   {len(caught)} of {len(frauds)}"
+          f"  (right category: {len(right_category)} of {len(caught)})")
+    print(f"false alerts    {len(false_alerts)} of {len(legits)} legit messages")
+    for m in false_alerts:
+        print(f"                [{m['id']}] {m['text'][:60]}")
+    missed = [m for m in frauds if m not in caught]
+    for m in missed:
+        score = decisions[m["id"]].score if m["id"] in decisions else float("nan")
+        print(f"missed          [{m['id']}] score {score:.2f}  {m['text'][:55]}")
+    print(f"dead letters    {len(dead_letters)} ({', '.join(dead_letters)})")
+    if latencies:
+        print(f"batch latency   median {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms")
+    print(f"worker          stopped with exit code {worker_rc} after SIGTERM")
+    print(json.dumps({"scored": len(decisions), "caught": len(caught), "frauds": len(frauds),
+                      "false_alerts": len(false_alerts), "legit": len(legits)}))

@@ -1,0 +1,82 @@
+"""Kafka client construction from KafkaSettings: the one place client options are chosen."""
+
+import logging
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from fraud.config import KafkaSettings
+from fraud.errors import BrokerUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def _unreachable(servers: str) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"no Kafka broker answered at {servers}: start one (`python -m workers.broker`) "
+        "or set FRAUD_KAFKA__BOOTSTRAP_SERVERS"
+    )
+
+
+def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
+    """A group consumer that never commits on its own: the worker commits what it finished."""
+    config = dict(
+        bootstrap_servers=kafka.bootstrap_servers,
+        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+        group_id=kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=kafka.max_batch,
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
+        request_timeout_ms=kafka.request_timeout_ms,
+        fetch_max_bytes=max(52_428_800, kafka.max_message_bytes * 4),
+        max_partition_fetch_bytes=max(1_048_576, kafka.max_message_bytes * 2),
+    )
+    config.update(overrides)
+    try:
+        return KafkaConsumer(**config)
+    except KafkaTimeoutError:
+        raise _unreachable(kafka.bootstrap_servers) from None
+
+
+def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
+    """An idempotent producer that waits for all in-sync replicas (acks=all)."""
+    config = dict(
+        bootstrap_servers=kafka.bootstrap_servers,
+        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=kafka.request_timeout_ms,
+        max_request_size=max(1_048_576, kafka.max_message_bytes * 4),
+    )
+    config.update(overrides)
+    try:
+        return KafkaProducer(**config)
+    except KafkaTimeoutError:
+        raise _unreachable(kafka.bootstrap_servers) from None
+
+
+def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) -> None:
+    """Create any of `topics` that do not exist yet (idempotent)."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=kafka.bootstrap_servers,
+            bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+            request_timeout_ms=10_000,
+        )
+    except KafkaTimeoutError:
+        raise _unreachable(kafka.bootstrap_servers) from None
+    try:
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        if missing:
+            spec = {t: {"num_partitions": partitions, "replication_factor": -1} for t in missing}
+            try:
+                admin.create_topics(spec, wait_for_metadata=True)
+                log.info("created topics %s", ", ".join(missing))
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another worker
+    except KafkaError as e:
+        raise BrokerUnavailableError(f"could not create topics {topics}: {e}") from None
+    finally:
+        admin.close()

@@ -1,0 +1,227 @@
+"""The scoring worker: consume -> score -> publish -> commit, in micro-batches.
+
+Delivery is at-least-once. Input offsets are committed only after the broker has
+acknowledged every alert, score record and dead letter produced from them; a crash
+before the commit replays the batch, and a replayed alert carries the same key and
+alert id as the first. A bad record never stops the worker: it goes to the
+dead-letter topic with its original bytes and the reason in a header.
+
+Rebalances: the worker commits each batch synchronously before it polls again, and
+kafka-python runs rebalance callbacks inside poll(), so when partitions are revoked
+nothing finished is uncommitted and nothing unfinished is committed. No callback is
+needed (and a blocking commit inside one would fail).
+"""
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from fraud.config import KafkaSettings, Settings
+from fraud.detector import Detector
+from fraud.errors import FraudError, SchemaError
+from fraud.metrics import WorkerMetrics, build_metrics
+from fraud.schemas import Alert, Message, parse_message
+
+log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_S = 60.0
+
+
+class PublishError(FraudError):
+    """The broker did not acknowledge a batch's output: the batch is not committed."""
+
+    retriable = True
+
+
+@dataclass
+class BatchResult:
+    consumed: int = 0
+    scored: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: int = 0
+
+
+class ScoringWorker:
+    def __init__(
+        self,
+        detector: Detector,
+        kafka: KafkaSettings,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.detector, self.kafka = detector, kafka
+        self.consumer, self.producer, self.metrics = consumer, producer, metrics
+        self.stop_event = threading.Event()
+        self.last_batch_at = time.monotonic()
+        for label, count in detector.index.counts().items():
+            if label in ("fraud", "legit"):
+                metrics.index_references.labels(label).set(count)
+
+    def run(self) -> None:
+        """Score until stop() is called; the batch in hand is finished and committed first."""
+        self.consumer.subscribe([self.kafka.input_topic])
+        log.info(
+            "scoring %s -> alerts %s (index %s, %d references, threshold %.2f)",
+            self.kafka.input_topic,
+            self.kafka.alert_topic,
+            self.detector.index.version,
+            len(self.detector.index),
+            self.detector.params.threshold,
+        )
+        while not self.stop_event.is_set():
+            records = self.poll_batch()
+            self.last_batch_at = time.monotonic()
+            if records:
+                self.process(records)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def poll_batch(self) -> list[ConsumerRecord]:
+        """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill."""
+        batch: list[ConsumerRecord] = []
+        deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
+        while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            polled = self.consumer.poll(
+                timeout_ms=remaining_ms, max_records=self.kafka.max_batch - len(batch)
+            )
+            for records in polled.values():
+                batch.extend(records)
+        return batch
+
+    def process(self, records: list[ConsumerRecord]) -> BatchResult:
+        """Score one batch, publish its decisions, wait for the acks, commit its offsets."""
+        started = time.monotonic()
+        result = BatchResult(consumed=len(records))
+        self.metrics.messages_consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        futures = []
+        good: list[tuple[ConsumerRecord, Message]] = []
+        dead_reasons: list[str] = []
+        for record in records:
+            try:
+                good.append((record, parse_message(record.value, self.kafka.max_message_bytes)))
+            except SchemaError as e:
+                log.warning(
+                    "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
+                )
+                futures.append(self._send_dead_letter(record, e))
+                dead_reasons.append(e.reason)
+
+        verdicts = self.detector.score([m.text for _, m in good])
+        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        elapsed_ms = (time.monotonic() - started) * 1000
+        for (_record, message), verdict in zip(good, verdicts, strict=True):
+            alert = Alert.build(
+                message,
+                verdict,
+                threshold=self.detector.params.threshold,
+                model=self.detector.model,
+                index_version=self.detector.index.version,
+                scored_at=scored_at,
+                processing_ms=elapsed_ms,
+            )
+            payload, key = alert.to_bytes(), message.id.encode("utf-8")
+            if alert.is_alert:
+                futures.append(self.producer.send(self.kafka.alert_topic, payload, key=key))
+                result.alerts.append(alert)
+            if self.kafka.publish_scores:
+                futures.append(self.producer.send(self.kafka.scores_topic, payload, key=key))
+
+        self._await_acks(futures)
+        self._commit(records)
+
+        result.scored, result.dead_letters = len(good), len(dead_reasons)
+        self.metrics.messages_scored.inc(len(good))
+        for alert in result.alerts:
+            self.metrics.alerts_published.labels(alert.category or "none").inc()
+        for reason in dead_reasons:
+            self.metrics.dead_letters.labels(reason).inc()
+        latency = time.monotonic() - started
+        for _ in records:
+            self.metrics.processing_latency.observe(latency)
+        return result
+
+    def _send_dead_letter(self, record: ConsumerRecord, error: SchemaError):
+        headers = [
+            ("dead_letter_reason", error.reason.encode()),
+            ("dead_letter_detail", error.detail.encode("utf-8", "replace")[:1000]),
+            ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+        ]
+        return self.producer.send(
+            self.kafka.dead_letter_topic, record.value or b"", key=record.key, headers=headers
+        )
+
+    def _await_acks(self, futures: Iterable) -> None:
+        # flush() returns even when sends failed, so each future is checked on its own.
+        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        failures = [
+            f.exception or TimeoutError(f"no acknowledgement within {FLUSH_TIMEOUT_S:.0f}s")
+            for f in futures
+            if not f.succeeded()
+        ]
+        if failures:
+            raise PublishError(
+                f"{len(failures)} records of the batch were not acknowledged by the broker "
+                f"(first: {failures[0]!r}): not committing, the batch will be replayed"
+            )
+
+    def _commit(self, records: list[ConsumerRecord]) -> None:
+        next_offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+        self.consumer.commit(
+            {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()}
+        )
+
+
+def run_worker(settings: Settings, ready: threading.Event | None = None) -> None:
+    """The `fraud worker` process: load, serve metrics, score until SIGTERM/SIGINT."""
+    from workers.http import serve_metrics
+    from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+
+    detector = Detector.from_settings(settings)
+    registry = CollectorRegistry()
+    metrics = build_metrics(registry)
+    kafka = settings.kafka
+    outputs = [kafka.alert_topic, kafka.dead_letter_topic]
+    ensure_topics(kafka, [kafka.input_topic, *outputs, *([kafka.scores_topic] * kafka.publish_scores)])
+    consumer, producer = make_consumer(kafka), make_producer(kafka)
+    worker = ScoringWorker(detector, kafka, consumer, producer, metrics)
+    # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.
+    limit_s = kafka.max_poll_interval_ms / 1000
+    server = serve_metrics(
+        registry,
+        settings.metrics_host,
+        settings.metrics_port,
+        healthy=lambda: time.monotonic() - worker.last_batch_at < limit_s,
+    )
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stop())
+    if ready is not None:
+        ready.set()
+    try:
+        worker.run()
+    finally:
+        server.shutdown()
+        producer.close(timeout=FLUSH_TIMEOUT_S)
+        consumer.close(autocommit=False)
+        log.info("worker stopped")
