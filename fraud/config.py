@@ -1,4 +1,6 @@
-"""The one settings object. Sources, highest first: CLI flags (init kwargs), FRAUD_* env vars, defaults.
+"""The one settings object.
+
+Sources, highest first: CLI flags (init kwargs), FRAUD_* env vars, defaults.
 
 Nested sections use a double underscore: FRAUD_KAFKA__BOOTSTRAP_SERVERS, FRAUD_SCORER__TOP_K.
 Nothing below a process's main() reads os.environ: it is handed a Settings.

@@ -108,7 +108,10 @@ class ReferenceIndex:
         queries = self._check_vectors(queries, "queries")
         m = min(k, len(self))
         if m == 0:
-            sims, ids = np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            sims, ids = (
+                np.zeros((len(queries), 0), np.float32),
+                np.zeros((len(queries), 0), np.int64),
+            )
         else:
             sims, ids = self._faiss.search(queries, m)
         valid = ids >= 0

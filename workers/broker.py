@@ -61,7 +61,12 @@ class LocalBroker:
         start_timeout_s: float = 90.0,
         java: str = "java",
     ) -> None:
-        self.lib_dir, self.heap, self.start_timeout_s, self.java = lib_dir, heap, start_timeout_s, java
+        self.lib_dir, self.heap, self.start_timeout_s, self.java = (
+            lib_dir,
+            heap,
+            start_timeout_s,
+            java,
+        )
         self.port = self.controller_port = 0
         self.data_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
@@ -147,7 +152,9 @@ class LocalBroker:
         )
         if fmt.returncode != 0:
             self._cleanup()
-            raise BrokerUnavailableError(f"kafka storage format failed: {fmt.stderr.strip()[-500:]}")
+            raise BrokerUnavailableError(
+                f"kafka storage format failed: {fmt.stderr.strip()[-500:]}"
+            )
         stdout = (self.data_dir / "stdout.log").open("wb")
         self._proc = subprocess.Popen(
             self._java("kafka.Kafka", str(config)),

@@ -91,7 +91,10 @@ def run_demo(
             kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
         )
         stack.callback(consumer.close)
-        partitions = [TopicPartition(kafka.scores_topic, 0), TopicPartition(kafka.dead_letter_topic, 0)]
+        partitions = [
+            TopicPartition(kafka.scores_topic, 0),
+            TopicPartition(kafka.dead_letter_topic, 0),
+        ]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
 
@@ -142,7 +145,9 @@ def _start_worker(settings: Settings, kafka, index_dir: Path, stack: ExitStack) 
         FRAUD_KAFKA__PUBLISH_SCORES="true",
         FRAUD_KAFKA__BATCH_TIMEOUT_MS=str(kafka.batch_timeout_ms),
     )
-    for field, value in settings.scorer.model_dump(include=settings.scorer.model_fields_set).items():
+    for field, value in settings.scorer.model_dump(
+        include=settings.scorer.model_fields_set
+    ).items():
         env[f"FRAUD_SCORER__{field.upper()}"] = str(value)
     if settings.model_path:
         env["FRAUD_MODEL_PATH"] = str(settings.model_path)
@@ -184,8 +189,10 @@ def _print_summary(
     latencies = sorted(a.processing_ms for a in decisions.values())
     print("=" * 72)
     print(f"decisions       {len(decisions)} of {len(expected)} messages scored")
-    print(f"frauds caught   {len(caught)} of {len(frauds)}"
-          f"  (right category: {len(right_category)} of {len(caught)})")
+    print(
+        f"frauds caught   {len(caught)} of {len(frauds)}"
+        f"  (right category: {len(right_category)} of {len(caught)})"
+    )
     print(f"false alerts    {len(false_alerts)} of {len(legits)} legit messages")
     for m in false_alerts:
         print(f"                [{m['id']}] {m['text'][:60]}")
@@ -195,7 +202,17 @@ def _print_summary(
         print(f"missed          [{m['id']}] score {score:.2f}  {m['text'][:55]}")
     print(f"dead letters    {len(dead_letters)} ({', '.join(dead_letters)})")
     if latencies:
-        print(f"batch latency   median {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms")
+        median, worst = latencies[len(latencies) // 2], latencies[-1]
+        print(f"batch latency   median {median:.0f} ms, max {worst:.0f} ms")
     print(f"worker          stopped with exit code {worker_rc} after SIGTERM")
-    print(json.dumps({"scored": len(decisions), "caught": len(caught), "frauds": len(frauds),
-                      "false_alerts": len(false_alerts), "legit": len(legits)}))
+    print(
+        json.dumps(
+            {
+                "scored": len(decisions),
+                "caught": len(caught),
+                "frauds": len(frauds),
+                "false_alerts": len(false_alerts),
+                "legit": len(legits),
+            }
+        )
+    )

@@ -196,12 +196,15 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     from workers.http import serve_metrics
     from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 
+    log.info("settings %s", settings.model_dump_json())
     detector = Detector.from_settings(settings)
     registry = CollectorRegistry()
     metrics = build_metrics(registry)
     kafka = settings.kafka
     outputs = [kafka.alert_topic, kafka.dead_letter_topic]
-    ensure_topics(kafka, [kafka.input_topic, *outputs, *([kafka.scores_topic] * kafka.publish_scores)])
+    ensure_topics(
+        kafka, [kafka.input_topic, *outputs, *([kafka.scores_topic] * kafka.publish_scores)]
+    )
     consumer, producer = make_consumer(kafka), make_producer(kafka)
     worker = ScoringWorker(detector, kafka, consumer, producer, metrics)
     # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.

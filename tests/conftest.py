@@ -1,0 +1,78 @@
+"""Shared fixtures. The real parts (Kafka broker, encoder) are session-scoped: started once.
+
+The broker: the cluster named by KAFKA_BOOTSTRAP_SERVERS if set, otherwise a local KRaft
+broker that this fixture starts and stops (`make test` runs the integration tests for real).
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraud.config import KafkaSettings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    from workers.broker import LocalBroker
+
+    with LocalBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings with topics and a group of this test's own, so tests never see each other."""
+    run = uuid.uuid4().hex[:10]
+    return KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        input_topic=f"t-{run}-in",
+        alert_topic=f"t-{run}-alerts",
+        scores_topic=f"t-{run}-scores",
+        dead_letter_topic=f"t-{run}-dlq",
+        group_id=f"g-{run}",
+        batch_timeout_ms=100,
+    )
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from fraud.encoder import Encoder
+
+    return Encoder()
+
+
+@pytest.fixture(scope="session")
+def seed_index_dir(encoder, tmp_path_factory) -> Path:
+    """The shipped seed set, indexed with the real encoder."""
+    from fraud.config import ScorerSettings
+    from fraud.datasets import read_labeled_csv
+    from fraud.index import ReferenceIndex, embed_into, seed_references_path
+
+    index = ReferenceIndex(encoder.name, encoder.dim, ScorerSettings().model_dump())
+    embed_into(index, encoder, read_labeled_csv(seed_references_path()), "seed", progress=False)
+    directory = tmp_path_factory.mktemp("seed-index")
+    index.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def detector(encoder, seed_index_dir):
+    from fraud.config import ScorerSettings
+    from fraud.detector import Detector, effective_scorer
+    from fraud.index import ReferenceIndex
+
+    index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
+    return Detector(encoder, index, effective_scorer(ScorerSettings(), index))
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)

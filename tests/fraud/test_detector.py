@@ -1,0 +1,65 @@
+"""The shared scoring path, with the real encoder and the shipped seed index."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fraud.config import ScorerSettings
+from fraud.datasets import LabeledText
+from fraud.detector import Detector, effective_scorer
+from fraud.index import ReferenceIndex
+from tests.conftest import unit_vectors
+
+DEMO = "fraud/data/demo_messages.jsonl"
+
+
+@pytest.mark.model
+def test_scams_alert_with_evidence_and_lookalikes_do_not(detector):
+    scam, legit = detector.score(
+        [
+            "Hi mum, I dropped my phone in the loo, this is my new number. Can you send £300 "
+            "for my rent today? I'll pay you back Friday xx",
+            "Northbank: your one-time passcode is 558201. It expires in 10 minutes. We will "
+            "never ask you for this code.",
+        ]
+    )
+    assert scam.is_alert and scam.category == "impersonation"
+    assert scam.evidence and all(e.category in scam.category_distribution for e in scam.evidence)
+    weights = [e.weight for e in scam.evidence]
+    assert weights == sorted(weights, reverse=True)
+    assert sum(scam.category_distribution.values()) == pytest.approx(scam.score, abs=1e-4)
+    assert not legit.is_alert and legit.score < 0.5
+
+
+@pytest.mark.model
+def test_the_demo_set_is_mostly_right(detector):
+    with open(DEMO, encoding="utf-8") as f:
+        demo = [json.loads(line) for line in f]
+    verdicts = detector.score([m["text"] for m in demo])
+    correct = sum(
+        v.is_alert == (m["expected"] == "fraud") for v, m in zip(verdicts, demo, strict=True)
+    )
+    assert correct >= 0.85 * len(demo)
+
+
+def test_explicit_settings_override_the_manifest_which_overrides_defaults():
+    index = ReferenceIndex("m", 4, {"temperature": 0.2, "null_similarity": 0.3})
+    params = effective_scorer(ScorerSettings(null_similarity=0.6), index)
+    assert (params.temperature, params.null_similarity, params.top_k) == (0.2, 0.6, 32)
+
+
+def test_fraud_only_and_empty_indexes_score_with_fake_embeddings():
+    dim = 8
+    frauds = unit_vectors(3, dim, seed=1)
+    index = ReferenceIndex("m", dim)
+    index.add([LabeledText(f"scam {i}", "fraud", "lottery") for i in range(3)], frauds, "t")
+    params = ScorerSettings(top_k=32, temperature=0.05, null_similarity=0.5)
+    detector = Detector(None, index, params)
+    far = -frauds.mean(axis=0, keepdims=True)
+    far /= np.linalg.norm(far)
+    near, away = detector.score_embeddings(np.vstack([frauds[:1], far]))
+    assert near.is_alert and near.category == "lottery" and near.evidence[0].reference_id == 0
+    assert not away.is_alert and away.score < 0.01 and away.category is None
+    empty = Detector(None, ReferenceIndex("m", dim), params).score_embeddings(frauds)
+    assert [v.score for v in empty] == [0.0, 0.0, 0.0] and not empty[0].evidence

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.model
+
+
+def test_unit_rows_of_the_model_dimension(encoder):
+    vectors = encoder.encode(["hello", "your parcel is held at the depot", ""])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+
+
+def test_batching_sorts_by_length_but_keeps_input_order(encoder):
+    texts = [
+        "a much longer message about a parcel that could not be delivered today",
+        "hi",
+        "your code is 123456",
+    ]
+    batched = encoder.encode(texts)
+    one_by_one = np.vstack([encoder.encode([t]) for t in texts])
+    assert np.abs(batched - one_by_one).max() < 1e-4
+
+
+def test_normalization_is_applied_before_encoding(encoder):
+    plain, tricked = encoder.encode(["verify your account", "ｖｅｒｉｆｙ your\u200b account"])
+    assert float(plain @ tricked) > 0.999
+
+
+TRIPLES = [  # (scam, its paraphrase, a legit look-alike)
+    pytest.param(
+        "Hi mum, I lost my phone, this is my new number. Can you send me £250 for a bill today?",
+        "Mum it's me, phone broke so using a new one. Could you transfer money for rent urgently?",
+        "Hi mum, my phone died so I'm texting from Sam's. Home by 7, save me some dinner!",
+        id="impersonation",
+    ),
+    pytest.param(
+        "Northbank: suspicious login detected. Verify your account now at northbank-verify.co "
+        "or it will be locked",
+        "Your bank access is restricted after unusual sign-in. Confirm your details at "
+        "secure-nb-login.com",
+        "Northbank: your one-time passcode is 481920. Never share it with anyone, even us.",
+        id="phishing",
+    ),
+    pytest.param(
+        "Congratulations! Your number won £5,000 in our prize draw. "
+        "Pay a £20 release fee to claim.",
+        "You have been selected as a winner of a cash prize! Send the processing charge to get it.",
+        "Congratulations on the new job! Drinks on Friday to celebrate?",
+        id="lottery",
+    ),
+    pytest.param(
+        "HMRC: you are owed a tax refund of £312. "
+        "Submit your card details at hmrc-refund-claim.com",
+        "Government notice: a rebate of £280 is waiting for you. Enter your bank info to get it.",
+        "HMRC: your Self Assessment tax return for 2025 has been received. No action is needed.",
+        id="tax_refund",
+    ),
+    pytest.param(
+        "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
+        "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
+        "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
+        id="delivery-known-weakness",
+        # all-MiniLM-L6-v2 puts this scam nearer the genuine notice (0.69) than its
+        # paraphrase (0.66): shared words outweigh intent. Kept as a strict xfail so the
+        # day a better encoder fixes it, this test says so.
+        marks=pytest.mark.xfail(strict=True, reason="word overlap beats intent in MiniLM"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("scam", "paraphrase", "lookalike"), TRIPLES)
+def test_a_scam_is_closer_to_its_paraphrase_than_to_a_legit_lookalike(
+    encoder, scam, paraphrase, lookalike
+):
+    s, p, legit = encoder.encode([scam, paraphrase, lookalike])
+    assert float(s @ p) > float(s @ legit)

@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+
+from fraud.datasets import LabeledText
+from fraud.errors import DataError, IndexMismatchError
+from fraud.index import MANIFEST_FILE, ReferenceIndex
+from tests.conftest import unit_vectors
+
+DIM = 16
+
+
+def _items(n: int, fraud_every: int = 2) -> list[LabeledText]:
+    return [
+        LabeledText(f"message {i}", "fraud", ["phishing", "lottery"][(i // 2) % 2])
+        if i % fraud_every == 0
+        else LabeledText(f"message {i}", "legit", None)
+        for i in range(n)
+    ]
+
+
+def _index(n: int = 10) -> tuple[ReferenceIndex, np.ndarray]:
+    index = ReferenceIndex("test-model", DIM, {"top_k": 4})
+    vectors = unit_vectors(n, DIM)
+    index.add(_items(n), vectors, "unit-test")
+    return index, vectors
+
+
+def test_search_finds_each_vector_first_with_its_labels():
+    index, vectors = _index(10)
+    keys = index.search(vectors, 3)
+    assert keys.ids[:, 0].tolist() == list(range(10))
+    assert keys.similarities[:, 0] == pytest.approx(np.ones(10), abs=1e-5)
+    assert keys.is_fraud[:, 0].tolist() == [i % 2 == 0 for i in range(10)]
+    fraud_rows = keys.is_fraud[:, 0]
+    names = [index.categories[c] for c in keys.category_codes[fraud_rows, 0]]
+    assert names == ["phishing", "lottery", "phishing", "lottery", "phishing"]
+
+
+def test_round_trip_keeps_references_results_and_version(tmp_path):
+    index, vectors = _index(10)
+    index.save(tmp_path)
+    loaded = ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)
+    assert len(loaded) == 10
+    assert loaded.version == index.version
+    assert loaded.reference(3) == index.reference(3)
+    assert loaded.scorer_params == {"top_k": 4}
+    a, b = index.search(vectors, 5), loaded.search(vectors, 5)
+    assert (a.ids == b.ids).all() and (a.is_fraud == b.is_fraud).all()
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest["counts"] == {
+        "total": 10,
+        "fraud": 5,
+        "legit": 5,
+        "fraud_by_category": {"lottery": 2, "phishing": 3},
+    }
+    assert manifest["model"] == "test-model" and manifest["dim"] == DIM
+
+
+def test_metadata_is_json_lines_not_pickle(tmp_path):
+    index, _ = _index(4)
+    index.save(tmp_path)
+    lines = (tmp_path / "references.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [f"message {i}" for i in range(4)]
+
+
+@pytest.mark.parametrize(("model", "dim"), [("other-model", DIM), ("test-model", 32)])
+def test_loading_with_another_encoder_is_refused_in_one_line(tmp_path, model, dim):
+    _index(4)[0].save(tmp_path)
+    with pytest.raises(IndexMismatchError) as err:
+        ReferenceIndex.load(tmp_path, model=model, dim=dim)
+    message = str(err.value)
+    assert "\n" not in message and "fraud index build" in message and "test-model" in message
+
+
+def test_not_an_index_directory(tmp_path):
+    with pytest.raises(DataError, match="not an index directory"):
+        ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)
+
+
+def test_version_changes_when_references_change():
+    index, _ = _index(4)
+    before = index.version
+    index.add([LabeledText("new scam", "fraud", "delivery")], unit_vectors(1, DIM, 9), "added")
+    assert index.version != before
+    assert index.reference(4).category == "delivery"
+
+
+def test_fewer_references_than_k_and_empty_index():
+    index, vectors = _index(3)
+    keys = index.search(vectors[:2], 32)
+    assert keys.ids.shape == (2, 3) and keys.valid.all()
+    empty = ReferenceIndex("test-model", DIM)
+    keys = empty.search(vectors[:2], 32)
+    assert keys.ids.shape == (2, 0) and keys.similarities.shape == (2, 0)
+
+
+def test_wrong_shape_is_a_type_error_naming_the_array():
+    index, _ = _index(2)
+    with pytest.raises(TypeError, match=r"queries must be an \(n, 16\) array"):
+        index.search(np.zeros((2, 8), np.float32), 1)

@@ -1,0 +1,91 @@
+"""User errors get one readable line and exit 2; the commands work end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fraud.cli import main
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fraud: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_missing_csv(capsys, tmp_path):
+    err = _one_line_error(
+        capsys,
+        ["index", "build", "--csv", str(tmp_path / "no.csv"), "--out", str(tmp_path / "idx")],
+    )
+    assert "no such file" in err
+
+
+def test_bad_csv(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("message,verdict\nhello,spam\n")
+    err = _one_line_error(capsys, ["index", "build", "--csv", str(bad)])
+    assert "expected a header with columns text,label" in err
+
+
+def test_missing_index(capsys, tmp_path):
+    err = _one_line_error(capsys, ["index", "info", "--index", str(tmp_path)])
+    assert "not an index directory" in err
+
+
+def test_bad_setting_from_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("FRAUD_SCORER__TEMPERATURE", "-1")
+    err = _one_line_error(capsys, ["index", "info"])
+    assert "scorer.temperature" in err
+
+
+@pytest.mark.integration
+def test_unreachable_broker(capsys, monkeypatch, tmp_path):
+    from workers.broker import free_port
+
+    messages = tmp_path / "m.jsonl"
+    messages.write_text(json.dumps({"id": "1", "text": "hi"}) + "\n")
+    monkeypatch.setenv("FRAUD_KAFKA__BOOTSTRAP_TIMEOUT_MS", "1500")
+    err = _one_line_error(
+        capsys, ["produce", str(messages), "--bootstrap-servers", f"127.0.0.1:{free_port()}"]
+    )
+    assert "no Kafka broker answered" in err
+
+
+@pytest.mark.model
+def test_build_info_and_score_through_the_console_script(tmp_path):
+    refs = tmp_path / "refs.csv"
+    refs.write_text(
+        "text,label,category\n"
+        '"Your parcel is held, pay the £2.99 customs fee at parcel-fees.net",fraud,delivery\n'
+        '"You won a £1000 gift card! Claim at prize-now.info",fraud,lottery\n'
+        '"Your dentist appointment is on Tuesday at 10:30",legit,\n'
+    )
+    idx = tmp_path / "idx"
+    fraud = [sys.executable, "-m", "fraud.cli"]
+    run = dict(capture_output=True, text=True, timeout=300, check=True)
+    build = subprocess.run(
+        [*fraud, "index", "build", "-q", "--csv", str(refs), "--out", str(idx)], **run
+    )
+    assert "3 references: 2 fraud, 1 legit" in build.stdout
+    info = json.loads(
+        subprocess.run([*fraud, "index", "info", "--index", str(idx), "--json"], **run).stdout
+    )
+    assert info["counts"]["fraud_by_category"] == {"delivery": 1, "lottery": 1}
+    scored = subprocess.run(
+        [
+            *fraud,
+            "score",
+            "--index",
+            str(idx),
+            "--json",
+            "Customs are holding your package: pay £3.10 at parcel-fee-pay.com to release it",
+        ],
+        **run,
+    )
+    verdict = json.loads(scored.stdout)
+    assert verdict["is_alert"] and verdict["category"] == "delivery"
+    assert verdict["evidence"][0]["reference_id"] == 0

@@ -1,0 +1,68 @@
+"""Small helpers for tests on the real broker: write raw records, read a topic back."""
+
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import TopicPartition
+
+from fraud.config import KafkaSettings
+from workers.kafka_clients import make_producer
+
+
+def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> None:
+    producer = make_producer(kafka)
+    try:
+        futures = [producer.send(topic, value) for value in values]
+        producer.flush(30)
+        for f in futures:
+            f.get(timeout=0)
+    finally:
+        producer.close(timeout=10)
+
+
+def read_topic(
+    kafka: KafkaSettings, topic: str, at_least: int, timeout_s: float = 60
+) -> list[ConsumerRecord]:
+    """Every record of partition 0 of `topic` from the start, once `at_least` have arrived."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < at_least and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        # Anything beyond `at_least` that is already there (a duplicate would show here).
+        end = consumer.end_offsets([tp])[tp]
+        while consumer.position(tp) < end:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_offset(kafka: KafkaSettings, topic: str) -> int | None:
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        offsets = admin.list_group_offsets({kafka.group_id: None})[kafka.group_id]
+    finally:
+        admin.close()
+    meta = offsets.get(TopicPartition(topic, 0))
+    return None if meta is None else meta.offset
+
+
+def wait_for_commit(kafka: KafkaSettings, topic: str, offset: int, timeout_s: float = 60) -> int:
+    deadline = time.monotonic() + timeout_s
+    committed = None
+    while time.monotonic() < deadline:
+        committed = committed_offset(kafka, topic)
+        if committed is not None and committed >= offset:
+            return committed
+        time.sleep(0.3)
+    raise AssertionError(f"committed offset {committed}, expected {offset} within {timeout_s}s")
