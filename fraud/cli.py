@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         settings = _settings(args)
+        if not args.verbose:
+            logging.getLogger().setLevel(settings.log_level)
         return args.func(args, settings)
     except FraudError as e:
         print(f"fraud: error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ Nothing below a process's main() reads os.environ: it is handed a Settings.
 """
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,6 @@ class Settings(BaseSettings):
     index_dir: Path = Field(Path(".cache/index"), description="the reference index directory")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     scorer: ScorerSettings = ScorerSettings()
     kafka: KafkaSettings = KafkaSettings()

@@ -47,9 +47,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id() -> str:
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid(), never one starting with '-': the storage tool's
+    argument parser would read it as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class LocalBroker:
@@ -145,7 +152,7 @@ class LocalBroker:
             _LOG4J_CONFIG.format(log=self.data_dir / "broker.log")
         )
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)),
             capture_output=True,
             text=True,
             timeout=120,

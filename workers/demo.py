@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +26,7 @@ from fraud.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
 from fraud.index import ReferenceIndex, embed_into, seed_references_path
 from fraud.schemas import Alert
-from workers.broker import LocalBroker
+from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 from workers.producer import produce, read_messages
 
@@ -83,7 +84,9 @@ def run_demo(
         detector = Detector(encoder, index, effective_scorer(settings.scorer, index))
 
         print("starting the scoring worker (its own process) ...", flush=True)
-        worker = _start_worker(settings, kafka, index_dir, stack)
+        metrics_port = free_port()
+        worker = _start_worker(settings, kafka, index_dir, metrics_port, stack)
+        _wait_healthy(worker, metrics_port)
 
         messages = read_messages(DEMO_MESSAGES)
         expected = {m["id"]: m for m in messages}
@@ -131,11 +134,28 @@ def run_demo(
         return 0 if len(decisions) == len(messages) else 1
 
 
-def _start_worker(settings: Settings, kafka, index_dir: Path, stack: ExitStack) -> subprocess.Popen:
+def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -> None:
+    """Wait for the worker's /healthz, so the demo messages stream in as it runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise BrokerUnavailableError(f"the worker was not healthy within {timeout_s:.0f}s")
+
+
+def _start_worker(
+    settings: Settings, kafka, index_dir: Path, metrics_port: int, stack: ExitStack
+) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
         FRAUD_INDEX_DIR=str(index_dir),
-        FRAUD_METRICS_PORT="0",
+        FRAUD_METRICS_PORT=str(metrics_port),
         FRAUD_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
         FRAUD_KAFKA__INPUT_TOPIC=kafka.input_topic,
         FRAUD_KAFKA__ALERT_TOPIC=kafka.alert_topic,
