@@ -75,3 +75,23 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     scorer: ScorerSettings = ScorerSettings()
     kafka: KafkaSettings = KafkaSettings()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The FRAUD_* variables that recreate `settings` in a child process.
+
+    Only fields that were set (by a flag, a variable or model_copy) are written, so a
+    child keeps the same distinction between explicit values and defaults.
+    """
+    env: dict[str, str] = {}
+
+    def walk(values: dict, prefix: str) -> None:
+        for name, value in values.items():
+            key = f"{prefix}{name.upper()}"
+            if isinstance(value, dict):
+                walk(value, f"{key}__")
+            elif value is not None:
+                env[key] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    walk(settings.model_dump(exclude_unset=True, mode="json"), "FRAUD_")
+    return env

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kafka.structs import TopicPartition
 
-from fraud.config import Settings
+from fraud.config import Settings, to_env
 from fraud.datasets import read_labeled_csv
 from fraud.detector import Detector, effective_scorer
 from fraud.encoder import Encoder
@@ -152,25 +152,10 @@ def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -
 def _start_worker(
     settings: Settings, kafka, index_dir: Path, metrics_port: int, stack: ExitStack
 ) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(
-        FRAUD_INDEX_DIR=str(index_dir),
-        FRAUD_METRICS_PORT=str(metrics_port),
-        FRAUD_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        FRAUD_KAFKA__INPUT_TOPIC=kafka.input_topic,
-        FRAUD_KAFKA__ALERT_TOPIC=kafka.alert_topic,
-        FRAUD_KAFKA__SCORES_TOPIC=kafka.scores_topic,
-        FRAUD_KAFKA__DEAD_LETTER_TOPIC=kafka.dead_letter_topic,
-        FRAUD_KAFKA__GROUP_ID=kafka.group_id,
-        FRAUD_KAFKA__PUBLISH_SCORES="true",
-        FRAUD_KAFKA__BATCH_TIMEOUT_MS=str(kafka.batch_timeout_ms),
+    worker_settings = settings.model_copy(
+        update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
-    for field, value in settings.scorer.model_dump(
-        include=settings.scorer.model_fields_set
-    ).items():
-        env[f"FRAUD_SCORER__{field.upper()}"] = str(value)
-    if settings.model_path:
-        env["FRAUD_MODEL_PATH"] = str(settings.model_path)
+    env = {**os.environ, **to_env(worker_settings)}
     proc = subprocess.Popen([sys.executable, "-m", "fraud.cli", "worker"], env=env)
 
     def stop() -> None:

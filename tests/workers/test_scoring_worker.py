@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fraud.config import KafkaSettings
+from fraud.config import KafkaSettings, Settings, to_env
 from fraud.metrics import build_metrics
 from fraud.schemas import Alert
 from tests.workers.kafka_helpers import read_topic, send_raw, wait_for_commit
@@ -127,17 +127,10 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
 ):
     kafka = kafka_settings
     port = free_port()
-    env = dict(
-        os.environ,
-        FRAUD_INDEX_DIR=str(seed_index_dir),
-        FRAUD_METRICS_PORT=str(port),
-        FRAUD_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        FRAUD_KAFKA__INPUT_TOPIC=kafka.input_topic,
-        FRAUD_KAFKA__ALERT_TOPIC=kafka.alert_topic,
-        FRAUD_KAFKA__SCORES_TOPIC=kafka.scores_topic,
-        FRAUD_KAFKA__DEAD_LETTER_TOPIC=kafka.dead_letter_topic,
-        FRAUD_KAFKA__GROUP_ID=kafka.group_id,
+    settings = Settings().model_copy(
+        update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": port}
     )
+    env = {**os.environ, **to_env(settings)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraud.cli", "worker", "--publish-scores"],
         env=env,
