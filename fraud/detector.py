@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from fraud.config import ScorerSettings, Settings
+from fraud.head import load_head
 from fraud.index import ReferenceIndex
 from fraud.schemas import Evidence, Verdict
-from fraud.scorer import attend, top_evidence
+from fraud.scorer import attend, category_mass, top_evidence
 
 
 def effective_scorer(settings: ScorerSettings, index: ReferenceIndex) -> ScorerSettings:
@@ -23,8 +24,11 @@ def effective_scorer(settings: ScorerSettings, index: ReferenceIndex) -> ScorerS
 
 
 class Detector:
-    def __init__(self, encoder, index: ReferenceIndex, params: ScorerSettings) -> None:
-        self.encoder, self.index, self.params = encoder, index, params
+    """Scores messages: the trained attention head when the index has one (fraud train),
+    else the parameter-free attention scorer."""
+
+    def __init__(self, encoder, index: ReferenceIndex, params: ScorerSettings, head=None) -> None:
+        self.encoder, self.index, self.params, self.head = encoder, index, params, head
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> "Detector":
@@ -36,10 +40,9 @@ class Detector:
             torch_threads=settings.torch_threads,
             batch_size=settings.encode_batch_size,
         )
-        index = ReferenceIndex.load(
-            index_dir or settings.index_dir, model=encoder.name, dim=encoder.dim
-        )
-        return cls(encoder, index, effective_scorer(settings.scorer, index))
+        directory = index_dir or settings.index_dir
+        index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
+        return cls(encoder, index, effective_scorer(settings.scorer, index), load_head(directory))
 
     @property
     def model(self) -> str:
@@ -52,32 +55,39 @@ class Detector:
 
     def score_embeddings(self, queries: np.ndarray) -> list[Verdict]:
         p = self.params
-        keys = self.index.search(queries, p.top_k)
-        att = attend(
-            keys.similarities,
-            keys.valid,
-            keys.is_fraud,
-            keys.category_codes,
-            len(self.index.categories),
-            temperature=p.temperature,
-            null_similarity=p.null_similarity,
-        )
-        evidence_cols = top_evidence(att.weights, keys.valid & keys.is_fraud, p.max_evidence)
+        if self.head is not None:
+            keys = self.index.search(queries, self.head.config.top_k)
+            scores, weights = self.head.score(self.index, queries, keys)
+        else:
+            keys = self.index.search(queries, p.top_k)
+            att = attend(
+                keys.similarities,
+                keys.valid,
+                keys.is_fraud,
+                temperature=p.temperature,
+                null_similarity=p.null_similarity,
+            )
+            scores, weights = att.fraud_score, att.weights
+        fraud_keys = keys.valid & keys.is_fraud
+        mass = category_mass(weights, fraud_keys, keys.category_codes, len(self.index.categories))
+        # The distribution splits the score by the attention each category received (for the
+        # parameter-free scorer the mass already sums to the score).
+        mass *= (scores / np.maximum(mass.sum(axis=1), 1e-12))[:, None]
+        evidence_cols = top_evidence(weights, fraud_keys, p.max_evidence)
         verdicts = []
         for i, cols in enumerate(evidence_cols):
-            score = float(np.clip(att.fraud_score[i], 0.0, 1.0))
-            mass = att.category_mass[i]
+            score = float(np.clip(scores[i], 0.0, 1.0))
             distribution = {
-                name: round(float(mass[c]), 6)
+                name: round(float(mass[i, c]), 6)
                 for c, name in enumerate(self.index.categories)
-                if mass[c] > 1e-6
+                if mass[i, c] > 1e-6
             }
             evidence = [
                 Evidence(
                     reference_id=int(keys.ids[i, j]),
                     category=self.index.categories[int(keys.category_codes[i, j])],
                     similarity=round(float(keys.similarities[i, j]), 6),
-                    weight=round(float(att.weights[i, j]), 6),
+                    weight=round(float(weights[i, j]), 6),
                 )
                 for j in cols
             ]

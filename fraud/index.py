@@ -103,26 +103,45 @@ class ReferenceIndex:
         self._version = None
         return ids.tolist()
 
-    def search(self, queries: np.ndarray, k: int) -> Keys:
-        """The k nearest references of each query row (fewer where the index is smaller)."""
+    def search(self, queries: np.ndarray, k: int, exclude_ids: np.ndarray | None = None) -> Keys:
+        """The k nearest references of each query row (fewer where the index is smaller).
+
+        exclude_ids: one reference id per query (or -1) that must not be among its keys:
+        a training message is never a key for itself.
+        """
         queries = self._check_vectors(queries, "queries")
-        m = min(k, len(self))
+        n = len(queries)
+        m = min(k + (exclude_ids is not None), len(self))
         if m == 0:
-            sims, ids = (
-                np.zeros((len(queries), 0), np.float32),
-                np.zeros((len(queries), 0), np.int64),
-            )
+            sims, ids = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
         else:
             sims, ids = self._faiss.search(queries, m)
+        if exclude_ids is not None:
+            ids = np.where(ids == np.asarray(exclude_ids)[:, None], -1, ids)
+            # Move the excluded key (now -1) to the end, keep the order of the rest, cut to k.
+            order = np.argsort(ids < 0, axis=1, kind="stable")[:, :k]
+            sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
         valid = ids >= 0
         safe = np.where(valid, ids, 0)
         return Keys(
-            similarities=sims,
+            similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=ids,
             valid=valid,
-            is_fraud=valid & self._is_fraud[safe] if m else valid,
-            category_codes=self._category_code[safe] if m else safe,
+            is_fraud=valid & self._is_fraud[safe] if len(self) else valid,
+            category_codes=self._category_code[safe] if len(self) else safe,
         )
+
+    def key_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored embeddings of references `ids` (any shape of int64 ids, all present)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros((*ids.shape, self.dim), np.float32)
+        return self._faiss.reconstruct_batch(ids.ravel()).reshape(*ids.shape, self.dim)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every reference, in insertion order."""
+        ids = faiss.vector_to_array(self._faiss.id_map).astype(np.int64)
+        return ids, self._faiss.index.reconstruct_n(0, self._faiss.ntotal)
 
     # -- persistence ---------------------------------------------------------------------
 

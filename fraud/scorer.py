@@ -13,7 +13,8 @@ frauds only. The values are one-hot labels, so
     fraud score            = sum_i a_i [reference i is fraud]
     category distribution  = sum_i a_i over the fraud references of each category
 
-and the two agree: the distribution sums to the fraud score. Missing keys (an index
+and the two agree: the distribution (`category_mass`) sums to the fraud score.
+Missing keys (an index
 with fewer than k references, or an empty one) are masked out and get zero weight.
 """
 
@@ -29,24 +30,20 @@ class Attention:
     weights: np.ndarray  # (n, m) float64, 0 where the key is missing
     null_weight: np.ndarray  # (n,)
     fraud_score: np.ndarray  # (n,) in [0, 1]
-    category_mass: np.ndarray  # (n, n_categories), rows sum to fraud_score
 
 
 def attend(
     similarities: np.ndarray,
     valid: np.ndarray,
     is_fraud: np.ndarray,
-    category_codes: np.ndarray,
-    n_categories: int,
     *,
     temperature: float,
     null_similarity: float,
 ) -> Attention:
     """Attention over retrieved keys plus the null key.
 
-    similarities, valid, is_fraud, category_codes: (n, m) arrays aligned key by key;
-    `valid` is False where no reference was found. category_codes index 0..n_categories-1
-    and are ignored where the key is not a valid fraud reference.
+    similarities, valid, is_fraud: (n, m) arrays aligned key by key; `valid` is False
+    where no reference was found.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -62,18 +59,25 @@ def attend(
     probs = shifted / shifted.sum(axis=1, keepdims=True)
     weights, null_weight = probs[:, :m], probs[:, m]
 
-    fraud_weights = np.where(valid & is_fraud, weights, 0.0)
-    category_mass = np.zeros((n, n_categories), dtype=np.float64)
+    fraud_score = np.where(valid & is_fraud, weights, 0.0).sum(axis=1)
+    return Attention(weights=weights, null_weight=null_weight, fraud_score=fraud_score)
+
+
+def category_mass(
+    weights: np.ndarray, is_fraud_key: np.ndarray, category_codes: np.ndarray, n_categories: int
+) -> np.ndarray:
+    """(n, n_categories): the attention weight of the fraud keys of each category, summed.
+
+    is_fraud_key: (n, m), True where the key is a valid fraud reference; category_codes
+    index 0..n_categories-1 and are ignored elsewhere.
+    """
+    n, m = weights.shape
+    mass = np.zeros((n, n_categories), dtype=np.float64)
     if m and n_categories:
         rows = np.repeat(np.arange(n), m)
-        codes = np.where(valid & is_fraud, category_codes, 0).ravel()
-        np.add.at(category_mass, (rows, codes), fraud_weights.ravel())
-    return Attention(
-        weights=weights,
-        null_weight=null_weight,
-        fraud_score=fraud_weights.sum(axis=1),
-        category_mass=category_mass,
-    )
+        codes = np.where(is_fraud_key, category_codes, 0).ravel()
+        np.add.at(mass, (rows, codes), np.where(is_fraud_key, weights, 0.0).ravel())
+    return mass
 
 
 def top_evidence(weights: np.ndarray, eligible: np.ndarray, limit: int) -> list[list[int]]:

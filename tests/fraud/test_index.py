@@ -100,3 +100,21 @@ def test_wrong_shape_is_a_type_error_naming_the_array():
     index, _ = _index(2)
     with pytest.raises(TypeError, match=r"queries must be an \(n, 16\) array"):
         index.search(np.zeros((2, 8), np.float32), 1)
+
+
+def test_excluded_ids_are_never_keys_for_their_own_query():
+    index, vectors = _index(10)
+    keys = index.search(vectors, 3, exclude_ids=np.arange(10))
+    assert keys.ids.shape == (10, 3)
+    assert not (keys.ids == np.arange(10)[:, None]).any()
+    plain = index.search(vectors, 4)
+    assert (keys.ids == plain.ids[:, 1:]).all()  # the rest keep their order
+    none_excluded = index.search(vectors, 3, exclude_ids=np.full(10, -1))
+    assert (none_excluded.ids == plain.ids[:, :3]).all()
+
+
+def test_vectors_come_back_with_their_ids():
+    index, vectors = _index(5)
+    ids, stored = index.vectors()
+    assert ids.tolist() == [0, 1, 2, 3, 4]
+    assert np.allclose(stored, vectors)

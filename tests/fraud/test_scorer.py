@@ -3,15 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from fraud.scorer import attend, top_evidence
+from fraud.scorer import attend, category_mass, top_evidence
 
 
-def _attend(sims, valid=None, fraud=None, cats=None, n_cat=2, temperature=0.1, tau=0.5):
+def _attend(sims, valid=None, fraud=None, temperature=0.1, tau=0.5):
     sims = np.atleast_2d(np.asarray(sims, dtype=np.float64))
     valid = np.ones_like(sims, bool) if valid is None else np.atleast_2d(valid)
     fraud = np.ones_like(sims, bool) if fraud is None else np.atleast_2d(fraud)
-    cats = np.zeros_like(sims, np.int64) if cats is None else np.atleast_2d(cats)
-    return attend(sims, valid, fraud, cats, n_cat, temperature=temperature, null_similarity=tau)
+    return attend(sims, valid, fraud, temperature=temperature, null_similarity=tau)
 
 
 def test_one_fraud_key_against_the_null_key_by_hand():
@@ -40,11 +39,12 @@ def test_category_mass_sums_per_category_and_to_the_score():
     sims = [0.9, 0.8, 0.7, 0.6]
     cats = [0, 1, 1, 0]
     fraud = [True, True, True, False]  # the last key is legit: no category mass
-    att = _attend(sims, fraud=fraud, cats=cats, n_cat=2)
+    att = _attend(sims, fraud=fraud)
     w = att.weights[0]
-    assert att.category_mass[0, 0] == pytest.approx(w[0])
-    assert att.category_mass[0, 1] == pytest.approx(w[1] + w[2])
-    assert att.category_mass[0].sum() == pytest.approx(att.fraud_score[0])
+    mass = category_mass(att.weights, np.array([fraud]), np.array([cats]), 2)
+    assert mass[0, 0] == pytest.approx(w[0])
+    assert mass[0, 1] == pytest.approx(w[1] + w[2])
+    assert mass[0].sum() == pytest.approx(att.fraud_score[0])
 
 
 def test_fewer_references_than_k_are_masked_out():
@@ -60,8 +60,6 @@ def test_empty_index_gives_all_attention_to_the_null_key():
         np.zeros((3, 0)),
         np.zeros((3, 0), bool),
         np.zeros((3, 0), bool),
-        np.zeros((3, 0), np.int64),
-        0,
         temperature=0.05,
         null_similarity=0.5,
     )

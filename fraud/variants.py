@@ -1,0 +1,178 @@
+"""The scorers `fraud evaluate` compares, each fitted on a training split only.
+
+Attention scorers (the design): the training split becomes a ReferenceIndex, T and tau
+are fitted by log-loss with every training message masked out of its own keys.
+Baselines (what a team would pick otherwise): TF-IDF + logistic regression, logistic
+regression on the same embeddings, k-nearest-neighbour vote on the same embeddings.
+"""
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from fraud.calibration import attention_fraud_scores, fit_temperature_and_null
+from fraud.datasets import LabeledText
+from fraud.evaluation import Split
+from fraud.index import ReferenceIndex
+
+TOP_K = 32
+
+
+def split_index(train: Split, frauds_only: bool = False) -> tuple[ReferenceIndex, np.ndarray]:
+    """The training split as a reference index, and each training row's reference id (-1
+    where the row is not in the index)."""
+    keep = train.data.y if frauds_only else np.ones(len(train.data.y), bool)
+    index = ReferenceIndex("evaluation", train.X.shape[1])
+    rows = np.flatnonzero(keep)
+    items = [
+        LabeledText(
+            train.data.texts[i],
+            "fraud" if train.data.y[i] else "legit",
+            (train.data.categories[i] or "unspecified") if train.data.y[i] else None,
+        )
+        for i in rows
+    ]
+    ids = np.full(len(keep), -1, dtype=np.int64)
+    if len(rows):
+        ids[rows] = index.add(items, train.X[rows], "fold")
+    return index, ids
+
+
+class AttentionVariant:
+    """The parameter-free attention scorer with T and tau fitted on the training split."""
+
+    def __init__(self, name: str, frauds_only: bool = False, top_k: int = TOP_K) -> None:
+        self.name, self.frauds_only, self.top_k = name, frauds_only, top_k
+        self.fitted: dict[str, Any] = {}
+
+    def fit(self, train: Split) -> None:
+        self.index, self_ids = split_index(train, self.frauds_only)
+        keys = self.index.search(train.X, self.top_k, exclude_ids=self_ids)
+        t, tau, loss = fit_temperature_and_null(
+            keys.similarities, keys.valid, keys.is_fraud, train.data.y
+        )
+        self.fitted = {"temperature": t, "null_similarity": tau, "train_log_loss": loss}
+
+    def score(self, test: Split) -> np.ndarray:
+        keys = self.index.search(test.X, self.top_k)
+        return attention_fraud_scores(
+            keys.similarities,
+            keys.valid,
+            keys.is_fraud,
+            self.fitted["temperature"],
+            self.fitted["null_similarity"],
+        )
+
+
+class TfidfLogReg:
+    """Word 1-2-grams and character 2-5-grams, TF-IDF, logistic regression."""
+
+    name = "tfidf+logreg"
+
+    def fit(self, train: Split) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline, make_union
+
+        from fraud.normalize import normalize
+
+        self.model = make_pipeline(
+            make_union(
+                TfidfVectorizer(
+                    preprocessor=normalize,
+                    lowercase=True,
+                    ngram_range=(1, 2),
+                    sublinear_tf=True,
+                    min_df=2,
+                ),
+                TfidfVectorizer(
+                    preprocessor=normalize,
+                    lowercase=True,
+                    analyzer="char_wb",
+                    ngram_range=(2, 5),
+                    sublinear_tf=True,
+                    min_df=2,
+                ),
+            ),
+            LogisticRegression(C=10.0, max_iter=2000),
+        )
+        self.model.fit(train.data.texts, train.data.y)
+
+    def score(self, test: Split) -> np.ndarray:
+        return self.model.predict_proba(test.data.texts)[:, 1]
+
+
+class EmbeddingLogReg:
+    """Logistic regression on the sentence embeddings, C chosen by inner CV on log-loss."""
+
+    name = "embedding+logreg"
+
+    def fit(self, train: Split) -> None:
+        from sklearn.linear_model import LogisticRegressionCV
+
+        self.model = LogisticRegressionCV(
+            Cs=[0.3, 1, 3, 10, 30, 100], cv=3, scoring="neg_log_loss", max_iter=3000
+        )
+        with warnings.catch_warnings():  # scikit-learn 1.9 announces API changes here
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model.fit(train.X, train.data.y)
+        self.fitted = {"C": float(self.model.C_[0])}
+
+    def score(self, test: Split) -> np.ndarray:
+        return self.model.predict_proba(test.X)[:, 1]
+
+
+class KnnVote:
+    """Share of frauds among the k nearest training messages (cosine), k = 7."""
+
+    name = "knn-vote"
+
+    def __init__(self, k: int = 7) -> None:
+        self.k = k
+
+    def fit(self, train: Split) -> None:
+        self.index, _ = split_index(train)
+
+    def score(self, test: Split) -> np.ndarray:
+        keys = self.index.search(test.X, self.k)
+        return (keys.is_fraud & keys.valid).sum(axis=1) / np.maximum(keys.valid.sum(axis=1), 1)
+
+
+class LearnedAttentionVariant:
+    """The trained attention head over the training split's index (fraud/head.py)."""
+
+    name = "learned attention"
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def fit(self, train: Split) -> None:
+        from fraud.head import HeadConfig, TrainedHead
+
+        self.index, self_ids = split_index(train)
+        config = HeadConfig(
+            dim=train.X.shape[1], n_categories=len(self.index.categories), **self.config
+        )
+        keys = self.index.search(train.X, config.top_k, exclude_ids=self_ids)
+        self.head = TrainedHead.train(config, self.index, train.X, keys, train.data.y)
+        self.fitted = self.head.fitted()
+
+    def score(self, test: Split) -> np.ndarray:
+        keys = self.index.search(test.X, self.head.config.top_k)
+        return self.head.score(self.index, test.X, keys)[0]
+
+
+SHIPPED = "learned attention"
+
+
+def evaluation_variants() -> dict[str, Any]:
+    """Every variant `fraud evaluate` compares, the shipped one last."""
+    return {
+        "tfidf+logreg": TfidfLogReg,
+        "embedding+logreg": EmbeddingLogReg,
+        "knn-vote": KnnVote,
+        "attention frauds-only": lambda: AttentionVariant("attention frauds-only", True),
+        "attention": lambda: AttentionVariant("attention"),
+        SHIPPED: LearnedAttentionVariant,
+    }
