@@ -274,3 +274,63 @@ def plot_report(
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def encoder_timing(encoder, texts: Sequence[str], n: int = 50) -> dict[str, float]:
+    """Per-message encoding time, one message at a time (what a worker pays per message)."""
+    times = []
+    for text in texts[:n]:
+        start = time.perf_counter()
+        encoder.encode([text])
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "encode_ms_mean": float(np.mean(times)),
+        "encode_ms_p99": float(np.percentile(times, 99)),
+    }
+
+
+def evaluate(
+    dataset: Dataset,
+    X: np.ndarray,
+    *,
+    folds: int,
+    seed: int,
+    threshold_rule: dict[str, float],
+    variant_names: Sequence[str] | None = None,
+    on_fold: Callable[[int, str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, VariantResult]]:
+    """Cross-validate every variant (or those named) and summarize each."""
+    from fraud.variants import evaluation_variants
+
+    variants = evaluation_variants()
+    if variant_names:
+        unknown = set(variant_names) - set(variants)
+        if unknown:
+            from fraud.errors import ConfigError
+
+            raise ConfigError(f"unknown variants {sorted(unknown)}: choose from {list(variants)}")
+        variants = {k: v for k, v in variants.items() if k in variant_names}
+    results = cross_validate(
+        dataset,
+        X,
+        variants,
+        folds=folds,
+        seed=seed,
+        threshold_rule=threshold_rule,
+        on_fold=on_fold,
+    )
+    report = {
+        "dataset": {
+            "messages": len(dataset.y),
+            "fraud": int(dataset.y.sum()),
+            "duplicates_removed": dataset.duplicates_removed,
+        },
+        "protocol": {
+            "folds": folds,
+            "seed": seed,
+            "inner_folds": 3,
+            "threshold_rule": threshold_rule or {"max": "f1"},
+        },
+        "variants": {name: summarize(r, dataset) for name, r in results.items()},
+    }
+    return report, results

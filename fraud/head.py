@@ -169,6 +169,7 @@ class TrainedHead:
         module.eval()
         return head
 
+    @torch.no_grad()
     def fitted(self) -> dict:
         return {
             "temperature": [round(float(t), 4) for t in self.module.log_temperature.exp()],

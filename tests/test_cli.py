@@ -89,3 +89,63 @@ def test_build_info_and_score_through_the_console_script(tmp_path):
     verdict = json.loads(scored.stdout)
     assert verdict["is_alert"] and verdict["category"] == "delivery"
     assert verdict["evidence"][0]["reference_id"] == 0
+
+
+@pytest.mark.model
+def test_evaluate_writes_a_report_and_plots(tmp_path, capsys):
+    from fraud.index import seed_references_path
+
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            "-q",
+            "--csv",
+            str(seed_references_path()),
+            "--folds",
+            "3",
+            "--variants",
+            "attention,embedding+logreg",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["variants"]) == {"attention", "embedding+logreg"}
+    attention = report["variants"]["attention"]
+    assert 0.5 < attention["pr_auc"] <= 1 and len(attention["thresholds"]) == 3
+    assert set(attention["recall_by_category"]) >= {"phishing", "lottery"}
+    for name in ("pr_curve.png", "roc_curve.png", "score_histogram.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "PR-AUC" in capsys.readouterr().out
+
+
+@pytest.mark.model
+def test_calibrate_then_train_write_into_the_index(seed_index_dir, tmp_path, capsys):
+    import shutil
+
+    idx = tmp_path / "idx"
+    shutil.copytree(seed_index_dir, idx)
+    assert main(["calibrate", "--index", str(idx), "--target-precision", "0.95"]) == 0
+    scorer = json.loads((idx / "manifest.json").read_text())["scorer"]
+    assert scorer["temperature"] != 0.05 and 0 < scorer["threshold"] < 1
+    assert main(["train", "--index", str(idx), "--epochs", "10"]) == 0
+    assert (idx / "head.safetensors").is_file() and (idx / "head.json").is_file()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "score",
+                "--index",
+                str(idx),
+                "--json",
+                "URGENT: your Northbank card is blocked, verify at nb-secure-check.com",
+            ]
+        )
+        == 0
+    )
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["evidence"] and verdict["score"] > 0.5

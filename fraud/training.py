@@ -1,0 +1,87 @@
+"""`fraud calibrate` and `fraud train`: fit the scorer on an index's own references.
+
+Both treat the references as the training data, each one masked out of its own keys,
+and write what they fit into the index directory (the manifest's scorer parameters, and
+head.safetensors for a trained head), so the worker and `fraud score` use it as is.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fraud.calibration import attention_fraud_scores, choose_threshold, fit_temperature_and_null
+from fraud.evaluation import Dataset, Split, inner_scores
+from fraud.head import HeadConfig, TrainedHead, load_head
+from fraud.index import ReferenceIndex
+
+
+def index_split(index: ReferenceIndex) -> tuple[Split, np.ndarray]:
+    """The index's references as a training split, with their reference ids."""
+    ids, vectors = index.vectors()
+    refs = [index.reference(int(i)) for i in ids]
+    data = Dataset(
+        texts=[r.text for r in refs],
+        y=np.array([r.label == "fraud" for r in refs]),
+        categories=[r.category for r in refs],
+    )
+    if data.y.all() or not data.y.any():
+        from fraud.errors import DataError
+
+        raise DataError(
+            "fitting needs fraud and legit references in the index: add legit ones "
+            "with `fraud index add`"
+        )
+    return Split(data, vectors), ids
+
+
+def calibrate(
+    index: ReferenceIndex, directory: Path, top_k: int, threshold_rule: dict[str, float]
+) -> dict[str, Any]:
+    """Fit T and tau by log-loss, then the threshold for the scorer the index uses."""
+    split, ids = index_split(index)
+    keys = index.search(split.X, top_k, exclude_ids=ids)
+    t, tau, loss = fit_temperature_and_null(
+        keys.similarities, keys.valid, keys.is_fraud, split.data.y
+    )
+    head = load_head(directory)
+    if head is None:
+        scores = attention_fraud_scores(keys.similarities, keys.valid, keys.is_fraud, t, tau)
+    else:
+        scores = _head_inner_scores(split, head.config)
+    threshold = choose_threshold(scores, split.data.y, **threshold_rule)
+    index.scorer_params.update(
+        temperature=round(t, 6),
+        null_similarity=round(tau, 6),
+        top_k=top_k,
+        threshold=round(threshold, 6),
+    )
+    index.save(directory)
+    return {
+        "temperature": t,
+        "null_similarity": tau,
+        "log_loss": loss,
+        "threshold": threshold,
+        "threshold_for": "trained head" if head else "attention",
+    }
+
+
+def train(
+    index: ReferenceIndex, directory: Path, config: HeadConfig, threshold_rule: dict[str, float]
+) -> dict[str, Any]:
+    """Train the attention head on all references; threshold from inner cross-validation."""
+    split, ids = index_split(index)
+    keys = index.search(split.X, config.top_k, exclude_ids=ids)
+    head = TrainedHead.train(config, index, split.X, keys, split.data.y)
+    threshold = choose_threshold(_head_inner_scores(split, config), split.data.y, **threshold_rule)
+    head.save(directory)
+    index.scorer_params["threshold"] = round(threshold, 6)
+    index.save(directory)
+    return {**head.fitted(), "threshold": threshold}
+
+
+def _head_inner_scores(split: Split, config: HeadConfig, folds: int = 3) -> np.ndarray:
+    from fraud.variants import LearnedAttentionVariant
+
+    overrides = {k: v for k, v in config.__dict__.items() if k not in ("dim", "n_categories")}
+    return inner_scores(lambda: LearnedAttentionVariant(**overrides), split, folds, config.seed)
