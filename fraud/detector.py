@@ -51,13 +51,18 @@ class Detector:
     def score(self, texts: Sequence[str]) -> list[Verdict]:
         if not texts:
             return []
-        return self.score_embeddings(self.encoder.encode(texts))
+        return self.score_embeddings(self.encoder.encode(texts), texts)
 
-    def score_embeddings(self, queries: np.ndarray) -> list[Verdict]:
+    def score_embeddings(
+        self, queries: np.ndarray, texts: Sequence[str] | None = None
+    ) -> list[Verdict]:
+        """Verdicts for embedded messages; a head with a lexical term also needs the texts."""
         p = self.params
         if self.head is not None:
             keys = self.index.search(queries, self.head.config.top_k)
-            scores, weights = self.head.score(self.index, queries, keys)
+            if texts is None and self.head.lexical is not None:
+                raise ValueError("this index's head reads the message text: pass texts")
+            scores, weights = self.head.score(self.index, queries, keys, texts or [])
         else:
             keys = self.index.search(queries, p.top_k)
             att = attend(

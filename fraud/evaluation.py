@@ -116,11 +116,13 @@ def classification_metrics(
 def recall_by_category(
     y: np.ndarray, predicted: np.ndarray, categories: Sequence[str | None]
 ) -> dict[str, float]:
+    from fraud.datasets import UNSPECIFIED_CATEGORY
+
     cats = np.array([c or "" for c in categories])
     return {
-        c: float(predicted[(cats == c) & y].mean())
+        str(c): float(predicted[(cats == c) & y].mean())
         for c in sorted(set(cats[y]))
-        if c and ((cats == c) & y).any()
+        if c and c != UNSPECIFIED_CATEGORY
     }
 
 

@@ -21,6 +21,7 @@ shows. Stored beside the index as head.safetensors + head.json (no pickle).
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from fraud.index import Keys, ReferenceIndex
+from fraud.lexical import LexicalModel
 
 HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
 
@@ -40,6 +42,7 @@ class HeadConfig:
     pair: str = "none"  # how q and k_i interact beyond s_i: "none", "bilinear" or "mlp"
     hidden: int = 16  # rank of the bilinear term, or the MLP's width
     heads: int = 4  # attention heads, each with its own T, tau, null key and values
+    lexical: bool = True  # add the lexical model's logit (fraud/lexical.py) as a query term
     top_k: int = 32
     epochs: int = 80
     batch_size: int = 256
@@ -72,6 +75,7 @@ class AttentionHead(nn.Module):
         self.alpha = nn.Parameter(torch.full((H,), 4.0 / H))
         self.query = nn.Linear(d, 1)
         nn.init.zeros_(self.query.weight)
+        self.lexical_weight = nn.Parameter(torch.tensor(1.0 if config.lexical else 0.0))
         nn.init.zeros_(self.null_query.weight)
 
     def forward(
@@ -81,6 +85,7 @@ class AttentionHead(nn.Module):
         sims: torch.Tensor,  # (n, m)
         value_ids: torch.Tensor,  # (n, m) long: 0 legit, 1..C fraud category
         valid: torch.Tensor,  # (n, m) bool
+        lexical: torch.Tensor,  # (n,) the lexical model's logit, zeros without one
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
         t = self.log_temperature.exp()  # (H,)
@@ -100,16 +105,18 @@ class AttentionHead(nn.Module):
         null_values = self.values[:, -1].expand(len(q), 1, -1)
         readout = (attention * torch.cat([null_values, key_values], dim=1)).sum(dim=1)
         logit = (readout * self.alpha).sum(-1) + self.query(q).squeeze(-1)
+        logit = logit + self.lexical_weight * lexical
         return logit, attention.mean(dim=-1)
 
 
-def _tensors(q, key_vectors, sims, value_ids, valid):
+def _tensors(q, key_vectors, sims, value_ids, valid, lexical):
     return (
         torch.as_tensor(q, dtype=torch.float32),
         torch.as_tensor(key_vectors, dtype=torch.float32),
         torch.as_tensor(sims, dtype=torch.float32),
         torch.as_tensor(value_ids, dtype=torch.long),
         torch.as_tensor(valid, dtype=torch.bool),
+        torch.as_tensor(lexical, dtype=torch.float32),
     )
 
 
@@ -117,12 +124,25 @@ class TrainedHead:
     """An AttentionHead with the fraud categories it learned values for, scoring against a
     ReferenceIndex."""
 
-    def __init__(self, module: AttentionHead, categories: list[str], index_version: str) -> None:
+    def __init__(
+        self,
+        module: AttentionHead,
+        categories: list[str],
+        index_version: str,
+        lexical: LexicalModel | None = None,
+    ) -> None:
         self.module, self.categories, self.index_version = module, categories, index_version
-        self.config = module.config
+        self.config, self.lexical = module.config, lexical
 
-    def inputs(self, index: ReferenceIndex, queries: np.ndarray, keys: Keys) -> tuple:
-        """(q, key vectors, similarities, value ids, valid) for the module."""
+    def inputs(
+        self,
+        index: ReferenceIndex,
+        queries: np.ndarray,
+        keys: Keys,
+        texts: Sequence[str],
+        lexical_logits: np.ndarray | None = None,
+    ) -> tuple:
+        """(q, key vectors, similarities, value ids, valid, lexical logit) for the module."""
         n, m = keys.ids.shape
         flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
         vectors = flat.reshape(n, m, -1) * keys.valid[..., None]
@@ -131,14 +151,16 @@ class TrainedHead:
         position = {c: i + 1 for i, c in enumerate(self.categories)}
         codes = np.array([position.get(c, 1) for c in index.categories] or [1], dtype=np.int64)
         values = np.where(keys.valid & keys.is_fraud, codes[keys.category_codes], 0)
-        return _tensors(queries, vectors, keys.similarities, values, keys.valid)
+        if lexical_logits is None:
+            lexical_logits = self.lexical.logit(texts) if self.lexical else np.zeros(n)
+        return _tensors(queries, vectors, keys.similarities, values, keys.valid, lexical_logits)
 
     @torch.inference_mode()
     def score(
-        self, index: ReferenceIndex, queries: np.ndarray, keys: Keys
+        self, index: ReferenceIndex, queries: np.ndarray, keys: Keys, texts: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(fraud probability (n,), attention weight of each key (n, m))."""
-        logit, attention = self.module(*self.inputs(index, queries, keys))
+        logit, attention = self.module(*self.inputs(index, queries, keys, texts))
         return (
             torch.sigmoid(logit).numpy().astype(np.float64),
             attention[:, 1:].numpy().astype(np.float64),
@@ -146,12 +168,27 @@ class TrainedHead:
 
     @classmethod
     def train(
-        cls, config: HeadConfig, index: ReferenceIndex, queries: np.ndarray, keys: Keys, y
+        cls,
+        config: HeadConfig,
+        index: ReferenceIndex,
+        queries: np.ndarray,
+        keys: Keys,
+        texts: Sequence[str],
+        y: np.ndarray,
     ) -> "TrainedHead":
-        """Fit on training messages whose keys already exclude each message itself."""
+        """Fit on training messages whose keys already exclude each message itself.
+
+        The lexical term is trained on the same messages; the head learns from its
+        out-of-fold logits, so it does not learn to trust a model that saw the answer.
+        """
         torch.manual_seed(config.seed)
-        head = cls(AttentionHead(config), list(index.categories), index.version)
-        data = head.inputs(index, queries, keys)
+        texts, y = list(texts), np.asarray(y, dtype=bool)
+        lexical, lexical_logits = None, np.zeros(len(y))
+        if config.lexical:
+            lexical = LexicalModel.fit(texts, y)
+            lexical_logits = LexicalModel.out_of_fold_logits(texts, y, seed=config.seed)
+        head = cls(AttentionHead(config), list(index.categories), index.version, lexical)
+        data = head.inputs(index, queries, keys, texts, lexical_logits)
         target = torch.as_tensor(np.asarray(y, dtype=np.float32))
         module = head.module
         optimizer = torch.optim.AdamW(
@@ -182,6 +219,8 @@ class TrainedHead:
         directory = Path(directory)
         state = {k: v.contiguous() for k, v in self.module.state_dict().items()}
         save_file(state, directory / HEAD_WEIGHTS)
+        if self.lexical is not None:
+            self.lexical.save(directory)
         meta = {
             "config": asdict(self.config),
             "categories": self.categories,
@@ -200,4 +239,5 @@ def load_head(directory: Path) -> TrainedHead | None:
     meta = json.loads((directory / HEAD_CONFIG).read_text())
     module = AttentionHead(HeadConfig(**meta["config"]))
     module.load_state_dict(load_file(directory / HEAD_WEIGHTS))
-    return TrainedHead(module.eval(), meta["categories"], meta["index_version"])
+    lexical = LexicalModel.load(directory) if module.config.lexical else None
+    return TrainedHead(module.eval(), meta["categories"], meta["index_version"], lexical)

@@ -72,7 +72,7 @@ def train(
     """Train the attention head on all references; threshold from inner cross-validation."""
     split, ids = index_split(index)
     keys = index.search(split.X, config.top_k, exclude_ids=ids)
-    head = TrainedHead.train(config, index, split.X, keys, split.data.y)
+    head = TrainedHead.train(config, index, split.X, keys, split.data.texts, split.data.y)
     threshold = choose_threshold(_head_inner_scores(split, config), split.data.y, **threshold_rule)
     head.save(directory)
     index.scorer_params["threshold"] = round(threshold, 6)

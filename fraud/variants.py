@@ -155,12 +155,14 @@ class LearnedAttentionVariant:
             dim=train.X.shape[1], n_categories=len(self.index.categories), **self.config
         )
         keys = self.index.search(train.X, config.top_k, exclude_ids=self_ids)
-        self.head = TrainedHead.train(config, self.index, train.X, keys, train.data.y)
+        self.head = TrainedHead.train(
+            config, self.index, train.X, keys, train.data.texts, train.data.y
+        )
         self.fitted = self.head.fitted()
 
     def score(self, test: Split) -> np.ndarray:
         keys = self.index.search(test.X, self.head.config.top_k)
-        return self.head.score(self.index, test.X, keys)[0]
+        return self.head.score(self.index, test.X, keys, test.data.texts)[0]
 
 
 SHIPPED = "learned attention"
@@ -174,5 +176,6 @@ def evaluation_variants() -> dict[str, Any]:
         "knn-vote": KnnVote,
         "attention frauds-only": lambda: AttentionVariant("attention frauds-only", True),
         "attention": lambda: AttentionVariant("attention"),
+        "learned attention, no lexical": lambda: LearnedAttentionVariant(lexical=False),
         SHIPPED: LearnedAttentionVariant,
     }
