@@ -3,6 +3,7 @@
 The worker, the CLI and (later) the HTTP service all score through `Detector.score`.
 """
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from fraud.head import load_head
 from fraud.index import ReferenceIndex
 from fraud.schemas import Evidence, Verdict
 from fraud.scorer import attend, category_mass, top_evidence
+
+log = logging.getLogger(__name__)
 
 
 def effective_scorer(settings: ScorerSettings, index: ReferenceIndex) -> ScorerSettings:
@@ -42,7 +45,16 @@ class Detector:
         )
         directory = index_dir or settings.index_dir
         index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
-        return cls(encoder, index, effective_scorer(settings.scorer, index), load_head(directory))
+        head = load_head(directory)
+        if head is not None and head.index_version != index.version:
+            log.warning(
+                "the attention head of %s was trained on index version %s, the index is now "
+                "%s: retrain it with `fraud train`",
+                directory,
+                head.index_version,
+                index.version,
+            )
+        return cls(encoder, index, effective_scorer(settings.scorer, index), head)
 
     @property
     def model(self) -> str:

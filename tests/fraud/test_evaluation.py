@@ -78,7 +78,12 @@ def test_no_held_out_text_is_ever_in_its_folds_index_or_threshold_fit():
 
 
 @pytest.mark.parametrize(
-    "make", [EmbeddingLogReg, lambda: AttentionVariant("a"), LearnedAttentionVariant]
+    "make",
+    [
+        EmbeddingLogReg,
+        lambda: AttentionVariant("a"),
+        lambda: LearnedAttentionVariant(epochs=10, lexical=False),
+    ],
 )
 def test_variants_learn_the_synthetic_signal(make):
     data, X = _dataset(200)
