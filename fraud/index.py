@@ -11,6 +11,7 @@ Loading refuses an index built with another model, dimension or normalization.
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +24,9 @@ import numpy as np
 
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
-from fraud.normalize import NORMALIZATION_VERSION
+from fraud.normalize import NORMALIZATION_VERSION, normalize
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
@@ -235,12 +238,28 @@ class ReferenceIndex:
 def embed_into(
     index: ReferenceIndex, encoder, items: Sequence[LabeledText], source: str, progress: bool
 ) -> list[int]:
-    """Encode `items` (with a progress bar when asked) and add them to `index`."""
+    """Encode `items` (with a progress bar when asked) and add them to `index`.
+
+    A text already in the index, or earlier in `items`, after normalization, is skipped:
+    a duplicate reference adds nothing to search and would be its own twin's key when
+    the scorer is fitted on the index.
+    """
     from tqdm import tqdm
 
-    with tqdm(total=len(items), unit="msg", desc="encoding", disable=not progress) as bar:
-        vectors = encoder.encode([item.text for item in items], progress=bar.update)
-    return index.add(items, vectors, source)
+    seen = {normalize(ref.text) for ref in index._refs.values()}
+    fresh = []
+    for item in items:
+        key = normalize(item.text)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(item)
+    if len(fresh) < len(items):
+        log.info("skipped %d duplicate texts", len(items) - len(fresh))
+    if not fresh:
+        return []
+    with tqdm(total=len(fresh), unit="msg", desc="encoding", disable=not progress) as bar:
+        vectors = encoder.encode([item.text for item in fresh], progress=bar.update)
+    return index.add(fresh, vectors, source)
 
 
 def seed_references_path() -> Path:

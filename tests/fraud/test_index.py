@@ -118,3 +118,22 @@ def test_vectors_come_back_with_their_ids():
     ids, stored = index.vectors()
     assert ids.tolist() == [0, 1, 2, 3, 4]
     assert np.allclose(stored, vectors)
+
+
+def test_embedding_skips_texts_already_indexed_after_normalization():
+    from fraud.index import embed_into
+
+    class FakeEncoder:
+        def encode(self, texts, progress=None):
+            return unit_vectors(len(texts), DIM, seed=len(texts))
+
+    index = ReferenceIndex("test-model", DIM)
+    first = [LabeledText("Win a prize", "fraud", "lottery"), LabeledText("hi", "legit", None)]
+    assert embed_into(index, FakeEncoder(), first, "a", progress=False) == [0, 1]
+    again = [
+        LabeledText("Win  a\u200b prize ", "fraud", "lottery"),  # the same after normalization
+        LabeledText("new scam", "fraud", "delivery"),
+        LabeledText("new scam", "fraud", "delivery"),
+    ]
+    assert embed_into(index, FakeEncoder(), again, "b", progress=False) == [2]
+    assert len(index) == 3
