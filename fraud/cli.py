@@ -43,6 +43,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "input_topic": getattr(args, "input_topic", None),
         "alert_topic": getattr(args, "alert_topic", None),
         "group_id": getattr(args, "group_id", None),
+        "bank_topic": getattr(args, "bank_topic", None),
         "publish_scores": getattr(args, "publish_scores", None),
     }
     overrides: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
@@ -302,6 +303,28 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 # -- Kafka commands (implemented in workers/) -------------------------------------------
 
 
+def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.bank import publish_index
+
+    index = _load_index(settings)
+    sent = publish_index(settings.kafka, index, settings.index_dir)
+    print(
+        f"published {sent} references to {settings.kafka.bank_topic}; {settings.index_dir} "
+        f"now records offsets {index.changelog_offsets}"
+    )
+    return 0
+
+
+def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.bank import snapshot
+
+    name, dim = _encoder_identity(settings)
+    index = snapshot(settings.kafka, name, dim, settings.index_dir)
+    print(f"snapshot of {settings.kafka.bank_topic} at offsets {index.changelog_offsets}")
+    _print_info(index.manifest(), settings.index_dir)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.scoring_worker import run_worker
 
@@ -347,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--input-topic", help="FRAUD_KAFKA__INPUT_TOPIC")
     kafka.add_argument("--alert-topic", help="FRAUD_KAFKA__ALERT_TOPIC")
     kafka.add_argument("--group-id", help="FRAUD_KAFKA__GROUP_ID")
+    kafka.add_argument("--bank-topic", help="FRAUD_KAFKA__BANK_TOPIC")
     labels = argparse.ArgumentParser(add_help=False)
     labels.add_argument("--csv", help="CSV with columns text,label[,category]")
     labels.add_argument(
@@ -366,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index_build)
     p = isub.add_parser("add", parents=[common, labels], help="append references from a CSV")
     p.set_defaults(func=cmd_index_add)
+    p = isub.add_parser(
+        "publish", parents=[common, kafka], help="write an index's references to the bank topic"
+    )
+    p.set_defaults(func=cmd_index_publish)
+    p = isub.add_parser(
+        "snapshot", parents=[common, kafka], help="write the bank topic as an index directory"
+    )
+    p.add_argument("--out", dest="index", type=Path, help="same as --index")
+    p.set_defaults(func=cmd_index_snapshot)
     p = isub.add_parser("info", parents=[common], help="show an index's manifest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_index_info)

@@ -35,6 +35,9 @@ class KafkaSettings(BaseModel):
     alert_topic: str = "fraud-alerts"
     scores_topic: str = "fraud-scores"
     dead_letter_topic: str = "messages-dead-letter"
+    bank_topic: str = Field(
+        "fraud-references", description="compacted changelog of the reference bank"
+    )
     group_id: str = "fraud-scoring"
     publish_scores: bool = Field(False, description="also send every decision to scores_topic")
     max_batch: int = Field(64, ge=1, le=10_000, description="records per micro-batch, at most")

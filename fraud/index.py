@@ -64,6 +64,10 @@ class ReferenceIndex:
         self._is_fraud = np.zeros(0, dtype=bool)
         self._category_code = np.zeros(0, dtype=np.int64)
         self._version: str | None = None
+        # The bank changelog (issue 5): the next offset to apply, per partition, and how many
+        # changes were applied since this index was built or loaded.
+        self.changelog_offsets: dict[int, int] = {}
+        self._changes = 0
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -73,13 +77,14 @@ class ReferenceIndex:
 
     @property
     def version(self) -> str:
-        """A short content hash: equal contents give equal versions, any change a new one."""
+        """A short content hash of the snapshot, then `+N` after N live changes applied from
+        the changelog (hashing a large bank again on every change would cost too much)."""
         if self._version is None:
             h = hashlib.sha256(f"{self.model}|{self.dim}|{NORMALIZATION_VERSION}".encode())
             for ref_id in sorted(self._refs):
                 h.update(json.dumps(asdict(self._refs[ref_id]), sort_keys=True).encode())
             self._version = h.hexdigest()[:12]
-        return self._version
+        return f"{self._version}+{self._changes}" if self._changes else self._version
 
     def counts(self) -> dict[str, Any]:
         labels = Counter(r.label for r in self._refs.values())
@@ -96,7 +101,7 @@ class ReferenceIndex:
         vectors = self._check_vectors(vectors, "vectors")
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} references but {len(vectors)} vectors")
-        start = (max(self._refs) + 1) if self._refs else 0
+        start = max(max(self._refs, default=-1), len(self._is_fraud) - 1) + 1  # never reuse an id
         ids = np.arange(start, start + len(items), dtype=np.int64)
         self._faiss.add_with_ids(vectors, ids)
         self._grow_tables(start + len(items))
@@ -105,6 +110,28 @@ class ReferenceIndex:
             self._index_labels(self._refs[ref_id])
         self._version = None
         return ids.tolist()
+
+    def upsert(self, ref: Reference, vector: np.ndarray) -> None:
+        """Add a reference with its own id, or replace the one with that id (a relabel or
+        recategorize): incremental, the rest of the index is untouched."""
+        vector = self._check_vectors(np.asarray(vector).reshape(1, -1), "vector")
+        if ref.id in self._refs:
+            self._faiss.remove_ids(np.array([ref.id], dtype=np.int64))
+        self._faiss.add_with_ids(vector, np.array([ref.id], dtype=np.int64))
+        self._grow_tables(ref.id + 1)
+        self._refs[ref.id] = ref
+        self._index_labels(ref)
+        self._changes += 1
+
+    def remove(self, ref_id: int) -> bool:
+        """Remove a reference by id; False if there was none."""
+        if ref_id not in self._refs:
+            return False
+        self._faiss.remove_ids(np.array([ref_id], dtype=np.int64))
+        del self._refs[ref_id]
+        self._is_fraud[ref_id] = False
+        self._changes += 1
+        return True
 
     def search(self, queries: np.ndarray, k: int, exclude_ids: np.ndarray | None = None) -> Keys:
         """The k nearest references of each query row (fewer where the index is smaller).
@@ -159,9 +186,13 @@ class ReferenceIndex:
             "counts": self.counts(),
             "scorer": self.scorer_params,
             "created_at": self.created_at,
+            "changelog_offsets": {str(p): o for p, o in sorted(self.changelog_offsets.items())},
         }
 
     def save(self, directory: Path) -> None:
+        """Write the directory; applied changes become part of the snapshot's content hash."""
+        if self._changes:
+            self._version, self._changes = None, 0
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._faiss, str(directory / INDEX_FILE))
@@ -199,6 +230,8 @@ class ReferenceIndex:
             )
         index = cls(model, dim, manifest.get("scorer"))
         index.created_at = manifest.get("created_at", index.created_at)
+        offsets = manifest.get("changelog_offsets", {})
+        index.changelog_offsets = {int(p): int(o) for p, o in offsets.items()}
         index._faiss = faiss.read_index(str(directory / INDEX_FILE))
         with (directory / REFERENCES_FILE).open(encoding="utf-8") as f:
             refs = [Reference(**json.loads(line)) for line in f if line.strip()]

@@ -37,6 +37,7 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
         alert_topic=f"t-{run}-alerts",
         scores_topic=f"t-{run}-scores",
         dead_letter_topic=f"t-{run}-dlq",
+        bank_topic=f"t-{run}-bank",
         group_id=f"g-{run}",
         batch_timeout_ms=100,
     )

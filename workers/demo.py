@@ -56,6 +56,7 @@ def run_demo(
                 "alert_topic": f"demo-{run}-alerts",
                 "scores_topic": f"demo-{run}-scores",
                 "dead_letter_topic": f"demo-{run}-dead-letter",
+                "bank_topic": f"demo-{run}-references",
                 "group_id": f"demo-{run}",
                 "publish_scores": True,
                 "batch_timeout_ms": 100,

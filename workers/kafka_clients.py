@@ -57,8 +57,13 @@ def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
         raise _unreachable(kafka.bootstrap_servers) from None
 
 
-def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) -> None:
-    """Create any of `topics` that do not exist yet (idempotent)."""
+def ensure_topics(
+    kafka: KafkaSettings,
+    topics: list[str],
+    partitions: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create any of `topics` that do not exist yet (idempotent), with topic `configs`."""
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=kafka.bootstrap_servers,
@@ -70,7 +75,14 @@ def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 1) 
     try:
         missing = sorted(set(topics) - set(admin.list_topics()))
         if missing:
-            spec = {t: {"num_partitions": partitions, "replication_factor": -1} for t in missing}
+            spec = {
+                t: {
+                    "num_partitions": partitions,
+                    "replication_factor": -1,
+                    "configs": configs or {},
+                }
+                for t in missing
+            }
             try:
                 admin.create_topics(spec, wait_for_metadata=True)
                 log.info("created topics %s", ", ".join(missing))

@@ -30,6 +30,7 @@ from fraud.detector import Detector
 from fraud.errors import FraudError, SchemaError
 from fraud.metrics import WorkerMetrics, build_metrics
 from fraud.schemas import Alert, Message, parse_message
+from workers.bank import BankFollower
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,18 @@ class ScoringWorker:
         consumer: KafkaConsumer,
         producer: KafkaProducer,
         metrics: WorkerMetrics,
+        bank: BankFollower | None = None,
     ) -> None:
-        self.detector, self.kafka = detector, kafka
+        self.detector, self.kafka, self.bank = detector, kafka, bank
         self.consumer, self.producer, self.metrics = consumer, producer, metrics
         self.stop_event = threading.Event()
         self.last_batch_at = time.monotonic()
-        for label, count in detector.index.counts().items():
-            if label in ("fraud", "legit"):
-                metrics.index_references.labels(label).set(count)
+        self._set_index_gauges()
+
+    def _set_index_gauges(self) -> None:
+        counts = self.detector.index.counts()
+        for label in ("fraud", "legit"):
+            self.metrics.index_references.labels(label).set(counts[label])
 
     def run(self) -> None:
         """Score until stop() is called; the batch in hand is finished and committed first."""
@@ -79,6 +84,10 @@ class ScoringWorker:
             self.detector.params.threshold,
         )
         while not self.stop_event.is_set():
+            if self.bank is not None:
+                # Bank changes first, so each batch is scored with every change seen so far.
+                if self.bank.poll():
+                    self._set_index_gauges()
             records = self.poll_batch()
             self.last_batch_at = time.monotonic()
             if records:
@@ -193,6 +202,7 @@ class ScoringWorker:
 
 def run_worker(settings: Settings, ready: threading.Event | None = None) -> None:
     """The `fraud worker` process: load, serve metrics, score until SIGTERM/SIGINT."""
+    from workers.bank import ensure_bank_topic
     from workers.http import serve_metrics
     from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 
@@ -205,8 +215,20 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     ensure_topics(
         kafka, [kafka.input_topic, *outputs, *([kafka.scores_topic] * kafka.publish_scores)]
     )
+    bank = None
+    if detector.index.changelog_offsets:
+        ensure_bank_topic(kafka)
+        bank = BankFollower(kafka, detector.index)
+        bank.catch_up()  # replay what came after the snapshot before scoring anything
+    else:
+        log.info(
+            "index %s is not linked to the bank topic %s (no changelog offsets): not following "
+            "it; link it with `fraud index publish` or `fraud index snapshot`",
+            settings.index_dir,
+            kafka.bank_topic,
+        )
     consumer, producer = make_consumer(kafka), make_producer(kafka)
-    worker = ScoringWorker(detector, kafka, consumer, producer, metrics)
+    worker = ScoringWorker(detector, kafka, consumer, producer, metrics, bank)
     # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.
     limit_s = kafka.max_poll_interval_ms / 1000
     server = serve_metrics(
@@ -227,4 +249,6 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
         server.shutdown()
         producer.close(timeout=FLUSH_TIMEOUT_S)
         consumer.close(autocommit=False)
+        if bank is not None:
+            bank.close()
         log.info("worker stopped")

@@ -1,13 +1,18 @@
 """Small helpers for tests on the real broker: write raw records, read a topic back."""
 
+import threading
 import time
+from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings
-from workers.kafka_clients import make_producer
+from fraud.metrics import build_metrics
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.scoring_worker import ScoringWorker
 
 
 def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> None:
@@ -66,3 +71,31 @@ def wait_for_commit(kafka: KafkaSettings, topic: str, offset: int, timeout_s: fl
             return committed
         time.sleep(0.3)
     raise AssertionError(f"committed offset {committed}, expected {offset} within {timeout_s}s")
+
+
+@contextmanager
+def running_worker(detector, kafka: KafkaSettings, bank=None):
+    """A ScoringWorker on its own thread, stopped (batch finished, committed) on exit."""
+    ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
+    registry = CollectorRegistry()
+    consumer, producer = make_consumer(kafka), make_producer(kafka)
+    worker = ScoringWorker(detector, kafka, consumer, producer, build_metrics(registry), bank)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as e:  # surfaced in the test thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield worker, registry
+    finally:
+        worker.stop()
+        thread.join(60)
+        producer.close(timeout=10)
+        consumer.close(autocommit=False)
+    assert not thread.is_alive(), "worker did not stop"
+    assert not errors, errors

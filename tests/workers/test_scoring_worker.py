@@ -4,54 +4,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from fraud.config import KafkaSettings, Settings, to_env
-from fraud.metrics import build_metrics
+from fraud.config import Settings, to_env
 from fraud.schemas import Alert
-from tests.workers.kafka_helpers import read_topic, send_raw, wait_for_commit
+from tests.workers.kafka_helpers import read_topic, running_worker, send_raw, wait_for_commit
 from workers.broker import free_port
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.kafka_clients import ensure_topics
 from workers.producer import produce, read_messages
-from workers.scoring_worker import ScoringWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 DEMO = "fraud/data/demo_messages.jsonl"
-
-
-@contextmanager
-def running_worker(detector, kafka: KafkaSettings):
-    """A ScoringWorker on its own thread, stopped (batch finished, committed) on exit."""
-    ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
-    registry = CollectorRegistry()
-    consumer, producer = make_consumer(kafka), make_producer(kafka)
-    worker = ScoringWorker(detector, kafka, consumer, producer, build_metrics(registry))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as e:  # surfaced in the test thread below
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield worker, registry
-    finally:
-        worker.stop()
-        thread.join(60)
-        producer.close(timeout=10)
-        consumer.close(autocommit=False)
-    assert not thread.is_alive(), "worker did not stop"
-    assert not errors, errors
 
 
 def test_messages_in_exactly_the_expected_alerts_out(detector, kafka_settings):

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from fraud.bank import apply_change, change_key, decode_change, encode_upsert
+from fraud.errors import SchemaError
+from fraud.index import Reference, ReferenceIndex
+from tests.conftest import unit_vectors
+
+DIM = 8
+
+
+def test_upsert_round_trips_through_bytes_and_a_tombstone_removes():
+    ref = Reference(42, "pay the £2 fee", "fraud", "delivery", "analyst:ana")
+    vector = unit_vectors(1, DIM)[0]
+    change = decode_change(change_key(42), encode_upsert(ref, vector, "m"))
+    assert change.reference == ref and change.model == "m"
+    assert np.array_equal(change.vector, vector)
+    gone = decode_change(b"42", None)
+    assert gone.reference is None and gone.reference_id == 42
+
+
+@pytest.mark.parametrize(("key", "value"), [(b"x", None), (b"1", b"{not json"), (b"2", b"{}")])
+def test_bad_records_are_schema_errors(key, value):
+    with pytest.raises(SchemaError):
+        decode_change(key, value)
+
+
+def test_changes_apply_incrementally_and_bump_the_version():
+    index = ReferenceIndex("m", DIM)
+    vectors = unit_vectors(3, DIM, seed=3)
+    base = index.version
+    for i in range(2):
+        ref = Reference(i, f"scam {i}", "fraud", "lottery", "t")
+        assert apply_change(
+            index, decode_change(change_key(i), encode_upsert(ref, vectors[i], "m"))
+        )
+    assert index.version == f"{base}+2" and len(index) == 2
+    # Relabel reference 1 as legit: replaced in place, searchable with its new label.
+    relabel = Reference(1, "scam 1", "legit", None, "analyst:ana")
+    assert (
+        apply_change(index, decode_change(b"1", encode_upsert(relabel, vectors[1], "m")))
+        == "upsert"
+    )
+    keys = index.search(vectors[1:2], 1)
+    assert keys.ids[0, 0] == 1 and not keys.is_fraud[0, 0]
+    assert apply_change(index, decode_change(b"0", None)) == "remove"
+    assert apply_change(index, decode_change(b"0", None)) == "noop"
+    assert index.search(vectors[:1], 5).ids[0].tolist() == [1]
+    other = encode_upsert(Reference(5, "x", "fraud", "lottery", "t"), vectors[2], "other-model")
+    assert apply_change(index, decode_change(b"5", other)).startswith("skipped")
+    assert index.version == f"{base}+4"

@@ -1,0 +1,98 @@
+"""The reference bank as a compacted changelog, on the real broker."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from fraud.bank import change_key, encode_upsert
+from fraud.config import ScorerSettings
+from fraud.detector import Detector, effective_scorer
+from fraud.index import Reference, ReferenceIndex
+from tests.workers.kafka_helpers import read_topic, running_worker
+from workers.bank import BankFollower, publish_index, snapshot
+from workers.kafka_clients import make_producer
+from workers.producer import produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+NOVEL_SCAM = (
+    "Zorblax guild notice: your crystal dividend is frozen. Send 3 goats' worth of BTC to "
+    "wallet zx-99-qq within 2 hours to unlock it."
+)
+
+
+def _load(encoder, directory) -> ReferenceIndex:
+    return ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
+
+
+def test_publish_then_snapshot_gives_the_same_bank(
+    encoder, seed_index_dir, kafka_settings, tmp_path
+):
+    index = _load(encoder, seed_index_dir)
+    published_dir = tmp_path / "published"
+    assert publish_index(kafka_settings, index, published_dir) == len(index)
+    linked = _load(encoder, published_dir)
+    assert linked.changelog_offsets == {0: len(index)}
+
+    copy = snapshot(kafka_settings, encoder.name, encoder.dim, tmp_path / "snapshot")
+    assert copy.changelog_offsets == {0: len(index)}
+    assert copy.version == index.version  # the same references, ids and labels
+    assert copy.reference(7) == index.reference(7)
+    ids, vectors = index.vectors()
+    assert np.allclose(copy.key_vectors(ids), vectors)
+
+
+def _send_change(kafka, key: bytes, value: bytes | None) -> float:
+    producer = make_producer(kafka)
+    try:
+        producer.send(kafka.bank_topic, value, key=key).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    return time.monotonic()
+
+
+def _wait_applied(follower: BankFollower, count: int, since: float, timeout_s: float = 30) -> float:
+    while follower.applied < count:
+        assert time.monotonic() - since < timeout_s, "the change did not reach the worker"
+        time.sleep(0.02)
+    return time.monotonic() - since
+
+
+def test_a_running_worker_applies_an_added_then_removed_reference(
+    encoder, seed_index_dir, kafka_settings, tmp_path
+):
+    kafka = kafka_settings.model_copy(update={"publish_scores": True})
+    index = _load(encoder, seed_index_dir)
+    publish_index(kafka, index, tmp_path)  # links the index to the bank at its end
+    detector = Detector(encoder, index, effective_scorer(ScorerSettings(), index))
+    before = detector.score([NOVEL_SCAM])[0]
+    assert not before.is_alert  # the bank does not know this scam yet: the test can fail
+
+    follower = BankFollower(kafka, index)
+    new_id = 10_000
+    reference = Reference(new_id, NOVEL_SCAM, "fraud", "investment", "analyst:test")
+    vector = encoder.encode([NOVEL_SCAM])[0]
+    with running_worker(detector, kafka, bank=follower):
+        sent = _send_change(
+            kafka, change_key(new_id), encode_upsert(reference, vector, encoder.name)
+        )
+        added_after = _wait_applied(follower, 1, sent)
+        produce(kafka, kafka.input_topic, [{"id": "after-add", "text": NOVEL_SCAM}])
+        first = read_topic(kafka, kafka.scores_topic, 1)
+
+        sent = _send_change(kafka, change_key(new_id), None)  # a tombstone removes it
+        removed_after = _wait_applied(follower, 2, sent)
+        produce(kafka, kafka.input_topic, [{"id": "after-remove", "text": NOVEL_SCAM}])
+        both = read_topic(kafka, kafka.scores_topic, 2)
+
+    decisions = {r.key.decode(): json.loads(r.value) for r in both}
+    added, removed = decisions["after-add"], decisions["after-remove"]
+    assert len(first) == 1
+    assert added["is_alert"] and added["evidence"][0]["reference_id"] == new_id
+    assert added["index_version"] == f"{index.version.split('+')[0]}+1"
+    assert new_id not in [e["reference_id"] for e in removed["evidence"]]
+    assert not removed["is_alert"]
+    assert removed["index_version"].endswith("+2")
+    print(f"bank change applied by the worker after {added_after:.3f}s / {removed_after:.3f}s")

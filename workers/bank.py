@@ -1,0 +1,125 @@
+"""The reference bank on Kafka: publish an index, follow the changelog, snapshot it.
+
+Every worker follows the bank topic on its own (all partitions assigned, no consumer group),
+starting at the offsets its index directory records and applying each change to its
+in-memory index as it arrives. Tombstones remove; the topic is compacted.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from fraud.bank import apply_change, change_key, decode_change, encode_upsert
+from fraud.config import KafkaSettings
+from fraud.errors import SchemaError
+from fraud.index import ReferenceIndex
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def ensure_bank_topic(kafka: KafkaSettings) -> None:
+    ensure_topics(kafka, [kafka.bank_topic], configs=COMPACTED)
+
+
+class BankFollower:
+    """Tails the bank topic from the index's recorded offsets and applies what comes."""
+
+    def __init__(self, kafka: KafkaSettings, index: ReferenceIndex) -> None:
+        self.kafka, self.index = kafka, index
+        self.consumer: KafkaConsumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+        partitions = self.consumer.partitions_for_topic(kafka.bank_topic) or {0}
+        self.partitions = [TopicPartition(kafka.bank_topic, p) for p in sorted(partitions)]
+        self.consumer.assign(self.partitions)
+        for tp in self.partitions:
+            offset = index.changelog_offsets.get(tp.partition)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        self.applied = 0
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Apply every change available now (waiting at most timeout_ms); returns how many."""
+        applied = 0
+        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
+            for record in records:
+                try:
+                    outcome = apply_change(self.index, decode_change(record.key, record.value))
+                except SchemaError as e:
+                    outcome = f"skipped: {e}"
+                if outcome.startswith("skipped"):
+                    log.error("bank %s[%d]@%d %s", tp.topic, tp.partition, record.offset, outcome)
+                else:
+                    applied += 1
+                self.index.changelog_offsets[tp.partition] = record.offset + 1
+        if applied:
+            self.applied += applied
+            log.info("applied %d bank changes: index version %s", applied, self.index.version)
+        return applied
+
+    def catch_up(self, timeout_s: float = 60.0) -> int:
+        """Apply everything up to the topic's current end."""
+        end = self.consumer.end_offsets(self.partitions)
+        deadline, applied = time.monotonic() + timeout_s, 0
+        while any(self.consumer.position(tp) < end[tp] for tp in self.partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bank topic not read to its end within {timeout_s:.0f}s")
+            applied += self.poll(timeout_ms=200)
+        return applied
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+def publish_index(kafka: KafkaSettings, index: ReferenceIndex, directory: Path | None) -> int:
+    """Write every reference of `index` to the bank topic; record the end offsets in the
+    index directory so a worker starting from it does not replay its own references."""
+    ensure_bank_topic(kafka)
+    ids, vectors = index.vectors()
+    producer = make_producer(kafka)
+    try:
+        futures = [
+            producer.send(
+                kafka.bank_topic,
+                encode_upsert(index.reference(int(i)), v, index.model),
+                key=change_key(int(i)),
+            )
+            for i, v in zip(ids, vectors, strict=True)
+        ]
+        producer.flush(timeout=60)
+        for f in futures:
+            f.get(timeout=0)
+    finally:
+        producer.close(timeout=10)
+    if directory is not None:
+        index.changelog_offsets = end_offsets(kafka)
+        index.save(directory)
+    return len(futures)
+
+
+def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
+    consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(kafka.bank_topic) or {0}
+        tps = [TopicPartition(kafka.bank_topic, p) for p in sorted(partitions)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def snapshot(kafka: KafkaSettings, model: str, dim: int, directory: Path) -> ReferenceIndex:
+    """A new index directory holding the bank as the topic has it now, with its offsets."""
+    index = ReferenceIndex(model, dim)
+    follower = BankFollower(kafka, index)
+    try:
+        follower.catch_up()
+    finally:
+        follower.close()
+    index.save(directory)
+    return index
