@@ -35,6 +35,7 @@ class KafkaSettings(BaseModel):
     alert_topic: str = "fraud-alerts"
     scores_topic: str = "fraud-scores"
     dead_letter_topic: str = "messages-dead-letter"
+    feedback_topic: str = Field("fraud-feedback", description="analyst verdicts")
     bank_topic: str = Field(
         "fraud-references", description="compacted changelog of the reference bank"
     )

@@ -38,7 +38,9 @@ class Reference:
     text: str
     label: str  # "fraud" or "legit"
     category: str | None
-    source: str
+    source: str  # where it came from: a file name, "feedback", ...
+    changed_by: str | None = None  # who made the last change (an analyst), and why
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,12 @@ class ReferenceIndex:
         self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._refs: dict[int, Reference] = {}
         self.categories: list[str] = []  # category code -> name
-        # Lookup tables indexed by reference id, so a batch of ids maps to labels in one step.
+        # Lookup tables over the sorted reference ids, so a batch of retrieved ids maps to
+        # labels in one vectorized step (np.searchsorted); ids may be sparse (feedback ids).
+        self._ids = np.zeros(0, dtype=np.int64)
         self._is_fraud = np.zeros(0, dtype=bool)
         self._category_code = np.zeros(0, dtype=np.int64)
+        self._next_id = 0
         self._version: str | None = None
         # The bank changelog (issue 5): the next offset to apply, per partition, and how many
         # changes were applied since this index was built or loaded.
@@ -101,13 +106,12 @@ class ReferenceIndex:
         vectors = self._check_vectors(vectors, "vectors")
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} references but {len(vectors)} vectors")
-        start = max(max(self._refs, default=-1), len(self._is_fraud) - 1) + 1  # never reuse an id
+        start = self._next_id  # ids are never reused, even after a removal
         ids = np.arange(start, start + len(items), dtype=np.int64)
         self._faiss.add_with_ids(vectors, ids)
-        self._grow_tables(start + len(items))
         for ref_id, item in zip(ids.tolist(), items, strict=True):
             self._refs[ref_id] = Reference(ref_id, item.text, item.label, item.category, source)
-            self._index_labels(self._refs[ref_id])
+        self._rebuild_tables()
         self._version = None
         return ids.tolist()
 
@@ -118,9 +122,8 @@ class ReferenceIndex:
         if ref.id in self._refs:
             self._faiss.remove_ids(np.array([ref.id], dtype=np.int64))
         self._faiss.add_with_ids(vector, np.array([ref.id], dtype=np.int64))
-        self._grow_tables(ref.id + 1)
         self._refs[ref.id] = ref
-        self._index_labels(ref)
+        self._set_row(ref)
         self._changes += 1
 
     def remove(self, ref_id: int) -> bool:
@@ -129,7 +132,10 @@ class ReferenceIndex:
             return False
         self._faiss.remove_ids(np.array([ref_id], dtype=np.int64))
         del self._refs[ref_id]
-        self._is_fraud[ref_id] = False
+        row = int(np.searchsorted(self._ids, ref_id))
+        self._ids = np.delete(self._ids, row)
+        self._is_fraud = np.delete(self._is_fraud, row)
+        self._category_code = np.delete(self._category_code, row)
         self._changes += 1
         return True
 
@@ -152,13 +158,13 @@ class ReferenceIndex:
             order = np.argsort(ids < 0, axis=1, kind="stable")[:, :k]
             sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
         valid = ids >= 0
-        safe = np.where(valid, ids, 0)
+        rows = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
         return Keys(
             similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=ids,
             valid=valid,
-            is_fraud=valid & self._is_fraud[safe] if len(self) else valid,
-            category_codes=self._category_code[safe] if len(self) else safe,
+            is_fraud=valid & self._is_fraud[rows] if len(self) else valid,
+            category_codes=np.where(valid, self._category_code[rows], 0) if len(self) else rows,
         )
 
     def key_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -240,10 +246,8 @@ class ReferenceIndex:
                 f"{directory}: {index._faiss.ntotal} vectors of dim {index._faiss.d} but "
                 f"{len(refs)} references: the directory is damaged, rebuild it"
             )
-        index._grow_tables(max((r.id for r in refs), default=-1) + 1)
-        for ref in refs:
-            index._refs[ref.id] = ref
-            index._index_labels(ref)
+        index._refs = {ref.id: ref for ref in refs}
+        index._rebuild_tables()
         return index
 
     # -- internals -----------------------------------------------------------------------
@@ -254,18 +258,31 @@ class ReferenceIndex:
             raise TypeError(f"{name} must be an (n, {self.dim}) array, got {shape}")
         return np.ascontiguousarray(a, dtype=np.float32)
 
-    def _grow_tables(self, size: int) -> None:
-        if size > len(self._is_fraud):
-            extra = size - len(self._is_fraud)
-            self._is_fraud = np.concatenate([self._is_fraud, np.zeros(extra, bool)])
-            self._category_code = np.concatenate([self._category_code, np.zeros(extra, np.int64)])
+    def _category_of(self, ref: Reference) -> int:
+        if ref.label != "fraud":
+            return 0
+        if ref.category not in self.categories:
+            self.categories.append(ref.category)
+        return self.categories.index(ref.category)
 
-    def _index_labels(self, ref: Reference) -> None:
-        self._is_fraud[ref.id] = ref.label == "fraud"
-        if ref.label == "fraud":
-            if ref.category not in self.categories:
-                self.categories.append(ref.category)
-            self._category_code[ref.id] = self.categories.index(ref.category)
+    def _rebuild_tables(self) -> None:
+        ordered = sorted(self._refs)
+        self._ids = np.array(ordered, dtype=np.int64)
+        self._is_fraud = np.array([self._refs[i].label == "fraud" for i in ordered], dtype=bool)
+        codes = [self._category_of(self._refs[i]) for i in ordered]
+        self._category_code = np.array(codes, dtype=np.int64)
+        self._next_id = max(self._next_id, int(self._ids[-1]) + 1 if len(self._ids) else 0)
+
+    def _set_row(self, ref: Reference) -> None:
+        """Insert or update one reference's row in the sorted tables."""
+        row = int(np.searchsorted(self._ids, ref.id))
+        fraud, code = ref.label == "fraud", self._category_of(ref)
+        if row < len(self._ids) and self._ids[row] == ref.id:
+            self._is_fraud[row], self._category_code[row] = fraud, code
+        else:
+            self._ids = np.insert(self._ids, row, ref.id)
+            self._is_fraud = np.insert(self._is_fraud, row, fraud)
+            self._category_code = np.insert(self._category_code, row, code)
 
 
 def embed_into(

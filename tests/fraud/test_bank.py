@@ -49,3 +49,20 @@ def test_changes_apply_incrementally_and_bump_the_version():
     other = encode_upsert(Reference(5, "x", "fraud", "lottery", "t"), vectors[2], "other-model")
     assert apply_change(index, decode_change(b"5", other)).startswith("skipped")
     assert index.version == f"{base}+4"
+
+
+def test_sparse_ids_from_feedback_are_looked_up_without_dense_tables():
+    from fraud.feedback import AnalystVerdict, reference_id_for, verdict_reference
+
+    index = ReferenceIndex("m", DIM)
+    vectors = unit_vectors(2, DIM, seed=5)
+    verdict = AnalystVerdict(message_id="msg-9", verdict="fraud", category="Lottery", analyst="ana")
+    ref = verdict_reference(verdict, "you won")
+    assert ref.id == reference_id_for("msg-9") >= 2**40
+    assert (ref.category, ref.changed_by, ref.source) == ("lottery", "ana", "feedback:msg-9")
+    index.upsert(ref, vectors[0])
+    index.upsert(Reference(3, "hi", "legit", None, "t"), vectors[1])
+    keys = index.search(vectors, 2)
+    assert keys.ids[0, 0] == ref.id and keys.is_fraud[0, 0]
+    assert keys.ids[1, 0] == 3 and not keys.is_fraud[1, 0]
+    assert index.categories[keys.category_codes[0, 0]] == "lottery"

@@ -1,0 +1,63 @@
+"""Analyst verdicts, and how each becomes a change to the reference bank.
+
+A verdict `{message_id, verdict: fraud|legit, category?, reason?, analyst?, text?}` says
+what a message really was. A confirmed fraud becomes a fraud reference with its category;
+a false positive becomes a legit reference, which sits next to the keys that caused the
+alert and takes attention away from them. The reference id is derived from the message
+id, so a replayed or repeated verdict updates the same reference instead of adding one.
+"""
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fraud.errors import SchemaError
+from fraud.index import Reference
+
+# Ids from feedback live above 2**40, far from the sequential ids of `fraud index build`.
+_FEEDBACK_ID_BASE = 2**40
+
+
+class AnalystVerdict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = Field(min_length=1, max_length=256)
+    verdict: Literal["fraud", "legit"]
+    category: str | None = Field(None, max_length=64)
+    reason: str | None = Field(None, max_length=1000)
+    analyst: str | None = Field(None, max_length=128)
+    text: str | None = Field(None, max_length=10_000)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def parse_verdict(raw: bytes | None) -> AnalystVerdict:
+    try:
+        return AnalystVerdict.model_validate(json.loads(raw or b""))
+    except json.JSONDecodeError as e:
+        raise SchemaError("invalid_json", e.msg) from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "verdict"
+        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+
+
+def reference_id_for(message_id: str) -> int:
+    digest = hashlib.sha256(message_id.encode("utf-8")).digest()
+    return _FEEDBACK_ID_BASE + int.from_bytes(digest[:5], "big")
+
+
+def verdict_reference(verdict: AnalystVerdict, text: str) -> Reference:
+    fraud = verdict.verdict == "fraud"
+    return Reference(
+        id=reference_id_for(verdict.message_id),
+        text=text,
+        label=verdict.verdict,
+        category=(verdict.category or "unspecified").lower() if fraud else None,
+        source=f"feedback:{verdict.message_id}",
+        changed_by=verdict.analyst,
+        reason=verdict.reason,
+    )
