@@ -6,6 +6,9 @@
     fraud score "some text" [--json]                score one message
     fraud worker                                    the Kafka scoring worker
     fraud produce FILE --topic T [--rate R]         send messages to a topic
+    fraud feedback MESSAGE_ID fraud|legit           an analyst verdict
+    fraud feedback-processor                        verdicts -> reference-bank changes
+    fraud index publish | snapshot                  the reference bank on Kafka
     fraud demo                                      the whole pipeline on a local broker
 
 Every option also has an environment variable (FRAUD_*, see README). A user error
@@ -315,6 +318,46 @@ def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.feedback import AnalystVerdict
+    from workers.kafka_clients import ensure_topics, make_producer
+
+    verdict = AnalystVerdict(
+        message_id=args.message_id,
+        verdict=args.verdict,
+        category=args.category,
+        reason=args.reason,
+        analyst=args.analyst,
+        text=args.text,
+    )
+    kafka = settings.kafka
+    ensure_topics(kafka, [kafka.feedback_topic])
+    producer = make_producer(kafka)
+    try:
+        producer.send(kafka.feedback_topic, verdict.to_bytes(), key=args.message_id.encode()).get(
+            30
+        )
+    finally:
+        producer.close(timeout=10)
+    print(f"verdict {args.verdict} on {args.message_id} sent to {kafka.feedback_topic}")
+    return 0
+
+
+def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from workers.feedback import FeedbackProcessor
+
+    processor = FeedbackProcessor(settings.kafka, _encoder(settings))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: processor.stop())
+    try:
+        processor.run()
+    finally:
+        processor.close()
+    return 0
+
+
 def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from workers.bank import snapshot
 
@@ -442,6 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-scores", action="store_true", default=None)
     p.add_argument("--metrics-port", type=int, help="FRAUD_METRICS_PORT (0: any free port)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("feedback", parents=[common, kafka], help="send an analyst verdict")
+    p.add_argument("message_id")
+    p.add_argument("verdict", choices=["fraud", "legit"])
+    p.add_argument("--category", help="the fraud category (for a fraud verdict)")
+    p.add_argument("--reason", help="why: recorded with the reference")
+    p.add_argument("--analyst", help="who: recorded with the reference")
+    p.add_argument("--text", help="the message text, if the processor may not have seen it")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "feedback-processor",
+        parents=[common, kafka],
+        help="turn verdicts into reference-bank changes",
+    )
+    p.set_defaults(func=cmd_feedback_processor)
 
     p = sub.add_parser("produce", parents=[common, kafka], help="send messages to a topic")
     p.add_argument("file", help=".jsonl or .csv (a text column) of messages")

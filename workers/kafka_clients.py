@@ -4,6 +4,7 @@ import logging
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
 from fraud.errors import BrokerUnavailableError
@@ -92,3 +93,24 @@ def ensure_topics(
         raise BrokerUnavailableError(f"could not create topics {topics}: {e}") from None
     finally:
         admin.close()
+
+
+def commit_through(consumer: KafkaConsumer, records: list) -> None:
+    """Commit, per partition, the offset after the last of `records`: what was finished."""
+    next_offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+    consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+
+
+def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, detail: str):
+    """The record's original bytes and key, with the reason and its origin in headers."""
+    headers = [
+        ("dead_letter_reason", reason.encode()),
+        ("dead_letter_detail", detail.encode("utf-8", "replace")[:1000]),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+    ]
+    return producer.send(topic, record.value or b"", key=record.key, headers=headers)

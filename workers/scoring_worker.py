@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
@@ -31,6 +30,7 @@ from fraud.errors import FraudError, SchemaError
 from fraud.metrics import WorkerMetrics, build_metrics
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
+from workers.kafka_clients import commit_through, send_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,11 @@ class ScoringWorker:
                 log.warning(
                     "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
                 )
-                futures.append(self._send_dead_letter(record, e))
+                futures.append(
+                    send_dead_letter(
+                        self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
+                    )
+                )
                 dead_reasons.append(e.reason)
 
         verdicts = self.detector.score([m.text for _, m in good])
@@ -151,7 +155,7 @@ class ScoringWorker:
                 futures.append(self.producer.send(self.kafka.scores_topic, payload, key=key))
 
         self._await_acks(futures)
-        self._commit(records)
+        commit_through(self.consumer, records)
 
         result.scored, result.dead_letters = len(good), len(dead_reasons)
         self.metrics.messages_scored.inc(len(good))
@@ -163,18 +167,6 @@ class ScoringWorker:
         for _ in records:
             self.metrics.processing_latency.observe(latency)
         return result
-
-    def _send_dead_letter(self, record: ConsumerRecord, error: SchemaError):
-        headers = [
-            ("dead_letter_reason", error.reason.encode()),
-            ("dead_letter_detail", error.detail.encode("utf-8", "replace")[:1000]),
-            ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()),
-            ("source_offset", str(record.offset).encode()),
-        ]
-        return self.producer.send(
-            self.kafka.dead_letter_topic, record.value or b"", key=record.key, headers=headers
-        )
 
     def _await_acks(self, futures: Iterable) -> None:
         # flush() returns even when sends failed, so each future is checked on its own.
@@ -189,15 +181,6 @@ class ScoringWorker:
                 f"{len(failures)} records of the batch were not acknowledged by the broker "
                 f"(first: {failures[0]!r}): not committing, the batch will be replayed"
             )
-
-    def _commit(self, records: list[ConsumerRecord]) -> None:
-        next_offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
-        self.consumer.commit(
-            {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()}
-        )
 
 
 def run_worker(settings: Settings, ready: threading.Event | None = None) -> None:

@@ -1,0 +1,113 @@
+"""Analyst verdicts reach every worker through the bank, on the real broker."""
+
+import json
+import threading
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from fraud.config import ScorerSettings
+from fraud.detector import Detector, effective_scorer
+from fraud.feedback import AnalystVerdict, reference_id_for
+from fraud.index import ReferenceIndex
+from tests.workers.kafka_helpers import read_topic, running_worker
+from tests.workers.test_bank import NOVEL_SCAM
+from workers.bank import BankFollower, publish_index
+from workers.feedback import FeedbackProcessor
+from workers.kafka_clients import make_producer
+from workers.producer import produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+# A genuine receipt that the seed bank flags (one of the demo's two false alerts).
+LOOKALIKE = (
+    "Apex Mobile: thanks, we've received your payment of £18.00. Your account is up to date."
+)
+SEEN = "ParcelGo: good news, your parcel from Lumen Lighting is out for delivery today."
+
+
+def _send_verdicts(kafka, verdicts: list[AnalystVerdict]) -> float:
+    producer = make_producer(kafka)
+    try:
+        for v in verdicts:
+            producer.send(kafka.feedback_topic, v.to_bytes(), key=v.message_id.encode()).get(30)
+    finally:
+        producer.close(timeout=10)
+    return time.monotonic()
+
+
+def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
+    encoder, seed_index_dir, kafka_settings, tmp_path
+):
+    kafka = kafka_settings.model_copy(update={"publish_scores": True})
+    publish_index(
+        kafka, ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim), tmp_path
+    )
+    indexes = [ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim) for _ in "ab"]
+    detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
+    before_scam, before_fp = detectors[0].score([NOVEL_SCAM, LOOKALIKE])
+    assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
+    followers = [BankFollower(kafka, i) for i in indexes]
+    processor = FeedbackProcessor(kafka, encoder)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    try:
+        with ExitStack() as stack:
+            for detector, follower in zip(detectors, followers, strict=True):
+                stack.enter_context(running_worker(detector, kafka, bank=follower))
+            produce(kafka, kafka.input_topic, [{"id": "seen-1", "text": SEEN}])
+            sent = _send_verdicts(
+                kafka,
+                [
+                    AnalystVerdict(
+                        message_id="novel-1",
+                        verdict="fraud",
+                        category="investment",
+                        analyst="ana",
+                        reason="new crypto campaign",
+                        text=NOVEL_SCAM,
+                    ),
+                    AnalystVerdict(
+                        message_id="fp-1",
+                        verdict="legit",
+                        analyst="ana",
+                        reason="genuine receipt",
+                        text=LOOKALIKE,
+                    ),
+                    AnalystVerdict(message_id="seen-1", verdict="legit", analyst="bo"),  # no text
+                    AnalystVerdict(message_id="never-seen", verdict="fraud", analyst="bo"),
+                ],
+            )
+            while min(f.applied for f in followers) < 3:
+                assert time.monotonic() - sent < 30, [f.applied for f in followers]
+                time.sleep(0.02)
+            latency = time.monotonic() - sent
+            produce(
+                kafka,
+                kafka.input_topic,
+                [
+                    {"id": "m-scam", "text": NOVEL_SCAM},
+                    {"id": "m-fp", "text": LOOKALIKE},
+                ],
+            )
+            records = read_topic(kafka, kafka.scores_topic, 3)
+    finally:
+        processor.stop()
+        thread.join(30)
+        processor.close()
+
+    print(f"verdicts reached both workers {latency:.2f}s after they were sent")
+    assert latency < 10  # the issue's goal, two workers
+    decisions = {r.key.decode(): json.loads(r.value) for r in records}
+    scam, fp = decisions["m-scam"], decisions["m-fp"]
+    assert scam["is_alert"] and scam["evidence"][0]["reference_id"] == reference_id_for("novel-1")
+    assert scam["category"] == "investment"
+    assert not fp["is_alert"]  # the false positive is cleared
+    for index in indexes:
+        seen = index.reference(reference_id_for("seen-1"))
+        assert (seen.text, seen.label, seen.changed_by) == (SEEN, "legit", "bo")
+        added = index.reference(reference_id_for("novel-1"))
+        assert (added.changed_by, added.reason) == ("ana", "new crypto campaign")
+    dead = read_topic(kafka, kafka.dead_letter_topic, 1)
+    assert [dict(r.headers)["dead_letter_reason"] for r in dead] == [b"unknown_message"]
