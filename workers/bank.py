@@ -44,7 +44,7 @@ class BankFollower:
                 self.consumer.seek(tp, offset)
         self.applied = 0
 
-    def poll(self, timeout_ms: int = 0) -> int:
+    def poll(self, timeout_ms: int = 0, quiet: bool = False) -> int:
         """Apply every change available now (waiting at most timeout_ms); returns how many."""
         applied = 0
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
@@ -58,8 +58,8 @@ class BankFollower:
                 else:
                     applied += 1
                 self.index.changelog_offsets[tp.partition] = record.offset + 1
-        if applied:
-            self.applied += applied
+        self.applied += applied
+        if applied and not quiet:
             log.info("applied %d bank changes: index version %s", applied, self.index.version)
         return applied
 
@@ -70,7 +70,13 @@ class BankFollower:
         while any(self.consumer.position(tp) < end[tp] for tp in self.partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"bank topic not read to its end within {timeout_s:.0f}s")
-            applied += self.poll(timeout_ms=200)
+            applied += self.poll(timeout_ms=200, quiet=True)
+        log.info(
+            "bank %s read to its end: %d changes applied, index version %s",
+            self.kafka.bank_topic,
+            applied,
+            self.index.version,
+        )
         return applied
 
     def close(self) -> None:
