@@ -348,7 +348,9 @@ def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.feedback import FeedbackProcessor
 
-    processor = FeedbackProcessor(settings.kafka, _encoder(settings))
+    processor = FeedbackProcessor(
+        settings.kafka, _encoder(settings), settings.disable_after_false_positives
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: processor.stop())
     try:

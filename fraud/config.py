@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    disable_after_false_positives: int = Field(
+        3, ge=1, description="legit verdicts citing a fraud reference before it is disabled"
+    )
     scorer: ScorerSettings = ScorerSettings()
     kafka: KafkaSettings = KafkaSettings()
 

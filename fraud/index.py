@@ -41,6 +41,7 @@ class Reference:
     source: str  # where it came from: a file name, "feedback", ...
     changed_by: str | None = None  # who made the last change (an analyst), and why
     reason: str | None = None
+    disabled: bool = False  # kept in the bank, never a key (e.g. it caused false positives)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ReferenceIndex:
         # labels in one vectorized step (np.searchsorted); ids may be sparse (feedback ids).
         self._ids = np.zeros(0, dtype=np.int64)
         self._is_fraud = np.zeros(0, dtype=bool)
+        self._disabled = np.zeros(0, dtype=bool)
         self._category_code = np.zeros(0, dtype=np.int64)
         self._next_id = 0
         self._version: str | None = None
@@ -76,6 +78,9 @@ class ReferenceIndex:
 
     def __len__(self) -> int:
         return len(self._refs)
+
+    def __contains__(self, ref_id: int) -> bool:
+        return ref_id in self._refs
 
     def reference(self, ref_id: int) -> Reference:
         return self._refs[ref_id]
@@ -98,6 +103,7 @@ class ReferenceIndex:
             "total": len(self),
             "fraud": labels["fraud"],
             "legit": labels["legit"],
+            "disabled": sum(r.disabled for r in self._refs.values()),
             "fraud_by_category": dict(sorted(cats.items())),
         }
 
@@ -135,6 +141,7 @@ class ReferenceIndex:
         row = int(np.searchsorted(self._ids, ref_id))
         self._ids = np.delete(self._ids, row)
         self._is_fraud = np.delete(self._is_fraud, row)
+        self._disabled = np.delete(self._disabled, row)
         self._category_code = np.delete(self._category_code, row)
         self._changes += 1
         return True
@@ -157,8 +164,9 @@ class ReferenceIndex:
             # Move the excluded key (now -1) to the end, keep the order of the rest, cut to k.
             order = np.argsort(ids < 0, axis=1, kind="stable")[:, :k]
             sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
-        valid = ids >= 0
         rows = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
+        # A disabled reference stays in FAISS (so it can be enabled again) but is no key.
+        valid = (ids >= 0) & ~self._disabled[rows] if len(self) else ids >= 0
         return Keys(
             similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=ids,
@@ -269,6 +277,7 @@ class ReferenceIndex:
         ordered = sorted(self._refs)
         self._ids = np.array(ordered, dtype=np.int64)
         self._is_fraud = np.array([self._refs[i].label == "fraud" for i in ordered], dtype=bool)
+        self._disabled = np.array([self._refs[i].disabled for i in ordered], dtype=bool)
         codes = [self._category_of(self._refs[i]) for i in ordered]
         self._category_code = np.array(codes, dtype=np.int64)
         self._next_id = max(self._next_id, int(self._ids[-1]) + 1 if len(self._ids) else 0)
@@ -279,9 +288,11 @@ class ReferenceIndex:
         fraud, code = ref.label == "fraud", self._category_of(ref)
         if row < len(self._ids) and self._ids[row] == ref.id:
             self._is_fraud[row], self._category_code[row] = fraud, code
+            self._disabled[row] = ref.disabled
         else:
             self._ids = np.insert(self._ids, row, ref.id)
             self._is_fraud = np.insert(self._is_fraud, row, fraud)
+            self._disabled = np.insert(self._disabled, row, ref.disabled)
             self._category_code = np.insert(self._category_code, row, code)
 
 

@@ -10,62 +10,95 @@ dead-letter topic with the reason. Offsets are committed after the bank acknowle
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from dataclasses import replace
 
+import numpy as np
 from kafka.structs import TopicPartition
 
 from fraud.bank import change_key, encode_upsert
 from fraud.config import KafkaSettings
 from fraud.errors import SchemaError
 from fraud.feedback import parse_verdict, verdict_reference
-from fraud.schemas import parse_message
-from workers.bank import ensure_bank_topic
+from fraud.index import ReferenceIndex
+from fraud.schemas import Alert, parse_message
+from workers.bank import BankFollower, ensure_bank_topic
 from workers.kafka_clients import (
     commit_through,
     ensure_topics,
     make_consumer,
     make_producer,
+    send_dead_letter,
 )
 
 log = logging.getLogger(__name__)
 
 
 class RecentMessages:
-    """The last `capacity` messages of the input topic, by id (all partitions, from now on)."""
+    """What the processor has seen since it started, by message id (bounded, oldest out):
+    the text of each input message, and the evidence of each alert."""
 
     def __init__(self, kafka: KafkaSettings, capacity: int = 100_000) -> None:
         self.kafka, self.capacity = kafka, capacity
         self.texts: OrderedDict[str, str] = OrderedDict()
+        self.evidence: OrderedDict[str, list[int]] = OrderedDict()
         self.consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
-        partitions = self.consumer.partitions_for_topic(kafka.input_topic) or {0}
-        tps = [TopicPartition(kafka.input_topic, p) for p in sorted(partitions)]
+        tps = []
+        for topic in (kafka.input_topic, kafka.alert_topic):
+            partitions = self.consumer.partitions_for_topic(topic) or {0}
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         self.consumer.seek_to_end(*tps)
         for tp in tps:
             self.consumer.position(tp)  # resolve "end" now, not at the first poll
 
     def poll(self, timeout_ms: int = 0) -> None:
-        for records in self.consumer.poll(timeout_ms=timeout_ms).values():
+        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
+                if tp.topic == self.kafka.alert_topic:
+                    try:
+                        alert = Alert.from_bytes(record.value)
+                    except ValueError:
+                        continue
+                    self._remember(
+                        self.evidence, alert.message_id, [e.reference_id for e in alert.evidence]
+                    )
+                    continue
                 try:
                     message = parse_message(record.value, self.kafka.max_message_bytes)
                 except SchemaError:
                     continue  # the scoring worker dead-letters it
-                self.texts[message.id] = message.text
-                self.texts.move_to_end(message.id)
-                while len(self.texts) > self.capacity:
-                    self.texts.popitem(last=False)
+                self._remember(self.texts, message.id, message.text)
+
+    def _remember(self, store: OrderedDict, key: str, value) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > self.capacity:
+            store.popitem(last=False)
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
 
 
 class FeedbackProcessor:
-    def __init__(self, kafka: KafkaSettings, encoder) -> None:
-        self.kafka, self.encoder = kafka, encoder
-        ensure_topics(kafka, [kafka.feedback_topic, kafka.input_topic, kafka.dead_letter_topic])
+    """Verdicts -> bank changes. It follows the bank itself, to know the references it may
+    disable: a fraud reference cited as evidence by `disable_after` alerts that analysts
+    judged legit is disabled (kept in the bank with the reason, never a key again)."""
+
+    def __init__(self, kafka: KafkaSettings, encoder, disable_after: int = 3) -> None:
+        self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
+        topics = [
+            kafka.feedback_topic,
+            kafka.input_topic,
+            kafka.alert_topic,
+            kafka.dead_letter_topic,
+        ]
+        ensure_topics(kafka, topics)
         ensure_bank_topic(kafka)
         self.recent = RecentMessages(kafka)
+        self.bank = BankFollower(kafka, ReferenceIndex(encoder.name, encoder.dim))
+        self.bank.catch_up()
+        self.false_positive_citations: Counter[int] = Counter()
         self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
         self.consumer.subscribe([kafka.feedback_topic])
         self.producer = make_producer(kafka)
@@ -85,6 +118,7 @@ class FeedbackProcessor:
 
     def process(self, records) -> None:
         self.recent.poll()
+        self.bank.poll()
         futures, usable = [], []
         for record in records:
             try:
@@ -96,20 +130,15 @@ class FeedbackProcessor:
                         f"no text for message {verdict.message_id}: give it in the verdict",
                     )
                 usable.append(verdict_reference(verdict, text))
+                if verdict.verdict == "legit":
+                    futures += self._disable_repeat_offenders(verdict)
             except SchemaError as e:
                 log.warning(
                     "verdict %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
                 )
-                headers = [
-                    ("dead_letter_reason", e.reason.encode()),
-                    ("dead_letter_detail", e.detail.encode("utf-8", "replace")[:1000]),
-                ]
                 futures.append(
-                    self.producer.send(
-                        self.kafka.dead_letter_topic,
-                        record.value or b"",
-                        key=record.key,
-                        headers=headers,
+                    send_dead_letter(
+                        self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
                     )
                 )
         if usable:
@@ -132,7 +161,30 @@ class FeedbackProcessor:
         commit_through(self.consumer, records)
         self.changes += len(usable)
 
+    def _disable_repeat_offenders(self, verdict) -> list:
+        futures = []
+        for ref_id in self.recent.evidence.get(verdict.message_id, []):
+            self.false_positive_citations[ref_id] += 1
+            count = self.false_positive_citations[ref_id]
+            if count < self.disable_after or ref_id not in self.bank.index:
+                continue
+            ref = self.bank.index.reference(ref_id)
+            if ref.label != "fraud" or ref.disabled:
+                continue
+            disabled = replace(
+                ref,
+                disabled=True,
+                changed_by=verdict.analyst,
+                reason=f"evidence in {count} alerts judged legit (last: {verdict.message_id})",
+            )
+            vector = self.bank.index.key_vectors(np.array([ref_id]))[0]
+            value = encode_upsert(disabled, vector, self.encoder.name)
+            futures.append(self.producer.send(self.kafka.bank_topic, value, key=change_key(ref_id)))
+            log.warning("disabling reference %d: %s", ref_id, disabled.reason)
+        return futures
+
     def close(self) -> None:
         self.producer.close(timeout=10)
         self.consumer.close(autocommit=False)
         self.recent.close()
+        self.bank.close()

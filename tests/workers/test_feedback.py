@@ -111,3 +111,69 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
         assert (added.changed_by, added.reason) == ("ana", "new crypto campaign")
     dead = read_topic(kafka, kafka.dead_letter_topic, 1)
     assert [dict(r.headers)["dead_letter_reason"] for r in dead] == [b"unknown_message"]
+
+
+def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
+    encoder, seed_index_dir, kafka_settings, tmp_path
+):
+    from fraud.schemas import Alert, Evidence, Verdict, parse_message
+
+    kafka = kafka_settings
+    seed = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
+    publish_index(kafka, seed, tmp_path)
+    worker_index = ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim)
+    follower = BankFollower(kafka, worker_index)
+    culprit = next(i for i in range(len(seed)) if seed.reference(i).label == "fraud")
+    processor = FeedbackProcessor(kafka, encoder, disable_after=2)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    try:
+        # Two alerts that cited the culprit, as a worker would have published them.
+        producer = make_producer(kafka)
+        for n in (1, 2):
+            message = parse_message(json.dumps({"id": f"fp-{n}", "text": "x"}).encode(), 100)
+            evidence = [
+                Evidence(reference_id=culprit, category="phishing", similarity=0.8, weight=0.9)
+            ]
+            verdict = Verdict(
+                score=0.9,
+                is_alert=True,
+                category="phishing",
+                category_distribution={"phishing": 0.9},
+                evidence=evidence,
+            )
+            alert = Alert.build(
+                message,
+                verdict,
+                threshold=0.5,
+                model="m",
+                index_version="v",
+                scored_at="t",
+                processing_ms=1.0,
+            )
+            producer.send(kafka.alert_topic, alert.to_bytes(), key=b"fp").get(30)
+        producer.close(timeout=10)
+        _send_verdicts(
+            kafka,
+            [
+                AnalystVerdict(
+                    message_id=f"fp-{n}", verdict="legit", analyst="cy", text=f"genuine notice {n}"
+                )
+                for n in (1, 2)
+            ],
+        )
+        deadline = time.monotonic() + 30
+        while not (culprit in worker_index and worker_index.reference(culprit).disabled):
+            assert time.monotonic() < deadline, "the reference was not disabled"
+            follower.poll(timeout_ms=200)
+    finally:
+        processor.stop()
+        thread.join(30)
+        processor.close()
+        follower.close()
+    ref = worker_index.reference(culprit)
+    assert ref.disabled and ref.changed_by == "cy" and "2 alerts judged legit" in ref.reason
+    own_vector = worker_index.key_vectors([culprit])
+    keys = worker_index.search(own_vector, 5)
+    assert culprit not in keys.ids[keys.valid]  # kept in the bank, never a key again
+    assert worker_index.counts()["disabled"] == 1
