@@ -53,6 +53,7 @@ def test_round_trip_keeps_references_results_and_version(tmp_path):
         "total": 10,
         "fraud": 5,
         "legit": 5,
+        "disabled": 0,
         "fraud_by_category": {"lottery": 2, "phishing": 3},
     }
     assert manifest["model"] == "test-model" and manifest["dim"] == DIM
