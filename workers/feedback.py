@@ -10,10 +10,11 @@ dead-letter topic with the reason. Offsets are committed after the bank acknowle
 
 import logging
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import replace
 
 import numpy as np
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import TopicPartition
 
 from fraud.bank import change_key, encode_upsert
@@ -98,7 +99,9 @@ class FeedbackProcessor:
         self.recent = RecentMessages(kafka)
         self.bank = BankFollower(kafka, ReferenceIndex(encoder.name, encoder.dim))
         self.bank.catch_up()
-        self.false_positive_citations: Counter[int] = Counter()
+        # Per fraud reference, the messages judged legit whose alerts cited it: a set, so a
+        # verdict delivered twice (at-least-once) is counted once.
+        self.false_positive_citations: defaultdict[int, set[str]] = defaultdict(set)
         self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
         self.consumer.subscribe([kafka.feedback_topic])
         self.producer = make_producer(kafka)
@@ -119,6 +122,9 @@ class FeedbackProcessor:
     def process(self, records) -> None:
         self.recent.poll()
         self.bank.poll()
+        if any(b'"text"' not in (r.value or b"") for r in records):
+            # A verdict without its text: give the input topic's latest messages a moment.
+            self.recent.poll(timeout_ms=500)
         futures, usable = [], []
         for record in records:
             try:
@@ -158,14 +164,19 @@ class FeedbackProcessor:
         self.producer.flush(timeout=60)
         for f in futures:
             f.get(timeout=0)  # a refused send raises: nothing is committed
-        commit_through(self.consumer, records)
+        try:
+            commit_through(self.consumer, records)
+        except (CommitFailedError, RebalanceInProgressError) as e:
+            # The partitions moved while we worked: whoever has them now replays these
+            # verdicts, which is harmless (same reference ids, citations are sets).
+            log.warning("verdicts not committed (%s): they will be processed again", e)
         self.changes += len(usable)
 
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []
         for ref_id in self.recent.evidence.get(verdict.message_id, []):
-            self.false_positive_citations[ref_id] += 1
-            count = self.false_positive_citations[ref_id]
+            self.false_positive_citations[ref_id].add(verdict.message_id)
+            count = len(self.false_positive_citations[ref_id])
             if count < self.disable_after or ref_id not in self.bank.index:
                 continue
             ref = self.bank.index.reference(ref_id)

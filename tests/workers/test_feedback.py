@@ -27,6 +27,22 @@ LOOKALIKE = (
 SEEN = "ParcelGo: good news, your parcel from Lumen Lighting is out for delivery today."
 
 
+def _start(processor: FeedbackProcessor) -> tuple[threading.Thread, list[BaseException]]:
+    """Run the processor on a thread; what it raises is kept for the test to check."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            processor.run()
+        except BaseException as e:
+            errors.append(e)
+            raise
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
 def _send_verdicts(kafka, verdicts: list[AnalystVerdict]) -> float:
     producer = make_producer(kafka)
     try:
@@ -50,13 +66,16 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
     processor = FeedbackProcessor(kafka, encoder)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
+    thread, errors = _start(processor)
     try:
         with ExitStack() as stack:
             for detector, follower in zip(detectors, followers, strict=True):
                 stack.enter_context(running_worker(detector, kafka, bank=follower))
             produce(kafka, kafka.input_topic, [{"id": "seen-1", "text": SEEN}])
+            deadline = time.monotonic() + 30
+            while "seen-1" not in processor.recent.texts:  # the verdict comes after the message
+                assert time.monotonic() < deadline, "the processor did not see the message"
+                time.sleep(0.05)
             sent = _send_verdicts(
                 kafka,
                 [
@@ -96,6 +115,9 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
         processor.stop()
         thread.join(30)
         processor.close()
+        for follower in followers:
+            follower.close()
+    assert not errors, errors
 
     print(f"verdicts reached both workers {latency:.2f}s after they were sent")
     assert latency < 10  # the issue's goal, two workers
@@ -125,8 +147,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
     follower = BankFollower(kafka, worker_index)
     culprit = next(i for i in range(len(seed)) if seed.reference(i).label == "fraud")
     processor = FeedbackProcessor(kafka, encoder, disable_after=2)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
+    thread, errors = _start(processor)
     try:
         # Two alerts that cited the culprit, as a worker would have published them.
         producer = make_producer(kafka)
@@ -171,6 +192,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
         thread.join(30)
         processor.close()
         follower.close()
+    assert not errors, errors
     ref = worker_index.reference(culprit)
     assert ref.disabled and ref.changed_by == "cy" and "2 alerts judged legit" in ref.reason
     own_vector = worker_index.key_vectors([culprit])
