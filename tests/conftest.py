@@ -38,6 +38,7 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
         scores_topic=f"t-{run}-scores",
         dead_letter_topic=f"t-{run}-dlq",
         bank_topic=f"t-{run}-bank",
+        feedback_topic=f"t-{run}-feedback",
         group_id=f"g-{run}",
         batch_timeout_ms=100,
     )

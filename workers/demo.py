@@ -57,6 +57,7 @@ def run_demo(
                 "scores_topic": f"demo-{run}-scores",
                 "dead_letter_topic": f"demo-{run}-dead-letter",
                 "bank_topic": f"demo-{run}-references",
+                "feedback_topic": f"demo-{run}-feedback",
                 "group_id": f"demo-{run}",
                 "publish_scores": True,
                 "batch_timeout_ms": 100,

@@ -1,9 +1,16 @@
 """Kafka client construction from KafkaSettings: the one place client options are chosen."""
 
 import logging
+import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
@@ -95,13 +102,26 @@ def ensure_topics(
         admin.close()
 
 
-def commit_through(consumer: KafkaConsumer, records: list) -> None:
-    """Commit, per partition, the offset after the last of `records`: what was finished."""
+def commit_through(consumer: KafkaConsumer, records: list) -> bool:
+    """Commit, per partition, the offset after the last of `records`: what was finished.
+
+    False when the group was rebalancing: the partitions are moving and their new owner
+    replays these records (at-least-once; the outputs they produced carry the same keys).
+    """
     next_offsets: dict[TopicPartition, int] = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
         next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
-    consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+    try:
+        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+    except (CommitFailedError, RebalanceInProgressError) as e:
+        log.warning(
+            "commit of %d records lost to a rebalance (%s): they will be replayed",
+            len(records),
+            type(e).__name__,
+        )
+        return False
+    return True
 
 
 def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, detail: str):
@@ -114,3 +134,19 @@ def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, d
         ("source_offset", str(record.offset).encode()),
     ]
     return producer.send(topic, record.value or b"", key=record.key, headers=headers)
+
+
+def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], timeout_s: float = 30) -> None:
+    """Subscribe once the consumer's own metadata has every topic's partitions.
+
+    A group member that joins while a just-created topic is missing from its metadata is
+    assigned nothing for it, and may not ask again for minutes (metadata_max_age_ms).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not all(consumer.partitions_for_topic(t) for t in topics):
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError(
+                f"topics {topics} unknown to the broker after {timeout_s}s"
+            )
+        time.sleep(0.2)
+    consumer.subscribe(topics)
