@@ -230,9 +230,7 @@ def plot_report(
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    paths.append(out_dir / "pr_curve.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "pr_curve.png"))
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
     for name, r in results.items():
@@ -254,9 +252,7 @@ def plot_report(
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    paths.append(out_dir / "roc_curve.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "roc_curve.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     s = results[shipped].scores
@@ -272,10 +268,14 @@ def plot_report(
         title=f"{shipped}: held-out scores by label (dotted: fold thresholds)",
     )
     ax.legend()
-    paths.append(out_dir / "score_histogram.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(plt, fig, out_dir / "score_histogram.png"))
     return paths
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def encoder_timing(encoder, texts: Sequence[str], n: int = 50) -> dict[str, float]:
