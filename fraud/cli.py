@@ -61,25 +61,20 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _encoder(settings: Settings):
     from fraud.encoder import Encoder
 
-    return Encoder(
-        settings.model_path,
-        max_tokens=settings.max_tokens,
-        torch_threads=settings.torch_threads,
-        batch_size=settings.encode_batch_size,
-    )
+    return Encoder.from_settings(settings)
 
 
 # -- index -------------------------------------------------------------------------------
 
 
 def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index import ReferenceIndex, embed_into, seed_references_path
+    from fraud.index import build_index, seed_references_path
 
     csv_path = Path(args.csv) if args.csv else seed_references_path()
     items = read_labeled_csv(csv_path, args.fraud_labels, args.legit_labels)
     encoder = _encoder(settings)
-    index = ReferenceIndex(encoder.name, encoder.dim, settings.scorer.model_dump())
-    embed_into(index, encoder, items, args.source or csv_path.name, progress=not args.quiet)
+    source = args.source or csv_path.name
+    index = build_index(encoder, items, source, settings.scorer.model_dump(), not args.quiet)
     index.save(settings.index_dir)
     _print_info(index.manifest(), settings.index_dir)
     return 0
@@ -174,6 +169,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.embedding_cache import CachedEncoder
     from fraud.errors import DataError
     from fraud.evaluation import Dataset, encoder_timing, evaluate, plot_report
+    from fraud.index import encode_with_progress
     from fraud.variants import SHIPPED
 
     if not args.csv:
@@ -190,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     )
     encoder = _encoder(settings)
     cached = CachedEncoder(encoder, args.cache_dir)
-    X = _encode_with_progress(cached, dataset.texts, quiet=args.quiet)
+    X = encode_with_progress(cached, dataset.texts, progress=not args.quiet)
     names = [v.strip() for v in args.variants.split(",")] if args.variants else None
     report, results = evaluate(
         dataset,
@@ -209,13 +205,6 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     print_report(report)
     print(f"\nreport {args.out / 'report.json'}; plots " + ", ".join(p.name for p in plots))
     return 0
-
-
-def _encode_with_progress(encoder, texts: list[str], quiet: bool):
-    from tqdm import tqdm
-
-    with tqdm(total=len(texts), unit="msg", desc="encoding", disable=quiet) as bar:
-        return encoder.encode(texts, progress=bar.update)
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -37,12 +37,7 @@ class Detector:
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> "Detector":
         from fraud.encoder import Encoder
 
-        encoder = Encoder(
-            settings.model_path,
-            max_tokens=settings.max_tokens,
-            torch_threads=settings.torch_threads,
-            batch_size=settings.encode_batch_size,
-        )
+        encoder = Encoder.from_settings(settings)
         directory = index_dir or settings.index_dir
         index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
         head = load_head(directory)

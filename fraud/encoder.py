@@ -6,11 +6,15 @@ between two embeddings is their cosine similarity.
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fraud.errors import ConfigError
 from fraud.normalize import normalize
+
+if TYPE_CHECKING:
+    from fraud.config import Settings
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -54,6 +58,15 @@ class Encoder:
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self.dim = int(self._model.config.hidden_size)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Encoder":
+        return cls(
+            settings.model_path,
+            max_tokens=settings.max_tokens,
+            torch_threads=settings.torch_threads,
+            batch_size=settings.encode_batch_size,
+        )
 
     def encode(
         self, texts: Sequence[str], progress: Callable[[int], object] | None = None

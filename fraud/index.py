@@ -305,8 +305,6 @@ def embed_into(
     a duplicate reference adds nothing to search and would be its own twin's key when
     the scorer is fitted on the index.
     """
-    from tqdm import tqdm
-
     seen = {normalize(ref.text) for ref in index._refs.values()}
     fresh = []
     for item in items:
@@ -318,9 +316,25 @@ def embed_into(
         log.info("skipped %d duplicate texts", len(items) - len(fresh))
     if not fresh:
         return []
-    with tqdm(total=len(fresh), unit="msg", desc="encoding", disable=not progress) as bar:
-        vectors = encoder.encode([item.text for item in fresh], progress=bar.update)
+    vectors = encode_with_progress(encoder, [item.text for item in fresh], progress)
     return index.add(fresh, vectors, source)
+
+
+def build_index(
+    encoder, items: Sequence[LabeledText], source: str, scorer: dict[str, Any], progress: bool
+) -> ReferenceIndex:
+    """A new index for `encoder` holding `items`, recording the scorer parameters."""
+    index = ReferenceIndex(encoder.name, encoder.dim, scorer)
+    embed_into(index, encoder, items, source, progress)
+    return index
+
+
+def encode_with_progress(encoder, texts: list[str], progress: bool) -> np.ndarray:
+    """encoder.encode(texts), with a progress bar on the terminal when asked."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(texts), unit="msg", desc="encoding", disable=not progress) as bar:
+        return encoder.encode(texts, progress=bar.update)
 
 
 def seed_references_path() -> Path:

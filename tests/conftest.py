@@ -56,10 +56,10 @@ def seed_index_dir(encoder, tmp_path_factory) -> Path:
     """The shipped seed set, indexed with the real encoder."""
     from fraud.config import ScorerSettings
     from fraud.datasets import read_labeled_csv
-    from fraud.index import ReferenceIndex, embed_into, seed_references_path
+    from fraud.index import build_index, seed_references_path
 
-    index = ReferenceIndex(encoder.name, encoder.dim, ScorerSettings().model_dump())
-    embed_into(index, encoder, read_labeled_csv(seed_references_path()), "seed", progress=False)
+    seed = read_labeled_csv(seed_references_path())
+    index = build_index(encoder, seed, "seed", ScorerSettings().model_dump(), progress=False)
     directory = tmp_path_factory.mktemp("seed-index")
     index.save(directory)
     return directory

@@ -24,7 +24,7 @@ from fraud.datasets import read_labeled_csv
 from fraud.detector import Detector, effective_scorer
 from fraud.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index import ReferenceIndex, embed_into, seed_references_path
+from fraud.index import build_index, seed_references_path
 from fraud.schemas import Alert
 from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics, make_consumer, make_producer
@@ -68,14 +68,9 @@ def run_demo(
 
         print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
         index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
-        encoder = Encoder(
-            settings.model_path,
-            max_tokens=settings.max_tokens,
-            torch_threads=settings.torch_threads,
-            batch_size=settings.encode_batch_size,
-        )
-        index = ReferenceIndex(encoder.name, encoder.dim, settings.scorer.model_dump())
-        embed_into(index, encoder, read_labeled_csv(seed_references_path()), "seed", progress=True)
+        encoder = Encoder.from_settings(settings)
+        seed = read_labeled_csv(seed_references_path())
+        index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
         index.save(index_dir)
         counts = index.counts()
         print(
