@@ -27,6 +27,26 @@ class ScorerSettings(BaseModel):
     max_evidence: int = Field(5, ge=0, le=100, description="fraud references listed as evidence")
 
 
+class HistorySettings(BaseModel):
+    """The recipient's own history as keys (see fraud/history.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="use messages' recipient field; off: bank keys only")
+    min_score: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="a message scoring at least this becomes a key for its recipient's next ones",
+    )
+    weight: float = Field(1.0, gt=0, description="attention weight of a history key vs a bank key")
+    max_per_recipient: int = Field(16, ge=1, le=1000, description="most recent entries kept")
+    ttl_s: float = Field(7 * 24 * 3600, gt=0, description="entries older than this are dropped")
+    max_recipients: int = Field(
+        100_000, ge=1, description="recipients kept in memory; the least recently seen go first"
+    )
+
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +59,11 @@ class KafkaSettings(BaseModel):
     bank_topic: str = Field(
         "fraud-references", description="compacted changelog of the reference bank"
     )
+    history_topic: str = Field(
+        "fraud-history",
+        description="compacted changelog of the recipients' histories (the worker's state)",
+    )
+    campaign_topic: str = Field("fraud-campaigns", description="campaigns as they grow")
     group_id: str = "fraud-scoring"
     publish_scores: bool = Field(False, description="also send every decision to scores_topic")
     max_batch: int = Field(64, ge=1, le=10_000, description="records per micro-batch, at most")
@@ -81,6 +106,7 @@ class Settings(BaseSettings):
         3, ge=1, description="legit verdicts citing a fraud reference before it is disabled"
     )
     scorer: ScorerSettings = ScorerSettings()
+    history: HistorySettings = HistorySettings()
     kafka: KafkaSettings = KafkaSettings()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from fraud.config import ScorerSettings, Settings
 from fraud.head import load_head
-from fraud.index import ReferenceIndex
+from fraud.index import Keys, ReferenceIndex
 from fraud.schemas import Evidence, Verdict
 from fraud.scorer import attend, category_mass, top_evidence
 
@@ -61,23 +61,32 @@ class Detector:
         return self.score_embeddings(self.encoder.encode(texts), texts)
 
     def score_embeddings(
-        self, queries: np.ndarray, texts: Sequence[str] | None = None
+        self,
+        queries: np.ndarray,
+        texts: Sequence[str] | None = None,
+        extra_keys: Keys | None = None,
     ) -> list[Verdict]:
-        """Verdicts for embedded messages; a head with a lexical term also needs the texts."""
+        """Verdicts for embedded messages; a head with a lexical term also needs the texts.
+
+        extra_keys: keys beside the retrieved ones, per message (the recipient's history,
+        fraud/history.py), attended to in the same softmax.
+        """
         p = self.params
+        keys = self.index.search(queries, self.head.config.top_k if self.head else p.top_k)
+        if extra_keys is not None and extra_keys.ids.shape[1]:
+            keys = keys.join(extra_keys, self.index)
         if self.head is not None:
-            keys = self.index.search(queries, self.head.config.top_k)
             if texts is None and self.head.lexical is not None:
                 raise ValueError("this index's head reads the message text: pass texts")
             scores, weights = self.head.score(self.index, queries, keys, texts or [])
         else:
-            keys = self.index.search(queries, p.top_k)
             att = attend(
                 keys.similarities,
                 keys.valid,
                 keys.is_fraud,
                 temperature=p.temperature,
                 null_similarity=p.null_similarity,
+                log_weights=keys.log_weights,
             )
             scores, weights = att.fraud_score, att.weights
         fraud_keys = keys.valid & keys.is_fraud
@@ -94,15 +103,7 @@ class Detector:
                 for c, name in enumerate(self.index.categories)
                 if mass[i, c] > 1e-6
             }
-            evidence = [
-                Evidence(
-                    reference_id=int(keys.ids[i, j]),
-                    category=self.index.categories[int(keys.category_codes[i, j])],
-                    similarity=round(float(keys.similarities[i, j]), 6),
-                    weight=round(float(weights[i, j]), 6),
-                )
-                for j in cols
-            ]
+            evidence = [self._evidence(keys, weights, i, j) for j in cols]
             verdicts.append(
                 Verdict(
                     score=score,
@@ -113,3 +114,14 @@ class Detector:
                 )
             )
         return verdicts
+
+    def _evidence(self, keys: Keys, weights: np.ndarray, i: int, j: int) -> Evidence:
+        history_id = None if keys.message_ids is None else keys.message_ids[i, j]
+        return Evidence(
+            source="bank" if history_id is None else "history",
+            reference_id=int(keys.ids[i, j]) if history_id is None else None,
+            message_id=history_id,
+            category=self.index.categories[int(keys.category_codes[i, j])],
+            similarity=round(float(keys.similarities[i, j]), 6),
+            weight=round(float(weights[i, j]), 6),
+        )

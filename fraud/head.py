@@ -3,7 +3,7 @@
 For a query q and its keys k_1..k_m (retrieved references with similarity s_i and
 label y_i), the head computes
 
-    logit_i  = s_i / T_h                                      (per head h)
+    logit_i  = s_i / T_h + log w_i                            (per head h; w_i the key's weight)
     logit_0  = tau_h / T_h + n_h . q                          (a learned null key)
     a_h      = softmax(logit_0, logit_1..logit_m)
     readout_h = a_h0 v_h,null + sum_i a_hi v_h[y_i, c_i]      (learned values per label
@@ -86,10 +86,11 @@ class AttentionHead(nn.Module):
         value_ids: torch.Tensor,  # (n, m) long: 0 legit, 1..C fraud category
         valid: torch.Tensor,  # (n, m) bool
         lexical: torch.Tensor,  # (n,) the lexical model's logit, zeros without one
+        log_weights: torch.Tensor,  # (n, m) log of each key's weight (0: weight 1)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
         t = self.log_temperature.exp()  # (H,)
-        key_logits = sims.unsqueeze(-1) / t  # (n, m, H)
+        key_logits = sims.unsqueeze(-1) / t + log_weights.unsqueeze(-1)  # (n, m, H)
         if self.config.pair == "mlp":
             qe = q.unsqueeze(1).expand_as(keys)
             pair = torch.cat([qe, keys, qe - keys, qe * keys], dim=-1)
@@ -109,7 +110,7 @@ class AttentionHead(nn.Module):
         return logit, attention.mean(dim=-1)
 
 
-def _tensors(q, key_vectors, sims, value_ids, valid, lexical):
+def _tensors(q, key_vectors, sims, value_ids, valid, lexical, log_weights):
     return (
         torch.as_tensor(q, dtype=torch.float32),
         torch.as_tensor(key_vectors, dtype=torch.float32),
@@ -117,6 +118,7 @@ def _tensors(q, key_vectors, sims, value_ids, valid, lexical):
         torch.as_tensor(value_ids, dtype=torch.long),
         torch.as_tensor(valid, dtype=torch.bool),
         torch.as_tensor(lexical, dtype=torch.float32),
+        torch.as_tensor(log_weights, dtype=torch.float32),
     )
 
 
@@ -142,10 +144,12 @@ class TrainedHead:
         texts: Sequence[str],
         lexical_logits: np.ndarray | None = None,
     ) -> tuple:
-        """(q, key vectors, similarities, value ids, valid, lexical logit) for the module."""
+        """(q, key vectors, similarities, value ids, valid, lexical logit, log weights)."""
         n, m = keys.ids.shape
-        flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
-        vectors = flat.reshape(n, m, -1) * keys.valid[..., None]
+        vectors = keys.vectors
+        if vectors is None:
+            flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
+            vectors = flat.reshape(n, m, -1) * keys.valid[..., None]
         # Value ids: 0 for legit, 1 + the category's position for fraud; a category the
         # head never saw shares the value of its first one.
         position = {c: i + 1 for i, c in enumerate(self.categories)}
@@ -153,7 +157,15 @@ class TrainedHead:
         values = np.where(keys.valid & keys.is_fraud, codes[keys.category_codes], 0)
         if lexical_logits is None:
             lexical_logits = self.lexical.logit(texts) if self.lexical else np.zeros(n)
-        return _tensors(queries, vectors, keys.similarities, values, keys.valid, lexical_logits)
+        return _tensors(
+            queries,
+            vectors,
+            keys.similarities,
+            values,
+            keys.valid,
+            lexical_logits,
+            keys.log_weights,
+        )
 
     @torch.inference_mode()
     def score(

@@ -42,17 +42,63 @@ class Reference:
     changed_by: str | None = None  # who made the last change (an analyst), and why
     reason: str | None = None
     disabled: bool = False  # kept in the bank, never a key (e.g. it caused false positives)
+    weight: float = 1.0  # multiplies the attention the reference gets (log(weight) is added
+    # to its attention logit): > 1 for a reference analysts trust, < 1 for a doubtful one
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ValueError(f"reference {self.id}: weight must be > 0, got {self.weight}")
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Retrieved keys of a batch, aligned (n, m): similarity, validity, label, category code."""
+    """The keys of a batch, aligned (n, m): similarity, validity, label, category code, and
+    the log of each key's weight (added to its attention logit; 0 for weight 1).
+
+    Keys come from the index (`ReferenceIndex.search`) and, for messages with a recipient,
+    from that recipient's history (fraud/history.py); `vectors` and `from_history` are set
+    once the two are joined (`Keys.join`), since history keys are not in the index.
+    """
 
     similarities: np.ndarray
-    ids: np.ndarray  # int64, -1 where missing
+    ids: np.ndarray  # int64 reference id, -1 where missing or a history key
     valid: np.ndarray
     is_fraud: np.ndarray
     category_codes: np.ndarray
+    log_weights: np.ndarray
+    vectors: np.ndarray | None = None  # (n, m, dim) key embeddings, when not all in the index
+    # (n, m) object: for a key from the recipient's history, the id of that earlier message;
+    # None for a key from the bank
+    message_ids: np.ndarray | None = None
+
+    def join(self, other: "Keys", index: "ReferenceIndex") -> "Keys":
+        """These keys followed by `other`'s, row by row, with every key's vector attached."""
+
+        def parts(keys: "Keys") -> tuple[np.ndarray, np.ndarray]:
+            n, m = keys.ids.shape
+            vectors = keys.vectors
+            if vectors is None:
+                flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
+                vectors = flat.reshape(n, m, index.dim) * keys.valid[..., None]
+            ids = keys.message_ids
+            return vectors, np.full((n, m), None, object) if ids is None else ids
+
+        (va, ha), (vb, hb) = parts(self), parts(other)
+        return Keys(
+            **{
+                name: np.concatenate([getattr(self, name), getattr(other, name)], axis=1)
+                for name in (
+                    "similarities",
+                    "ids",
+                    "valid",
+                    "is_fraud",
+                    "category_codes",
+                    "log_weights",
+                )
+            },
+            vectors=np.concatenate([va, vb], axis=1),
+            message_ids=np.concatenate([ha, hb], axis=1),
+        )
 
 
 class ReferenceIndex:
@@ -69,6 +115,7 @@ class ReferenceIndex:
         self._is_fraud = np.zeros(0, dtype=bool)
         self._disabled = np.zeros(0, dtype=bool)
         self._category_code = np.zeros(0, dtype=np.int64)
+        self._log_weight = np.zeros(0, dtype=np.float32)
         self._next_id = 0
         self._version: str | None = None
         # The bank changelog (issue 5): the next offset to apply, per partition, and how many
@@ -143,6 +190,7 @@ class ReferenceIndex:
         self._is_fraud = np.delete(self._is_fraud, row)
         self._disabled = np.delete(self._disabled, row)
         self._category_code = np.delete(self._category_code, row)
+        self._log_weight = np.delete(self._log_weight, row)
         self._changes += 1
         return True
 
@@ -173,6 +221,9 @@ class ReferenceIndex:
             valid=valid,
             is_fraud=valid & self._is_fraud[rows] if len(self) else valid,
             category_codes=np.where(valid, self._category_code[rows], 0) if len(self) else rows,
+            log_weights=np.where(valid, self._log_weight[rows], 0.0).astype(np.float32)
+            if len(self)
+            else np.zeros(ids.shape, np.float32),
         )
 
     def key_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -267,11 +318,13 @@ class ReferenceIndex:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _category_of(self, ref: Reference) -> int:
-        if ref.label != "fraud":
-            return 0
-        if ref.category not in self.categories:
-            self.categories.append(ref.category)
-        return self.categories.index(ref.category)
+        return self.category_code(ref.category) if ref.label == "fraud" else 0
+
+    def category_code(self, category: str | None) -> int:
+        """The code of a fraud category (a new one is given the next code)."""
+        if category not in self.categories:
+            self.categories.append(category)
+        return self.categories.index(category)
 
     def _rebuild_tables(self) -> None:
         ordered = sorted(self._refs)
@@ -280,6 +333,8 @@ class ReferenceIndex:
         self._disabled = np.array([self._refs[i].disabled for i in ordered], dtype=bool)
         codes = [self._category_of(self._refs[i]) for i in ordered]
         self._category_code = np.array(codes, dtype=np.int64)
+        weights = [self._refs[i].weight for i in ordered]
+        self._log_weight = np.log(np.array(weights, dtype=np.float32))
         self._next_id = max(self._next_id, int(self._ids[-1]) + 1 if len(self._ids) else 0)
 
     def _set_row(self, ref: Reference) -> None:
@@ -289,11 +344,13 @@ class ReferenceIndex:
         if row < len(self._ids) and self._ids[row] == ref.id:
             self._is_fraud[row], self._category_code[row] = fraud, code
             self._disabled[row] = ref.disabled
+            self._log_weight[row] = np.log(ref.weight)
         else:
             self._ids = np.insert(self._ids, row, ref.id)
             self._is_fraud = np.insert(self._is_fraud, row, fraud)
             self._disabled = np.insert(self._disabled, row, ref.disabled)
             self._category_code = np.insert(self._category_code, row, code)
+            self._log_weight = np.insert(self._log_weight, row, np.log(ref.weight))
 
 
 def embed_into(

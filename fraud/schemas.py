@@ -6,7 +6,7 @@ Incoming records are JSON objects `{"id": str, "text": str, ...}`; every other f
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -57,12 +57,18 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
 
 
 class Evidence(BaseModel):
-    """One fraud reference the message attended to: the first thing an analyst reads."""
+    """One fraud key the message attended to: the first thing an analyst reads.
+
+    source "bank": a reference of the reference bank (reference_id). source "history": an
+    earlier message to the same recipient that scored as suspicious (message_id).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    reference_id: int
-    category: str
+    source: Literal["bank", "history"] = "bank"
+    reference_id: int | None = None
+    message_id: str | None = None
+    category: str | None
     similarity: float
     weight: float
 

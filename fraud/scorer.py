@@ -5,7 +5,8 @@ similarities s_i = q . k_i, the attention weights are
 
     a = softmax([s_1 / T, ..., s_m / T, tau / T])
 
-where the last entry is a "null" key of similarity tau whose value is *legit*. Its
+(plus log w_i where key i has a weight w_i other than 1: a reference's weight, or the
+weight given to keys from the recipient's history), where the last entry is a "null" key of similarity tau whose value is *legit*. Its
 job: a message that is far from every known fraud (all s_i well below tau) gives
 most of its attention to the null key and scores low, even when the index holds
 frauds only. The values are one-hot labels, so
@@ -39,6 +40,7 @@ def attend(
     *,
     temperature: float,
     null_similarity: float,
+    log_weights: np.ndarray | None = None,
 ) -> Attention:
     """Attention over retrieved keys plus the null key.
 
@@ -51,7 +53,10 @@ def attend(
     if sims.ndim != 2 or sims.shape != valid.shape:
         raise ValueError(f"similarities {sims.shape} and valid {valid.shape} must be equal (n, m)")
     n, m = sims.shape
-    logits = np.where(valid, sims / temperature, -np.inf)
+    logits = sims / temperature
+    if log_weights is not None:
+        logits = logits + log_weights
+    logits = np.where(valid, logits, -np.inf)
     null_logit = np.full((n, 1), null_similarity / temperature)
     all_logits = np.concatenate([logits, null_logit], axis=1)
     # The null key is always present, so each row's max is finite: a stable softmax.

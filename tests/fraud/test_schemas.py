@@ -82,7 +82,9 @@ def test_alert_round_trips_through_bytes_with_every_field():
     assert body["passthrough"] == {"recipient": "r"}
     assert "text" not in body  # the message text is not copied into alerts
     assert body["evidence"][0] == {
+        "source": "bank",
         "reference_id": 3,
+        "message_id": None,
         "category": "delivery",
         "similarity": 0.8,
         "weight": 0.7,
