@@ -5,18 +5,18 @@ similarities s_i = q . k_i, the attention weights are
 
     a = softmax([s_1 / T, ..., s_m / T, tau / T])
 
-(plus log w_i where key i has a weight w_i other than 1: a reference's weight, or the
-weight given to keys from the recipient's history), where the last entry is a "null" key of similarity tau whose value is *legit*. Its
-job: a message that is far from every known fraud (all s_i well below tau) gives
-most of its attention to the null key and scores low, even when the index holds
-frauds only. The values are one-hot labels, so
+where the last entry is a "null" key of similarity tau whose value is *legit*. A key
+with a weight w_i other than 1 (a reference's weight, or the weight of keys from the
+recipient's history) gets s_i / T + log w_i. The null key's job: a message that is far
+from every known fraud (all s_i well below tau) gives most of its attention to it and
+scores low, even when the index holds frauds only. The values are one-hot labels, so
 
     fraud score            = sum_i a_i [reference i is fraud]
     category distribution  = sum_i a_i over the fraud references of each category
 
 and the two agree: the distribution (`category_mass`) sums to the fraud score.
-Missing keys (an index
-with fewer than k references, or an empty one) are masked out and get zero weight.
+Missing keys (an index with fewer than k references, or an empty one) are masked out and
+get zero weight.
 """
 
 from dataclasses import dataclass
