@@ -21,6 +21,9 @@ class WorkerMetrics:
     batch_size: Histogram
     processing_latency: Histogram
     index_references: Gauge
+    history_recipients: Gauge
+    history_entries: Gauge
+    history_memory: Gauge
 
 
 def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
@@ -59,6 +62,21 @@ def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             "fraud_index_references",
             "References in the loaded index, by label.",
             ["label"],
+            registry=registry,
+        ),
+        history_recipients=Gauge(
+            "fraud_history_recipients",
+            "Recipients whose history this worker holds.",
+            registry=registry,
+        ),
+        history_entries=Gauge(
+            "fraud_history_entries",
+            "Messages kept as history keys, over all recipients.",
+            registry=registry,
+        ),
+        history_memory=Gauge(
+            "fraud_history_memory_bytes",
+            "Estimated memory of the recipients' histories.",
             registry=registry,
         ),
     )

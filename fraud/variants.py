@@ -164,6 +164,17 @@ class LearnedAttentionVariant:
         keys = self.index.search(test.X, self.head.config.top_k)
         return self.head.score(self.index, test.X, keys, test.data.texts)[0]
 
+    def detector(self, encoder, threshold: float):
+        """The fitted head and its index as the one scoring path (fraud/detector.py), so a
+        replay scores exactly as the worker would; `threshold` is the alert threshold."""
+        from fraud.config import ScorerSettings
+        from fraud.detector import Detector
+
+        params = ScorerSettings(
+            top_k=self.head.config.top_k, threshold=float(np.clip(threshold, 0.0, 1.0))
+        )
+        return Detector(encoder, self.index, params, self.head)
+
 
 SHIPPED = "learned attention"
 

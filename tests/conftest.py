@@ -39,6 +39,8 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
         dead_letter_topic=f"t-{run}-dlq",
         bank_topic=f"t-{run}-bank",
         feedback_topic=f"t-{run}-feedback",
+        history_topic=f"t-{run}-history",
+        campaign_topic=f"t-{run}-campaigns",
         group_id=f"g-{run}",
         batch_timeout_ms=100,
     )

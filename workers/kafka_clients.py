@@ -136,7 +136,9 @@ def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, d
     return producer.send(topic, record.value or b"", key=record.key, headers=headers)
 
 
-def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], timeout_s: float = 30) -> None:
+def subscribe_when_known(
+    consumer: KafkaConsumer, topics: list[str], timeout_s: float = 30, listener=None
+) -> None:
     """Subscribe once the consumer's own metadata has every topic's partitions.
 
     A group member that joins while a just-created topic is missing from its metadata is
@@ -149,4 +151,12 @@ def subscribe_when_known(consumer: KafkaConsumer, topics: list[str], timeout_s: 
                 f"topics {topics} unknown to the broker after {timeout_s}s"
             )
         time.sleep(0.2)
-    consumer.subscribe(topics)
+    consumer.subscribe(topics, listener=listener)
+
+
+def partition_count(kafka: KafkaSettings, topic: str) -> int:
+    consumer = make_consumer(kafka, group_id=None)
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close(autocommit=False)

@@ -61,7 +61,9 @@ def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
 def produce(
     kafka: KafkaSettings, topic: str, messages: list[dict[str, Any]], rate: float | None = None
 ) -> int:
-    """Send `messages` keyed by id, at most `rate` per second (None: as fast as possible).
+    """Send `messages` at most `rate` per second (None: as fast as possible), keyed by
+    recipient where they have one (so one worker sees all of a recipient's messages, in
+    order), else by id.
 
     Returns the number acknowledged by the broker; raises if any send failed.
     """
@@ -75,10 +77,16 @@ def produce(
                 if delay > 0:
                     time.sleep(delay)
             value = json.dumps(message, ensure_ascii=False).encode("utf-8")
-            futures.append(producer.send(topic, value, key=str(message["id"]).encode("utf-8")))
+            futures.append(producer.send(topic, value, key=message_key(message)))
         producer.flush(timeout=60)
         for f in futures:
             f.get(timeout=0)  # raises the send's error if the broker refused it
         return len(futures)
     finally:
         producer.close(timeout=10)
+
+
+def message_key(message: dict[str, Any]) -> bytes:
+    recipient = message.get("recipient")
+    key = recipient if isinstance(recipient, str | int) and recipient != "" else message["id"]
+    return str(key).encode("utf-8")

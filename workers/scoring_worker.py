@@ -10,6 +10,11 @@ Rebalances: the worker commits each batch synchronously before it polls again. I
 group starts rebalancing while a batch is in hand (a worker joins or leaves), that commit
 is refused; the worker logs it and goes on, and the partitions' new owner replays the
 batch: duplicates with the same keys and alert ids, nothing lost. Issue 8 measures this.
+
+Recipient history (fraud/history.py): with a HistoryState, messages that carry a
+`recipient` are scored with that recipient's earlier suspicious messages as extra keys;
+the changed histories go to the history topic with the batch's decisions, before the
+commit, and a rebalance restores the history of the partitions a worker is given.
 """
 
 import logging
@@ -27,9 +32,11 @@ from prometheus_client import CollectorRegistry
 from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
 from fraud.errors import FraudError, SchemaError
+from fraud.history import Arrival, score_in_order
 from fraud.metrics import WorkerMetrics, build_metrics
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
+from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import commit_through, send_dead_letter, subscribe_when_known
 
 log = logging.getLogger(__name__)
@@ -60,9 +67,11 @@ class ScoringWorker:
         producer: KafkaProducer,
         metrics: WorkerMetrics,
         bank: BankFollower | None = None,
+        history: HistoryState | None = None,
     ) -> None:
-        self.detector, self.kafka, self.bank = detector, kafka, bank
+        self.detector, self.kafka, self.bank, self.history = detector, kafka, bank, history
         self.consumer, self.producer, self.metrics = consumer, producer, metrics
+        self.partitions = PartitionListener(history, kafka.input_topic)
         self.stop_event = threading.Event()
         self.last_batch_at = time.monotonic()
         self._set_index_gauges()
@@ -74,7 +83,7 @@ class ScoringWorker:
 
     def run(self) -> None:
         """Score until stop() is called; the batch in hand is finished and committed first."""
-        subscribe_when_known(self.consumer, [self.kafka.input_topic])
+        subscribe_when_known(self.consumer, [self.kafka.input_topic], listener=self.partitions)
         log.info(
             "scoring %s -> alerts %s (index %s, %d references, threshold %.2f)",
             self.kafka.input_topic,
@@ -99,6 +108,7 @@ class ScoringWorker:
     def poll_batch(self) -> list[ConsumerRecord]:
         """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill."""
         batch: list[ConsumerRecord] = []
+        assignments = self.partitions.assignments
         deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
         while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
             remaining_ms = int((deadline - time.monotonic()) * 1000)
@@ -107,6 +117,12 @@ class ScoringWorker:
             polled = self.consumer.poll(
                 timeout_ms=remaining_ms, max_records=self.kafka.max_batch - len(batch)
             )
+            if self.partitions.error is not None:
+                raise FraudError(f"history restore failed: {self.partitions.error!r}")
+            if self.partitions.assignments != assignments:
+                # A rebalance while this batch filled: its records are uncommitted, and each
+                # partition's owner now reads them again from the committed offset.
+                batch, assignments = [], self.partitions.assignments
             for records in polled.values():
                 batch.extend(records)
         return batch
@@ -134,7 +150,15 @@ class ScoringWorker:
                 )
                 dead_reasons.append(e.reason)
 
-        verdicts = self.detector.score([m.text for _, m in good])
+        texts = [m.text for _, m in good]
+        queries = self.detector.encoder.encode(texts) if texts else None
+        verdicts = []
+        if texts:
+            arrivals = [_arrival(record, message) for record, message in good]
+            history = self.history.history if self.history is not None else None
+            verdicts = score_in_order(self.detector, history, arrivals, queries, texts)
+        if self.history is not None:
+            futures += self.history.publish_changes(self.producer)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         elapsed_ms = (time.monotonic() - started) * 1000
         for (_record, message), verdict in zip(good, verdicts, strict=True):
@@ -166,7 +190,15 @@ class ScoringWorker:
         latency = time.monotonic() - started
         for _ in records:
             self.metrics.processing_latency.observe(latency)
+        self._set_history_gauges()
         return result
+
+    def _set_history_gauges(self) -> None:
+        if self.history is not None:
+            h = self.history.history
+            self.metrics.history_recipients.set(len(h))
+            self.metrics.history_entries.set(h.entry_count())
+            self.metrics.history_memory.set(h.memory_bytes())
 
     def _await_acks(self, futures: Iterable) -> None:
         # flush() returns even when sends failed, so each future is checked on its own.
@@ -183,11 +215,25 @@ class ScoringWorker:
             )
 
 
+def _arrival(record: ConsumerRecord, message: Message) -> Arrival:
+    """Where a message stands in its recipient's stream: the input offset orders it."""
+    recipient = message.passthrough().get("recipient")
+    return Arrival(
+        message_id=message.id,
+        recipient=str(recipient) if isinstance(recipient, str | int) and recipient != "" else None,
+        at_ms=record.timestamp if record.timestamp and record.timestamp > 0 else 0,
+        seq=record.offset,
+        shard=record.partition,
+    )
+
+
 def run_worker(settings: Settings, ready: threading.Event | None = None) -> None:
     """The `fraud worker` process: load, serve metrics, score until SIGTERM/SIGINT."""
+    from fraud.history import RecipientHistory
     from workers.bank import ensure_bank_topic
+    from workers.history import ensure_history_topic
     from workers.http import serve_metrics
-    from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+    from workers.kafka_clients import ensure_topics, make_consumer, make_producer, partition_count
 
     log.info("settings %s", settings.model_dump_json())
     detector = Detector.from_settings(settings)
@@ -210,8 +256,12 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
             settings.index_dir,
             kafka.bank_topic,
         )
+    history = None
+    if settings.history.enabled:
+        ensure_history_topic(kafka, partition_count(kafka, kafka.input_topic))
+        history = HistoryState(kafka, RecipientHistory(settings.history))
     consumer, producer = make_consumer(kafka), make_producer(kafka)
-    worker = ScoringWorker(detector, kafka, consumer, producer, metrics, bank)
+    worker = ScoringWorker(detector, kafka, consumer, producer, metrics, bank, history)
     # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.
     limit_s = kafka.max_poll_interval_ms / 1000
     server = serve_metrics(

@@ -5,7 +5,7 @@ import pytest
 
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
-from fraud.index import MANIFEST_FILE, ReferenceIndex
+from fraud.index import MANIFEST_FILE, Reference, ReferenceIndex
 from tests.conftest import unit_vectors
 
 DIM = 16
@@ -138,3 +138,16 @@ def test_embedding_skips_texts_already_indexed_after_normalization():
     ]
     assert embed_into(index, FakeEncoder(), again, "b", progress=False) == [2]
     assert len(index) == 3
+
+
+def test_a_reference_weight_reaches_search_and_survives_a_change(tmp_path):
+    index = ReferenceIndex("m", 4)
+    v = np.eye(4, dtype=np.float32)
+    index.upsert(Reference(7, "t", "fraud", "phishing", "s", weight=2.0), v[:1])
+    assert index.search(v[:1], 1).log_weights[0, 0] == pytest.approx(np.log(2.0))
+    index.upsert(Reference(7, "t", "fraud", "phishing", "s", weight=0.5), v[:1])
+    index.save(tmp_path)
+    loaded = ReferenceIndex.load(tmp_path, model="m", dim=4)
+    assert loaded.search(v[:1], 1).log_weights[0, 0] == pytest.approx(np.log(0.5))
+    with pytest.raises(ValueError, match="weight"):
+        Reference(8, "t", "fraud", "phishing", "s", weight=0.0)

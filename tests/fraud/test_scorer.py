@@ -85,3 +85,20 @@ def test_top_evidence_orders_by_weight_among_eligible_keys():
     assert top_evidence(weights, eligible, 2) == [[2, 0]]
     assert top_evidence(weights, eligible, 10) == [[2, 0, 3]]
     assert top_evidence(weights, eligible, 0) == [[]]
+
+
+def test_a_key_weight_multiplies_its_attention_against_the_others():
+    sims = np.array([[0.7, 0.7]])
+    valid = np.ones((1, 2), bool)
+    plain = attend(sims, valid, valid, temperature=0.1, null_similarity=0.5)
+    weighted = attend(
+        sims,
+        valid,
+        valid,
+        temperature=0.1,
+        null_similarity=0.5,
+        log_weights=np.log(np.array([[3.0, 1.0]])),
+    )
+    assert plain.weights[0, 0] == pytest.approx(plain.weights[0, 1])
+    assert weighted.weights[0, 0] / weighted.weights[0, 1] == pytest.approx(3.0)
+    assert weighted.fraud_score[0] > plain.fraud_score[0]  # less left for the null key

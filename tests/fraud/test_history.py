@@ -1,0 +1,112 @@
+"""The recipient history: bounds, the changelog record, and scoring in stream order."""
+
+import numpy as np
+import pytest
+
+from fraud.config import HistorySettings
+from fraud.history import (
+    Arrival,
+    HistoryEntry,
+    RecipientHistory,
+    decode_state,
+    encode_state,
+    score_in_order,
+)
+from tests.conftest import unit_vectors
+
+DIM = 8
+
+
+def _entry(i: int, at_ms: int = 0, vector=None) -> HistoryEntry:
+    v = unit_vectors(1, DIM, seed=i)[0] if vector is None else vector
+    return HistoryEntry(f"m{i}", v, "phishing", 0.6, at_ms, seq=i)
+
+
+def _arrival(i: int, recipient: str = "r", at_ms: int = 0, shard: int = 0) -> Arrival:
+    return Arrival(f"m{i}", recipient, at_ms, seq=i, shard=shard)
+
+
+def test_keeps_the_last_n_entries_per_recipient():
+    h = RecipientHistory(HistorySettings(max_per_recipient=3))
+    for i in range(5):
+        h.remember(_arrival(i), _entry(i))
+    assert [e.message_id for e in h.entries("r")] == ["m2", "m3", "m4"]
+
+
+def test_a_message_sees_only_earlier_unexpired_entries_and_never_itself():
+    h = RecipientHistory(HistorySettings(ttl_s=10))
+    h.remember(_arrival(1, at_ms=0), _entry(1, at_ms=0))
+    h.remember(_arrival(5, at_ms=5_000), _entry(5, at_ms=5_000))
+    h.remember(_arrival(9, at_ms=9_000), _entry(9, at_ms=9_000))
+    seen = [e.message_id for e in h.keys_for(_arrival(6, at_ms=12_000))]
+    assert seen == ["m5"]  # m1 expired (12 s > 10 s ttl), m9 comes later in the stream
+    assert [e.message_id for e in h.keys_for(_arrival(5, at_ms=12_000))] == []  # not itself
+
+
+def test_least_recently_seen_recipients_are_evicted_with_a_tombstone():
+    h = RecipientHistory(HistorySettings(max_recipients=2))
+    for i, r in enumerate(["a", "b", "c"]):
+        h.remember(_arrival(i, r, shard=i), _entry(i))
+    assert len(h) == 2 and h.entries("a") == [] and h.evicted == 1
+    changes = h.take_changes()
+    assert changes["a"] == (0, None)  # tombstone on a's partition
+    assert [e.message_id for e in changes["c"][1]] == ["m2"]
+    assert h.take_changes() == {}
+
+
+def test_forget_shards_drops_only_those_partitions():
+    h = RecipientHistory(HistorySettings())
+    h.remember(_arrival(0, "a", shard=0), _entry(0))
+    h.remember(_arrival(1, "b", shard=1), _entry(1))
+    assert h.forget_shards([1]) == 1
+    assert h.entries("a") and not h.entries("b")
+    assert h.memory_bytes() >= DIM * 4
+
+
+def test_the_changelog_record_round_trips_exactly():
+    entries = [_entry(i, at_ms=1000 * i) for i in range(3)]
+    back = decode_state(encode_state(entries))
+    assert [(e.message_id, e.category, e.score, e.at_ms, e.seq) for e in back] == [
+        (e.message_id, e.category, e.score, e.at_ms, e.seq) for e in entries
+    ]
+    assert all(np.array_equal(a.vector, b.vector) for a, b in zip(back, entries, strict=True))
+
+
+@pytest.mark.model
+def test_a_batch_scores_as_if_its_messages_came_one_by_one(detector, encoder):
+    texts = [
+        "GreenGrid: homes on your street qualify for zero-cost solar panels. Reply YES",
+        "Are we still on for lunch tomorrow?",
+        "Final reminder from GreenGrid: your free solar grant expires Friday. Reply YES",
+        "GreenGrid still holds a no-cost solar installation for your address. Reply YES",
+    ]
+    recipients = ["r1", "r2", "r1", "r1"]
+    queries = encoder.encode(texts)
+    arrivals = [Arrival(f"m{i}", r, 1000 * i, i) for i, r in enumerate(recipients)]
+    settings = HistorySettings(min_score=0.05)
+    together = score_in_order(detector, RecipientHistory(settings), arrivals, queries, texts)
+    one_by_one_history = RecipientHistory(settings)
+    one_by_one = [
+        score_in_order(detector, one_by_one_history, [a], queries[i : i + 1], [texts[i]])[0]
+        for i, a in enumerate(arrivals)
+    ]
+    assert [v.score for v in together] == pytest.approx([v.score for v in one_by_one], abs=1e-6)
+    # The last message attended to the earlier ones of its recipient, and says so.
+    cited = {e.message_id for e in together[3].evidence if e.source == "history"}
+    assert cited and cited <= {"m0", "m2"}
+    # Replayed against the state it left (a crash after the changelog write, before the
+    # commit), the batch scores the same: entries from its own or later positions are unseen.
+    replayed = score_in_order(detector, one_by_one_history, arrivals, queries, texts)
+    assert [v.score for v in replayed] == pytest.approx([v.score for v in together], abs=1e-6)
+
+
+@pytest.mark.model
+def test_without_a_recipient_history_changes_nothing(detector, encoder):
+    texts = ["Your parcel is held, pay the 1.99 fee at http://parcel-fee.example"] * 2
+    queries = encoder.encode(texts)
+    arrivals = [Arrival(f"m{i}", None, 0, i) for i in range(2)]
+    history = RecipientHistory(HistorySettings(min_score=0.0))
+    with_history = score_in_order(detector, history, arrivals, queries, texts)
+    plain = detector.score_embeddings(queries, texts)
+    assert [v.score for v in with_history] == [v.score for v in plain]
+    assert len(history) == 0

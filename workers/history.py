@@ -1,0 +1,144 @@
+"""The recipients' histories as a worker's state, backed by a compacted changelog topic.
+
+The way Kafka Streams keeps a state store: the input topic is keyed by recipient, so each
+recipient belongs to one input partition and one worker. Every change to a recipient's
+history is written, as that recipient's whole state, to the same partition number of the
+history topic (compacted, keyed by recipient, a tombstone when evicted), in the same batch
+as the decisions and before the input offsets are committed. When the group gives a
+worker partitions, it restores them by reading those history partitions to their end;
+when it takes partitions away, the worker drops their recipients. A worker that takes a
+partition over therefore scores exactly as the old owner would have (see the seq rule in
+fraud/history.py).
+"""
+
+import logging
+import time
+
+from kafka import ConsumerRebalanceListener, KafkaProducer
+from kafka.structs import TopicPartition
+
+from fraud.config import KafkaSettings
+from fraud.errors import FraudError, SchemaError
+from fraud.history import RecipientHistory, decode_state, encode_state
+from workers.bank import COMPACTED
+from workers.kafka_clients import ensure_topics, make_consumer, partition_count
+
+log = logging.getLogger(__name__)
+
+
+def ensure_history_topic(kafka: KafkaSettings, partitions: int) -> None:
+    """The compacted history topic, with as many partitions as the input topic (the state
+    of input partition p lives in history partition p)."""
+    ensure_topics(kafka, [kafka.history_topic], partitions=partitions, configs=COMPACTED)
+    have = partition_count(kafka, kafka.history_topic)
+    if have < partitions:
+        raise FraudError(
+            f"history topic {kafka.history_topic} has {have} partitions, the input topic "
+            f"{kafka.input_topic} has {partitions}: give it as many (kafka-topics --alter)"
+        )
+
+
+class HistoryState:
+    """A worker's RecipientHistory, restored from and written to the history topic."""
+
+    def __init__(self, kafka: KafkaSettings, history: RecipientHistory) -> None:
+        self.kafka, self.history = kafka, history
+        self.restored_records = 0
+        self.last_restore_s = 0.0
+
+    def restore(self, partitions: list[int], timeout_s: float = 120.0) -> int:
+        """Read history partitions `partitions` from the start to their end: returns the
+        number of records applied."""
+        if not partitions:
+            return 0
+        started = time.monotonic()
+        consumer = make_consumer(self.kafka, group_id=None)
+        applied = 0
+        try:
+            tps = [TopicPartition(self.kafka.history_topic, p) for p in partitions]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            deadline = started + timeout_s
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise FraudError(
+                        f"history partitions {partitions} not restored within {timeout_s:.0f}s"
+                    )
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    for r in records:
+                        if r.offset >= end[tp]:
+                            continue
+                        try:
+                            entries = None if r.value is None else decode_state(r.value)
+                        except SchemaError as e:
+                            log.error("history %s[%d]@%d: %s", tp.topic, tp.partition, r.offset, e)
+                            continue
+                        self.history.restore(r.key.decode("utf-8"), tp.partition, entries)
+                        applied += 1
+        finally:
+            consumer.close(autocommit=False)
+        self.restored_records += applied
+        self.last_restore_s = time.monotonic() - started
+        log.info(
+            "restored the history of partitions %s: %d records in %.2fs, %d recipients in memory",
+            partitions,
+            applied,
+            self.last_restore_s,
+            len(self.history),
+        )
+        return applied
+
+    def forget(self, partitions: list[int]) -> None:
+        dropped = self.history.forget_shards(partitions)
+        log.info("partitions %s revoked: dropped %d recipients' history", partitions, dropped)
+
+    def publish_changes(self, producer: KafkaProducer) -> list:
+        """Send every recipient changed since the last call; returns the send futures."""
+        futures = []
+        for recipient, (shard, entries) in self.history.take_changes().items():
+            value = None if entries is None else encode_state(entries)
+            futures.append(
+                producer.send(
+                    self.kafka.history_topic,
+                    value,
+                    key=recipient.encode("utf-8"),
+                    partition=shard,
+                )
+            )
+        return futures
+
+
+class PartitionListener(ConsumerRebalanceListener):
+    """Counts the worker's assignments and keeps the history of exactly the input
+    partitions it owns (when it keeps history).
+
+    kafka-python calls it from inside poll(), on the polling thread, between batches: the
+    worker commits each batch before it polls again, so nothing is in flight. With the
+    eager protocol every rebalance revokes all partitions and then assigns the new set, so
+    the work is done on assignment: drop the partitions that went elsewhere, restore only
+    the ones that are new here (one that stayed was owned by nobody else meanwhile)."""
+
+    def __init__(self, state: HistoryState | None, input_topic: str) -> None:
+        self.state, self.input_topic = state, input_topic
+        self.owned: set[int] = set()
+        self.assignments = 0
+        # kafka-python logs and swallows what a listener raises; the worker re-raises this
+        # after poll() rather than score with a history it failed to restore.
+        self.error: BaseException | None = None
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass  # see on_partitions_assigned
+
+    def on_partitions_assigned(self, assigned) -> None:
+        now = {tp.partition for tp in assigned if tp.topic == self.input_topic}
+        self.assignments += 1
+        try:
+            if self.state is not None:
+                if self.owned - now:
+                    self.state.forget(sorted(self.owned - now))
+                self.state.restore(sorted(now - self.owned))
+        except BaseException as e:
+            self.error = e
+            raise
+        self.owned = now
