@@ -9,9 +9,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from fraud.config import KafkaSettings
+from fraud.config import HistorySettings, KafkaSettings
+from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.history import HistoryState, ensure_history_topic
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer, partition_count
 from workers.scoring_worker import ScoringWorker
 
 
@@ -74,12 +76,21 @@ def wait_for_commit(kafka: KafkaSettings, topic: str, offset: int, timeout_s: fl
 
 
 @contextmanager
-def running_worker(detector, kafka: KafkaSettings, bank=None):
-    """A ScoringWorker on its own thread, stopped (batch finished, committed) on exit."""
+def running_worker(
+    detector, kafka: KafkaSettings, bank=None, history: HistorySettings | None = None
+):
+    """A ScoringWorker on its own thread, stopped (batch finished, committed) on exit;
+    with `history`, it keeps the recipients' history on the history topic."""
     ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
+    state = None
+    if history is not None:
+        ensure_history_topic(kafka, partition_count(kafka, kafka.input_topic))
+        state = HistoryState(kafka, RecipientHistory(history))
     registry = CollectorRegistry()
     consumer, producer = make_consumer(kafka), make_producer(kafka)
-    worker = ScoringWorker(detector, kafka, consumer, producer, build_metrics(registry), bank)
+    worker = ScoringWorker(
+        detector, kafka, consumer, producer, build_metrics(registry), bank, state
+    )
     errors: list[BaseException] = []
 
     def run() -> None:
