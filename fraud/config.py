@@ -47,6 +47,19 @@ class HistorySettings(BaseModel):
     )
 
 
+class CampaignSettings(BaseModel):
+    """Grouping suspicious messages into campaigns (see fraud/campaigns.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_score: float = Field(0.3, ge=0, le=1, description="messages scoring less join none")
+    similarity: float = Field(0.8, ge=0, le=1, description="cosine to a campaign's first message")
+    window_s: float = Field(24 * 3600, gt=0, description="a campaign idle this long is closed")
+    min_recipients: int = Field(3, ge=1, description="recipients before a campaign is reported")
+    max_members: int = Field(1000, ge=1, description="members remembered per campaign")
+    max_campaigns: int = Field(10_000, ge=1, description="active campaigns, oldest closed first")
+
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -107,6 +120,7 @@ class Settings(BaseSettings):
     )
     scorer: ScorerSettings = ScorerSettings()
     history: HistorySettings = HistorySettings()
+    campaigns: CampaignSettings = CampaignSettings()
     kafka: KafkaSettings = KafkaSettings()
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraud.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: evidence source/message_id, retroactive, campaign_id
 # Dead-letter reasons: a small fixed set, used as a header value and a metric label.
 DEAD_LETTER_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
 _ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
@@ -108,6 +108,10 @@ class Alert(BaseModel):
     scored_at: str
     processing_ms: float
     passthrough: dict[str, Any]
+    # Set on an alert raised after the fact: a member of a campaign let through at first,
+    # scored again once an analyst confirmed another member as fraud.
+    retroactive: bool = False
+    campaign_id: str | None = None
 
     @classmethod
     def build(
@@ -120,6 +124,8 @@ class Alert(BaseModel):
         index_version: str,
         scored_at: str,
         processing_ms: float,
+        retroactive: bool = False,
+        campaign_id: str | None = None,
     ) -> "Alert":
         alert_id = uuid.uuid5(_ALERT_NAMESPACE, f"{message.id}|{model}|{index_version}")
         return cls(
@@ -131,6 +137,8 @@ class Alert(BaseModel):
             scored_at=scored_at,
             processing_ms=round(processing_ms, 3),
             passthrough=message.passthrough(),
+            retroactive=retroactive,
+            campaign_id=campaign_id,
             **verdict.model_dump(),
         )
 

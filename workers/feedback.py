@@ -6,22 +6,32 @@ topic, which every worker follows. The verdict's text is taken from the verdict,
 from the recent messages of the input topic that the processor keeps in memory (the
 decisions it could read carry no text, by design). A verdict it cannot use goes to the
 dead-letter topic with the reason. Offsets are committed after the bank acknowledged.
+
+It also groups suspicious decisions into campaigns (fraud/campaigns.py), publishes each
+reported campaign to the campaigns topic as it grows, and, when a verdict confirms a
+campaign member as fraud, raises retroactive alerts on the members that were let through
+and now cross the threshold. It is a single process (its group has one member at a time):
+campaigns need the view of every partition at once.
 """
 
+import json
 import logging
 import threading
 from collections import OrderedDict, defaultdict
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 from kafka.structs import TopicPartition
 
 from fraud.bank import change_key, encode_upsert
-from fraud.config import KafkaSettings
+from fraud.campaigns import Campaign, CampaignTracker, Member
+from fraud.config import CampaignSettings, KafkaSettings
+from fraud.detector import Detector
 from fraud.errors import SchemaError
 from fraud.feedback import parse_verdict, verdict_reference
 from fraud.index import ReferenceIndex
-from fraud.schemas import Alert, parse_message
+from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower, ensure_bank_topic
 from workers.kafka_clients import (
     commit_through,
@@ -37,15 +47,19 @@ log = logging.getLogger(__name__)
 
 class RecentMessages:
     """What the processor has seen since it started, by message id (bounded, oldest out):
-    the text of each input message, and the evidence of each alert."""
+    each input message (text and passthrough fields), and the latest decision on each (from
+    the alerts topic, and the scores topic when the workers publish every decision)."""
 
     def __init__(self, kafka: KafkaSettings, capacity: int = 100_000) -> None:
         self.kafka, self.capacity = kafka, capacity
-        self.texts: OrderedDict[str, str] = OrderedDict()
-        self.evidence: OrderedDict[str, list[int]] = OrderedDict()
+        self.messages: OrderedDict[str, Message] = OrderedDict()
+        self.decisions: OrderedDict[str, Alert] = OrderedDict()
         self.consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+        topics = [kafka.input_topic, kafka.alert_topic]
+        if kafka.publish_scores:
+            topics.append(kafka.scores_topic)
         tps = []
-        for topic in (kafka.input_topic, kafka.alert_topic):
+        for topic in topics:
             partitions = self.consumer.partitions_for_topic(topic) or {0}
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
@@ -53,64 +67,97 @@ class RecentMessages:
         for tp in tps:
             self.consumer.position(tp)  # resolve "end" now, not at the first poll
 
-    def poll(self, timeout_ms: int = 0) -> None:
+    def poll(self, timeout_ms: int = 0) -> list[tuple[Alert, int]]:
+        """Read what arrived; returns the new decisions with their Kafka timestamps."""
+        decided = []
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
-                if tp.topic == self.kafka.alert_topic:
+                if tp.topic == self.kafka.input_topic:
                     try:
-                        alert = Alert.from_bytes(record.value)
-                    except ValueError:
-                        continue
-                    self._remember(
-                        self.evidence, alert.message_id, [e.reference_id for e in alert.evidence]
-                    )
+                        message = parse_message(record.value, self.kafka.max_message_bytes)
+                    except SchemaError:
+                        continue  # the scoring worker dead-letters it
+                    _remember(self.messages, message.id, message, self.capacity)
                     continue
                 try:
-                    message = parse_message(record.value, self.kafka.max_message_bytes)
-                except SchemaError:
-                    continue  # the scoring worker dead-letters it
-                self._remember(self.texts, message.id, message.text)
+                    alert = Alert.from_bytes(record.value)
+                except ValueError:
+                    continue
+                _remember(self.decisions, alert.message_id, alert, self.capacity)
+                decided.append((alert, record.timestamp))
+        return decided
 
-    def _remember(self, store: OrderedDict, key: str, value) -> None:
-        store[key] = value
-        store.move_to_end(key)
-        while len(store) > self.capacity:
-            store.popitem(last=False)
+    def text(self, message_id: str) -> str | None:
+        message = self.messages.get(message_id)
+        return None if message is None else message.text
+
+    def bank_evidence(self, message_id: str) -> list[int]:
+        decision = self.decisions.get(message_id)
+        if decision is None or not decision.is_alert:
+            return []
+        return [e.reference_id for e in decision.evidence if e.source == "bank"]
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
 
 
-class FeedbackProcessor:
-    """Verdicts -> bank changes. It follows the bank itself, to know the references it may
-    disable: a fraud reference cited as evidence by `disable_after` alerts that analysts
-    judged legit is disabled (kept in the bank with the reason, never a key again)."""
+def _remember(store: OrderedDict, key: str, value, capacity: int) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > capacity:
+        store.popitem(last=False)
 
-    def __init__(self, kafka: KafkaSettings, encoder, disable_after: int = 3) -> None:
+
+class FeedbackProcessor:
+    """Verdicts -> bank changes; decisions -> campaigns; confirmed campaign -> retroactive
+    alerts.
+
+    It follows the bank itself, to know the references it may disable: a fraud reference
+    cited as evidence by `disable_after` alerts that analysts judged legit is disabled
+    (kept in the bank with the reason, never a key again). With a `detector` (the worker's
+    scoring path, on the index directory the workers start from) it also re-scores the
+    let-through members of a campaign once a verdict confirms one of them as fraud.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        encoder,
+        disable_after: int = 3,
+        detector: Detector | None = None,
+        campaigns: CampaignSettings | None = None,
+    ) -> None:
         self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
+        self.detector = detector
         topics = [
             kafka.feedback_topic,
             kafka.input_topic,
             kafka.alert_topic,
             kafka.dead_letter_topic,
+            kafka.campaign_topic,
+            *([kafka.scores_topic] * kafka.publish_scores),
         ]
         ensure_topics(kafka, topics)
         ensure_bank_topic(kafka)
         self.recent = RecentMessages(kafka)
-        self.bank = BankFollower(kafka, ReferenceIndex(encoder.name, encoder.dim))
+        index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
+        self.bank = BankFollower(kafka, index)
         self.bank.catch_up()
         # Per fraud reference, the messages judged legit whose alerts cited it: a set, so a
         # verdict delivered twice (at-least-once) is counted once.
         self.false_positive_citations: defaultdict[int, set[str]] = defaultdict(set)
+        self.tracker = CampaignTracker(campaigns or CampaignSettings())
+        self.undecided: OrderedDict[str, tuple[Alert, int]] = OrderedDict()  # awaiting text
         self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
         subscribe_when_known(self.consumer, [kafka.feedback_topic])
         self.producer = make_producer(kafka)
         self.stop_event = threading.Event()
         self.changes = 0
+        self.retroactive_alerts = 0
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            self.recent.poll()
+            self.track(self.recent.poll())
             polled = self.consumer.poll(timeout_ms=self.kafka.batch_timeout_ms)
             records = [r for batch in polled.values() for r in batch]
             if records:
@@ -119,17 +166,103 @@ class FeedbackProcessor:
     def stop(self) -> None:
         self.stop_event.set()
 
+    # -- campaigns -------------------------------------------------------------------
+
+    def track(self, decided: list[tuple[Alert, int]]) -> list[Campaign]:
+        """Place new decisions into campaigns; publish the reported campaigns that grew."""
+        floor = self.tracker.settings.min_score
+        for alert, ts in decided:
+            if alert.score >= floor:
+                _remember(self.undecided, alert.message_id, (alert, ts), 10_000)
+        ready = [
+            (a, ts) for a, ts in self.undecided.values() if a.message_id in self.recent.messages
+        ]
+        if not ready:
+            return []
+        vectors = self.encoder.encode([self.recent.text(a.message_id) for a, _ in ready])
+        grown: dict[str, Campaign] = {}
+        for (alert, ts), vector in zip(ready, vectors, strict=True):
+            del self.undecided[alert.message_id]
+            recipient = alert.passthrough.get("recipient")
+            member = Member(
+                alert.message_id,
+                None if recipient is None else str(recipient),
+                alert.score,
+                alert.is_alert,
+                ts,
+            )
+            campaign = self.tracker.observe(member, vector, alert.category)
+            if campaign is not None and self.tracker.reported(campaign):
+                grown[campaign.campaign_id] = campaign
+        for campaign in grown.values():
+            self._publish_campaign(campaign)
+        return list(grown.values())
+
+    def _publish_campaign(self, campaign: Campaign):
+        value = json.dumps(campaign.record()).encode()
+        return self.producer.send(
+            self.kafka.campaign_topic, value, key=campaign.campaign_id.encode()
+        )
+
+    def _retroactive(self, message_ids: list[str]) -> list:
+        """Re-score the let-through members of the campaigns these confirmed frauds belong
+        to, with the bank as it is now (the verdicts' own references applied), and alert on
+        those that now cross the threshold."""
+        if self.detector is None:
+            return []
+        self.track(self.recent.poll())
+        self.bank.catch_up()
+        futures = []
+        for message_id in message_ids:
+            campaign = self.tracker.campaign_of(message_id)
+            if campaign is None:
+                continue
+            campaign.confirmed_by = message_id
+            members = [
+                m
+                for m in campaign.let_through()
+                if m.message_id != message_id and m.message_id in self.recent.messages
+            ]
+            messages = [self.recent.messages[m.message_id] for m in members]
+            verdicts = self.detector.score([m.text for m in messages]) if messages else []
+            scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            for member, message, verdict in zip(members, messages, verdicts, strict=True):
+                if not verdict.is_alert:
+                    continue
+                alert = Alert.build(
+                    message,
+                    verdict,
+                    threshold=self.detector.params.threshold,
+                    model=self.detector.model,
+                    index_version=self.detector.index.version,
+                    scored_at=scored_at,
+                    processing_ms=0.0,
+                    retroactive=True,
+                    campaign_id=campaign.campaign_id,
+                )
+                key = message.id.encode("utf-8")
+                futures.append(
+                    self.producer.send(self.kafka.alert_topic, alert.to_bytes(), key=key)
+                )
+                member.is_alert = True
+                self.retroactive_alerts += 1
+                log.info("retroactive alert on %s (campaign %s)", message.id, campaign.campaign_id)
+            futures.append(self._publish_campaign(campaign))
+        return futures
+
+    # -- verdicts --------------------------------------------------------------------
+
     def process(self, records) -> None:
-        self.recent.poll()
+        self.track(self.recent.poll())
         self.bank.poll()
         if any(b'"text"' not in (r.value or b"") for r in records):
             # A verdict without its text: give the input topic's latest messages a moment.
-            self.recent.poll(timeout_ms=500)
-        futures, usable = [], []
+            self.track(self.recent.poll(timeout_ms=500))
+        futures, usable, confirmed = [], [], []
         for record in records:
             try:
                 verdict = parse_verdict(record.value)
-                text = verdict.text or self.recent.texts.get(verdict.message_id)
+                text = verdict.text or self.recent.text(verdict.message_id)
                 if not text:
                     raise SchemaError(
                         "unknown_message",
@@ -138,6 +271,8 @@ class FeedbackProcessor:
                 usable.append(verdict_reference(verdict, text))
                 if verdict.verdict == "legit":
                     futures += self._disable_repeat_offenders(verdict)
+                else:
+                    confirmed.append(verdict.message_id)
             except SchemaError as e:
                 log.warning(
                     "verdict %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
@@ -161,17 +296,22 @@ class FeedbackProcessor:
                     ref.category,
                     ref.changed_by,
                 )
-        self.producer.flush(timeout=60)
-        for f in futures:
-            f.get(timeout=0)  # a refused send raises: nothing is committed
+        self._await(futures)
+        if confirmed:
+            self._await(self._retroactive(confirmed))
         # If a rebalance takes the commit, the verdicts are replayed: harmless (the same
-        # reference ids; citations are sets).
+        # reference ids; citations are sets; a retroactive alert has the same id again).
         commit_through(self.consumer, records)
         self.changes += len(usable)
 
+    def _await(self, futures: list) -> None:
+        self.producer.flush(timeout=60)
+        for f in futures:
+            f.get(timeout=0)  # a refused send raises: nothing is committed
+
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []
-        for ref_id in self.recent.evidence.get(verdict.message_id, []):
+        for ref_id in self.recent.bank_evidence(verdict.message_id):
             self.false_positive_citations[ref_id].add(verdict.message_id)
             count = len(self.false_positive_citations[ref_id])
             if count < self.disable_after or ref_id not in self.bank.index:

@@ -73,7 +73,7 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
                 stack.enter_context(running_worker(detector, kafka, bank=follower))
             produce(kafka, kafka.input_topic, [{"id": "seen-1", "text": SEEN}])
             deadline = time.monotonic() + 30
-            while "seen-1" not in processor.recent.texts:  # the verdict comes after the message
+            while "seen-1" not in processor.recent.messages:  # the verdict comes after the message
                 assert time.monotonic() < deadline, "the processor did not see the message"
                 time.sleep(0.05)
             sent = _send_verdicts(
