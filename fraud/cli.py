@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from fraud.config import Settings
 from fraud.datasets import DEFAULT_FRAUD_LABELS, DEFAULT_LEGIT_LABELS, read_labeled_csv
-from fraud.errors import FraudError
+from fraud.errors import DataError, FraudError
 
 log = logging.getLogger("fraud")
 
@@ -207,6 +207,46 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """History off vs on over a simulated time-ordered stream (fraud/replay.py)."""
+    from fraud.embedding_cache import CachedEncoder
+    from fraud.errors import DataError
+    from fraud.evaluation import Dataset
+    from fraud.index import encode_with_progress
+    from fraud.replay import TUNING_FOLDS, print_replay_report, replay_evaluate
+
+    if not args.csv:
+        raise DataError("evaluate-replay needs a labeled CSV: --csv PATH")
+    dataset = Dataset.from_labeled(
+        read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+    )
+    if args.folds <= TUNING_FOLDS:
+        raise DataError(f"--folds must be more than the {TUNING_FOLDS} tuning folds")
+    if dataset.y.sum() < args.folds or (~dataset.y).sum() < args.folds:
+        raise DataError(f"{args.csv}: too few fraud or legit messages for {args.folds} folds")
+    print(
+        f"{len(dataset.y)} distinct messages ({int(dataset.y.sum())} fraud) after removing "
+        f"{dataset.duplicates_removed} duplicates; {args.folds} folds, seed {args.seed}; "
+        "the stream of recipients and times is simulated",
+        file=sys.stderr,
+    )
+    cached = CachedEncoder(_encoder(settings), args.cache_dir)
+    X = encode_with_progress(cached, dataset.texts, progress=not args.quiet)
+    report = replay_evaluate(
+        dataset,
+        X,
+        cached,
+        folds=args.folds,
+        seed=args.seed,
+        on_progress=None if args.quiet else lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "replay.json").write_text(json.dumps(report, indent=2) + "\n")
+    print_replay_report(report)
+    print(f"\nreport {args.out / 'replay.json'} ({report['seconds']} s)")
+    return 0
+
+
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -307,6 +347,33 @@ def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_index_update(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.bank import update_reference
+
+    changes: dict[str, Any] = {"changed_by": args.by, "reason": args.reason}
+    if args.label:
+        changes["label"] = args.label
+        changes["category"] = args.category if args.label == "fraud" else None
+    elif args.category:
+        changes["category"] = args.category
+    if args.weight is not None:
+        if not args.weight > 0:
+            raise DataError(f"--weight must be > 0, got {args.weight} (use --disable instead)")
+        changes["weight"] = args.weight
+    if args.disable or args.enable:
+        changes["disabled"] = args.disable
+    index = _load_index(settings)
+    ref = update_reference(settings.kafka, index, args.id, remove=args.remove, **changes)
+    if ref is None:
+        print(f"removed reference {args.id} (tombstone on {settings.kafka.bank_topic})")
+    else:
+        print(
+            f"reference {ref.id}: {ref.label}/{ref.category}, weight {ref.weight:g}"
+            f"{', disabled' if ref.disabled else ''}; published to {settings.kafka.bank_topic}"
+        )
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.feedback import AnalystVerdict
     from workers.kafka_clients import ensure_topics, make_producer
@@ -335,10 +402,17 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
+    from fraud.detector import Detector
     from workers.feedback import FeedbackProcessor
 
+    # The workers' scoring path, for retroactive alerts on confirmed campaigns.
+    detector = Detector.from_settings(settings)
     processor = FeedbackProcessor(
-        settings.kafka, _encoder(settings), settings.disable_after_false_positives
+        settings.kafka,
+        detector.encoder,
+        settings.disable_after_false_positives,
+        detector=detector,
+        campaigns=settings.campaigns,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: processor.stop())
@@ -433,6 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", dest="index", type=Path, help="same as --index")
     p.set_defaults(func=cmd_index_snapshot)
+    p = isub.add_parser(
+        "update", parents=[common, kafka], help="change one reference of the bank (live)"
+    )
+    p.add_argument("id", type=int, help="reference id")
+    p.add_argument("--label", choices=["fraud", "legit"])
+    p.add_argument("--category", help="fraud category")
+    p.add_argument("--weight", type=float, help="attention weight (> 0; 1 is neutral)")
+    on_off = p.add_mutually_exclusive_group()
+    on_off.add_argument("--disable", action="store_true", help="keep it, never a key")
+    on_off.add_argument("--enable", action="store_true")
+    on_off.add_argument("--remove", action="store_true", help="delete it (a tombstone)")
+    p.add_argument("--by", help="who makes the change")
+    p.add_argument("--reason", help="why")
+    p.set_defaults(func=cmd_index_update)
     p = isub.add_parser("info", parents=[common], help="show an index's manifest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_index_info)
@@ -458,6 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
     p.add_argument("--variants", help="comma-separated subset (default: all)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "evaluate-replay",
+        parents=[common, labels],
+        help="recipient history off vs on, over a simulated stream of a labeled CSV",
+    )
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/replay"), help="replay.json")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
+    p.set_defaults(func=cmd_evaluate_replay)
 
     p = sub.add_parser(
         "calibrate",

@@ -7,15 +7,17 @@ in-memory index as it arrives. Tombstones remove; the topic is compacted.
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.bank import apply_change, change_key, decode_change, encode_upsert
 from fraud.config import KafkaSettings
-from fraud.errors import SchemaError
-from fraud.index import ReferenceIndex
+from fraud.errors import DataError, SchemaError
+from fraud.index import Reference, ReferenceIndex
 from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,32 @@ def publish_index(kafka: KafkaSettings, index: ReferenceIndex, directory: Path |
         index.changelog_offsets = end_offsets(kafka)
         index.save(directory)
     return len(futures)
+
+
+def update_reference(
+    kafka: KafkaSettings, index: ReferenceIndex, ref_id: int, remove: bool = False, **changes
+) -> Reference | None:
+    """Publish one change to reference `ref_id` as the bank has it now (the index directory
+    plus what the topic added since): relabel, recategorize, weight, disable, or remove
+    (a tombstone). `changes` are Reference fields; returns the reference as published."""
+    ensure_bank_topic(kafka)
+    follower = BankFollower(kafka, index)
+    try:
+        follower.catch_up()
+    finally:
+        follower.close()
+    if ref_id not in index:
+        raise DataError(f"reference {ref_id} is not in the bank ({len(index)} references)")
+    updated = None if remove else replace(index.reference(ref_id), **changes)
+    value = None
+    if updated is not None:
+        value = encode_upsert(updated, index.key_vectors(np.array([ref_id]))[0], index.model)
+    producer = make_producer(kafka)
+    try:
+        producer.send(kafka.bank_topic, value, key=change_key(ref_id)).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    return updated
 
 
 def end_offsets(kafka: KafkaSettings) -> dict[int, int]:

@@ -96,3 +96,41 @@ def test_a_running_worker_applies_an_added_then_removed_reference(
     assert not removed["is_alert"]
     assert removed["index_version"].endswith("+2")
     print(f"bank change applied by the worker after {added_after:.3f}s / {removed_after:.3f}s")
+
+
+def test_fraud_index_update_reweights_and_disables_a_reference_live(
+    encoder, seed_index_dir, kafka_settings, tmp_path, capsys
+):
+    from fraud.cli import main
+
+    kafka = kafka_settings
+    publish_index(kafka, _load(encoder, seed_index_dir), tmp_path)
+    worker_index = _load(encoder, tmp_path)
+    follower = BankFollower(kafka, worker_index)
+    ref_id = next(i for i in range(len(worker_index)) if worker_index.reference(i).label == "fraud")
+    args = ["index", "update", str(ref_id), "--index", str(tmp_path)]
+    args += ["--bootstrap-servers", kafka.bootstrap_servers, "--bank-topic", kafka.bank_topic]
+    try:
+        assert main([*args, "--weight", "2.5", "--by", "ana", "--reason", "trusted"]) == 0
+        assert "weight 2.5" in capsys.readouterr().out
+        _poll_until_applied(follower, 1)
+        ref = worker_index.reference(ref_id)
+        assert (ref.weight, ref.changed_by, ref.reason) == (2.5, "ana", "trusted")
+        own = worker_index.key_vectors(np.array([ref_id]))
+        assert worker_index.search(own, 1).log_weights[0, 0] == pytest.approx(np.log(2.5))
+
+        assert main([*args, "--disable", "--by", "bo", "--reason", "stale"]) == 0
+        _poll_until_applied(follower, 2)
+        ref = worker_index.reference(ref_id)
+        assert ref.disabled and ref.weight == 2.5  # the earlier change is kept
+        assert main([*args, "--weight", "0"]) == 2  # one readable line, nothing sent
+        assert "--weight must be > 0" in capsys.readouterr().err
+    finally:
+        follower.close()
+
+
+def _poll_until_applied(follower: BankFollower, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while follower.applied < count:
+        assert time.monotonic() < deadline, "the change did not reach the follower"
+        follower.poll(timeout_ms=200)
