@@ -413,6 +413,7 @@ def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
         settings.disable_after_false_positives,
         detector=detector,
         campaigns=settings.campaigns,
+        lookback_s=settings.feedback_lookback_s,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: processor.stop())

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    feedback_lookback_s: float = Field(
+        3600,
+        ge=0,
+        description="the feedback processor starts this far back on the input and decisions",
+    )
     disable_after_false_positives: int = Field(
         3, ge=1, description="legit verdicts citing a fraud reference before it is disabled"
     )

@@ -17,6 +17,7 @@ campaigns need the view of every partition at once.
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -50,7 +51,9 @@ class RecentMessages:
     each input message (text and passthrough fields), and the latest decision on each (from
     the alerts topic, and the scores topic when the workers publish every decision)."""
 
-    def __init__(self, kafka: KafkaSettings, capacity: int = 100_000) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, capacity: int = 100_000, lookback_s: float = 0.0
+    ) -> None:
         self.kafka, self.capacity = kafka, capacity
         self.messages: OrderedDict[str, Message] = OrderedDict()
         self.decisions: OrderedDict[str, Alert] = OrderedDict()
@@ -64,8 +67,16 @@ class RecentMessages:
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         self.consumer.seek_to_end(*tps)
+        if lookback_s > 0:
+            # Start `lookback_s` back, so a restarted processor still knows the texts and
+            # decisions of recent messages (and rebuilds its campaigns from them).
+            since = int((time.time() - lookback_s) * 1000)
+            found = self.consumer.offsets_for_times({tp: since for tp in tps})
+            for tp, hit in found.items():
+                if hit is not None:
+                    self.consumer.seek(tp, hit.offset)
         for tp in tps:
-            self.consumer.position(tp)  # resolve "end" now, not at the first poll
+            self.consumer.position(tp)  # resolve the start now, not at the first poll
 
     def poll(self, timeout_ms: int = 0) -> list[tuple[Alert, int]]:
         """Read what arrived; returns the new decisions with their Kafka timestamps."""
@@ -126,6 +137,7 @@ class FeedbackProcessor:
         disable_after: int = 3,
         detector: Detector | None = None,
         campaigns: CampaignSettings | None = None,
+        lookback_s: float = 0.0,
     ) -> None:
         self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
         self.detector = detector
@@ -139,7 +151,7 @@ class FeedbackProcessor:
         ]
         ensure_topics(kafka, topics)
         ensure_bank_topic(kafka)
-        self.recent = RecentMessages(kafka)
+        self.recent = RecentMessages(kafka, lookback_s=lookback_s)
         index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
         self.bank = BankFollower(kafka, index)
         self.bank.catch_up()

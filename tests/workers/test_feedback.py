@@ -7,6 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from fraud.bank import decode_change
 from fraud.config import ScorerSettings
 from fraud.detector import Detector, effective_scorer
 from fraud.feedback import AnalystVerdict, reference_id_for
@@ -199,3 +200,24 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
     keys = worker_index.search(own_vector, 5)
     assert culprit not in keys.ids[keys.valid]  # kept in the bank, never a key again
     assert worker_index.counts()["disabled"] == 1
+
+
+def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, kafka_settings):
+    kafka = kafka_settings
+    produce(kafka, kafka.input_topic, [{"id": "early-1", "text": SEEN}])
+    processor = FeedbackProcessor(kafka, encoder, lookback_s=600)
+    thread, errors = _start(processor)
+    try:
+        _send_verdicts(kafka, [AnalystVerdict(message_id="early-1", verdict="legit")])
+        deadline = time.monotonic() + 30
+        while processor.changes < 1:
+            assert time.monotonic() < deadline, "the verdict found no text"
+            time.sleep(0.05)
+    finally:
+        processor.stop()
+        thread.join(30)
+        processor.close()
+    assert not errors, errors
+    (record,) = read_topic(kafka, kafka.bank_topic, 1)
+    ref = decode_change(record.key, record.value).reference
+    assert (ref.id, ref.text, ref.label) == (reference_id_for("early-1"), SEEN, "legit")
