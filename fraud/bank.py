@@ -22,13 +22,18 @@ class BankChange:
     reference: Reference | None  # None: removed
     vector: np.ndarray | None
     model: str | None
+    verdict_ms: int | None = None  # when the analyst verdict behind it reached Kafka
 
 
 def change_key(reference_id: int) -> bytes:
     return str(reference_id).encode()
 
 
-def encode_upsert(ref: Reference, vector: np.ndarray, model: str) -> bytes:
+def encode_upsert(
+    ref: Reference, vector: np.ndarray, model: str, verdict_ms: int | None = None
+) -> bytes:
+    """verdict_ms: the Kafka timestamp of the verdict that caused the change, if one did
+    (workers measure how long verdicts take to reach them from it)."""
     vec = np.ascontiguousarray(vector, dtype="<f4").reshape(-1)
     body = {
         "reference": asdict(ref),
@@ -36,6 +41,8 @@ def encode_upsert(ref: Reference, vector: np.ndarray, model: str) -> bytes:
         "dim": int(vec.size),
         "vector": base64.b64encode(vec.tobytes()).decode(),
     }
+    if verdict_ms is not None:
+        body["verdict_ms"] = int(verdict_ms)
     return json.dumps(body, ensure_ascii=False).encode()
 
 
@@ -56,7 +63,14 @@ def decode_change(key: bytes | None, value: bytes | None) -> BankChange:
         raise SchemaError("invalid_schema", f"bank record {ref_id}: {e}") from None
     if ref.id != ref_id or vector.size != body.get("dim"):
         raise SchemaError("invalid_schema", f"bank record {ref_id}: id or dim disagree")
-    return BankChange(ref_id, ref, vector.astype(np.float32), body.get("model"))
+    verdict_ms = body.get("verdict_ms")
+    return BankChange(
+        ref_id,
+        ref,
+        vector.astype(np.float32),
+        body.get("model"),
+        int(verdict_ms) if isinstance(verdict_ms, int) else None,
+    )
 
 
 def apply_change(index: ReferenceIndex, change: BankChange) -> str:

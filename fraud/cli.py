@@ -238,6 +238,7 @@ def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
         cached,
         folds=args.folds,
         seed=args.seed,
+        novel_campaigns=args.novel_campaigns,
         on_progress=None if args.quiet else lambda line: print(f"  {line}", file=sys.stderr),
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -556,6 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/replay"), help="replay.json")
+    p.add_argument(
+        "--novel-campaigns",
+        action="store_true",
+        help="drop the held-out campaigns' near-duplicates from each training part",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
     p.set_defaults(func=cmd_evaluate_replay)
 

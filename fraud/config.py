@@ -77,6 +77,10 @@ class KafkaSettings(BaseModel):
         description="compacted changelog of the recipients' histories (the worker's state)",
     )
     campaign_topic: str = Field("fraud-campaigns", description="campaigns as they grow")
+    citation_topic: str = Field(
+        "fraud-citations",
+        description="compacted: per fraud reference, the alerts citing it that were judged legit",
+    )
     group_id: str = "fraud-scoring"
     publish_scores: bool = Field(False, description="also send every decision to scores_topic")
     max_batch: int = Field(64, ge=1, le=10_000, description="records per micro-batch, at most")

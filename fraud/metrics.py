@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+PROPAGATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -21,6 +22,8 @@ class WorkerMetrics:
     batch_size: Histogram
     processing_latency: Histogram
     index_references: Gauge
+    bank_changes: Counter
+    verdict_propagation: Histogram
     history_recipients: Gauge
     history_entries: Gauge
     history_memory: Gauge
@@ -62,6 +65,17 @@ def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             "fraud_index_references",
             "References in the loaded index, by label.",
             ["label"],
+            registry=registry,
+        ),
+        bank_changes=Counter(
+            "fraud_bank_changes_applied",
+            "Reference-bank changes applied from the bank topic.",
+            registry=registry,
+        ),
+        verdict_propagation=Histogram(
+            "fraud_verdict_propagation_seconds",
+            "From an analyst verdict reaching the feedback topic to this worker scoring with it.",
+            buckets=PROPAGATION_BUCKETS,
             registry=registry,
         ),
         history_recipients=Gauge(

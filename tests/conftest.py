@@ -41,6 +41,7 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
         feedback_topic=f"t-{run}-feedback",
         history_topic=f"t-{run}-history",
         campaign_topic=f"t-{run}-campaigns",
+        citation_topic=f"t-{run}-citations",
         group_id=f"g-{run}",
         batch_timeout_ms=100,
     )

@@ -45,20 +45,27 @@ class BankFollower:
             else:
                 self.consumer.seek(tp, offset)
         self.applied = 0
+        # Per change applied by the last poll() that came from a verdict: seconds from the
+        # verdict reaching Kafka to this process applying it.
+        self.verdict_delays: list[float] = []
 
     def poll(self, timeout_ms: int = 0, quiet: bool = False) -> int:
         """Apply every change available now (waiting at most timeout_ms); returns how many."""
         applied = 0
+        self.verdict_delays = []
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
                 try:
-                    outcome = apply_change(self.index, decode_change(record.key, record.value))
+                    change = decode_change(record.key, record.value)
+                    outcome = apply_change(self.index, change)
                 except SchemaError as e:
                     outcome = f"skipped: {e}"
                 if outcome.startswith("skipped"):
                     log.error("bank %s[%d]@%d %s", tp.topic, tp.partition, record.offset, outcome)
                 else:
                     applied += 1
+                    if change.verdict_ms is not None:
+                        self.verdict_delays.append(time.time() - change.verdict_ms / 1000)
                 self.index.changelog_offsets[tp.partition] = record.offset + 1
         self.applied += applied
         if applied and not quiet:

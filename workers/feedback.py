@@ -33,17 +33,20 @@ from fraud.errors import SchemaError
 from fraud.feedback import parse_verdict, verdict_reference
 from fraud.index import ReferenceIndex
 from fraud.schemas import Alert, Message, parse_message
-from workers.bank import BankFollower, ensure_bank_topic
+from workers.bank import COMPACTED, BankFollower, ensure_bank_topic
 from workers.kafka_clients import (
     commit_through,
     ensure_topics,
     make_consumer,
     make_producer,
+    read_to_end,
     send_dead_letter,
     subscribe_when_known,
 )
 
 log = logging.getLogger(__name__)
+
+MAX_CITATIONS = 1000  # message ids kept per reference (past any sensible disable_after)
 
 
 class RecentMessages:
@@ -150,14 +153,19 @@ class FeedbackProcessor:
             *([kafka.scores_topic] * kafka.publish_scores),
         ]
         ensure_topics(kafka, topics)
+        ensure_topics(kafka, [kafka.citation_topic], configs=COMPACTED)
         ensure_bank_topic(kafka)
         self.recent = RecentMessages(kafka, lookback_s=lookback_s)
         index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
         self.bank = BankFollower(kafka, index)
         self.bank.catch_up()
         # Per fraud reference, the messages judged legit whose alerts cited it: a set, so a
-        # verdict delivered twice (at-least-once) is counted once.
+        # verdict delivered twice (at-least-once) is counted once. Kept on a compacted
+        # topic too, so a restarted processor goes on counting where it stopped.
         self.false_positive_citations: defaultdict[int, set[str]] = defaultdict(set)
+        for record in read_to_end(kafka, kafka.citation_topic):
+            if record.value is not None:
+                self.false_positive_citations[int(record.key)] = set(json.loads(record.value))
         self.tracker = CampaignTracker(campaigns or CampaignSettings())
         self.undecided: OrderedDict[str, tuple[Alert, int]] = OrderedDict()  # awaiting text
         self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
@@ -280,7 +288,7 @@ class FeedbackProcessor:
                         "unknown_message",
                         f"no text for message {verdict.message_id}: give it in the verdict",
                     )
-                usable.append(verdict_reference(verdict, text))
+                usable.append((verdict_reference(verdict, text), record.timestamp))
                 if verdict.verdict == "legit":
                     futures += self._disable_repeat_offenders(verdict)
                 else:
@@ -295,9 +303,9 @@ class FeedbackProcessor:
                     )
                 )
         if usable:
-            vectors = self.encoder.encode([ref.text for ref in usable])
-            for ref, vector in zip(usable, vectors, strict=True):
-                value = encode_upsert(ref, vector, self.encoder.name)
+            vectors = self.encoder.encode([ref.text for ref, _ in usable])
+            for (ref, verdict_ms), vector in zip(usable, vectors, strict=True):
+                value = encode_upsert(ref, vector, self.encoder.name, verdict_ms)
                 futures.append(
                     self.producer.send(self.kafka.bank_topic, value, key=change_key(ref.id))
                 )
@@ -324,8 +332,14 @@ class FeedbackProcessor:
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []
         for ref_id in self.recent.bank_evidence(verdict.message_id):
-            self.false_positive_citations[ref_id].add(verdict.message_id)
-            count = len(self.false_positive_citations[ref_id])
+            cited = self.false_positive_citations[ref_id]
+            if verdict.message_id not in cited:
+                cited.add(verdict.message_id)
+                value = json.dumps(sorted(cited)[-MAX_CITATIONS:]).encode()
+                futures.append(
+                    self.producer.send(self.kafka.citation_topic, value, key=change_key(ref_id))
+                )
+            count = len(cited)
             if count < self.disable_after or ref_id not in self.bank.index:
                 continue
             ref = self.bank.index.reference(ref_id)

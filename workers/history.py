@@ -15,13 +15,12 @@ import logging
 import time
 
 from kafka import ConsumerRebalanceListener, KafkaProducer
-from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings
 from fraud.errors import FraudError, SchemaError
 from fraud.history import RecipientHistory, decode_state, encode_state
 from workers.bank import COMPACTED
-from workers.kafka_clients import ensure_topics, make_consumer, partition_count
+from workers.kafka_clients import ensure_topics, partition_count, read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +51,15 @@ class HistoryState:
         if not partitions:
             return 0
         started = time.monotonic()
-        consumer = make_consumer(self.kafka, group_id=None)
         applied = 0
-        try:
-            tps = [TopicPartition(self.kafka.history_topic, p) for p in partitions]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            deadline = started + timeout_s
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                if time.monotonic() > deadline:
-                    raise FraudError(
-                        f"history partitions {partitions} not restored within {timeout_s:.0f}s"
-                    )
-                for tp, records in consumer.poll(timeout_ms=200).items():
-                    for r in records:
-                        if r.offset >= end[tp]:
-                            continue
-                        try:
-                            entries = None if r.value is None else decode_state(r.value)
-                        except SchemaError as e:
-                            log.error("history %s[%d]@%d: %s", tp.topic, tp.partition, r.offset, e)
-                            continue
-                        self.history.restore(r.key.decode("utf-8"), tp.partition, entries)
-                        applied += 1
-        finally:
-            consumer.close(autocommit=False)
+        for r in read_to_end(self.kafka, self.kafka.history_topic, partitions, timeout_s):
+            try:
+                entries = None if r.value is None else decode_state(r.value)
+            except SchemaError as e:
+                log.error("history %s[%d]@%d: %s", r.topic, r.partition, r.offset, e)
+                continue
+            self.history.restore(r.key.decode("utf-8"), r.partition, entries)
+            applied += 1
         self.restored_records += applied
         self.last_restore_s = time.monotonic() - started
         log.info(

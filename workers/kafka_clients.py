@@ -2,8 +2,10 @@
 
 import logging
 import time
+from collections.abc import Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     CommitFailedError,
     KafkaError,
@@ -158,5 +160,30 @@ def partition_count(kafka: KafkaSettings, topic: str) -> int:
     consumer = make_consumer(kafka, group_id=None)
     try:
         return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close(autocommit=False)
+
+
+def read_to_end(
+    kafka: KafkaSettings, topic: str, partitions: list[int] | None = None, timeout_s: float = 120
+) -> Iterator[ConsumerRecord]:
+    """Every record of `topic` (or of its `partitions`) from the start up to the end it had
+    when called: how a compacted topic is read back into memory."""
+    consumer = make_consumer(kafka, group_id=None)
+    try:
+        if partitions is None:
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(f"{topic} {partitions} not read within {timeout_s}s")
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                yield from (r for r in records if r.offset < end[tp])
     finally:
         consumer.close(autocommit=False)

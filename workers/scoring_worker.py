@@ -95,8 +95,11 @@ class ScoringWorker:
         while not self.stop_event.is_set():
             if self.bank is not None:
                 # Bank changes first, so each batch is scored with every change seen so far.
-                if self.bank.poll():
+                if applied := self.bank.poll():
                     self._set_index_gauges()
+                    self.metrics.bank_changes.inc(applied)
+                    for delay in self.bank.verdict_delays:
+                        self.metrics.verdict_propagation.observe(max(delay, 0.0))
             records = self.poll_batch()
             self.last_batch_at = time.monotonic()
             if records:

@@ -70,8 +70,10 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     thread, errors = _start(processor)
     try:
         with ExitStack() as stack:
-            for detector, follower in zip(detectors, followers, strict=True):
-                stack.enter_context(running_worker(detector, kafka, bank=follower))
+            registries = [
+                stack.enter_context(running_worker(detector, kafka, bank=follower))[1]
+                for detector, follower in zip(detectors, followers, strict=True)
+            ]
             produce(kafka, kafka.input_topic, [{"id": "seen-1", "text": SEEN}])
             deadline = time.monotonic() + 30
             while "seen-1" not in processor.recent.messages:  # the verdict comes after the message
@@ -122,6 +124,10 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
 
     print(f"verdicts reached both workers {latency:.2f}s after they were sent")
     assert latency < 10  # the issue's goal, two workers
+    for registry in registries:  # each worker measured it too, from the verdicts' timestamps
+        count = registry.get_sample_value("fraud_verdict_propagation_seconds_count")
+        total = registry.get_sample_value("fraud_verdict_propagation_seconds_sum")
+        assert count == 3 and 0 <= total / count < 10, (count, total)
     decisions = {r.key.decode(): json.loads(r.value) for r in records}
     scam, fp = decisions["m-scam"], decisions["m-fp"]
     assert scam["is_alert"] and scam["evidence"][0]["reference_id"] == reference_id_for("novel-1")
@@ -136,64 +142,75 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     assert [dict(r.headers)["dead_letter_reason"] for r in dead] == [b"unknown_message"]
 
 
+def _alert_citing(message_id: str, reference_id: int) -> bytes:
+    """An alert as a worker would have published it, with one bank reference as evidence."""
+    from fraud.schemas import Alert, Evidence, Verdict, parse_message
+
+    message = parse_message(json.dumps({"id": message_id, "text": "x"}).encode(), 100)
+    evidence = [
+        Evidence(reference_id=reference_id, category="phishing", similarity=0.8, weight=0.9)
+    ]
+    verdict = Verdict(
+        score=0.9,
+        is_alert=True,
+        category="phishing",
+        category_distribution={"phishing": 0.9},
+        evidence=evidence,
+    )
+    alert = Alert.build(
+        message,
+        verdict,
+        threshold=0.5,
+        model="m",
+        index_version="v",
+        scored_at="t",
+        processing_ms=1.0,
+    )
+    return alert.to_bytes()
+
+
 def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
     encoder, seed_index_dir, kafka_settings, tmp_path
 ):
-    from fraud.schemas import Alert, Evidence, Verdict, parse_message
-
     kafka = kafka_settings
     seed = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
     publish_index(kafka, seed, tmp_path)
     worker_index = ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim)
     follower = BankFollower(kafka, worker_index)
     culprit = next(i for i in range(len(seed)) if seed.reference(i).label == "fraud")
-    processor = FeedbackProcessor(kafka, encoder, disable_after=2)
-    thread, errors = _start(processor)
     try:
-        # Two alerts that cited the culprit, as a worker would have published them.
-        producer = make_producer(kafka)
+        # Two false positives that cited the culprit, judged legit one at a time, with the
+        # processor restarted in between: the count survives on the citations topic.
         for n in (1, 2):
-            message = parse_message(json.dumps({"id": f"fp-{n}", "text": "x"}).encode(), 100)
-            evidence = [
-                Evidence(reference_id=culprit, category="phishing", similarity=0.8, weight=0.9)
-            ]
-            verdict = Verdict(
-                score=0.9,
-                is_alert=True,
-                category="phishing",
-                category_distribution={"phishing": 0.9},
-                evidence=evidence,
-            )
-            alert = Alert.build(
-                message,
-                verdict,
-                threshold=0.5,
-                model="m",
-                index_version="v",
-                scored_at="t",
-                processing_ms=1.0,
-            )
-            producer.send(kafka.alert_topic, alert.to_bytes(), key=b"fp").get(30)
-        producer.close(timeout=10)
-        _send_verdicts(
-            kafka,
-            [
-                AnalystVerdict(
-                    message_id=f"fp-{n}", verdict="legit", analyst="cy", text=f"genuine notice {n}"
+            processor = FeedbackProcessor(kafka, encoder, disable_after=2)
+            thread, errors = _start(processor)
+            try:
+                producer = make_producer(kafka)
+                producer.send(kafka.alert_topic, _alert_citing(f"fp-{n}", culprit)).get(30)
+                producer.close(timeout=10)
+                deadline = time.monotonic() + 30
+                while f"fp-{n}" not in processor.recent.decisions:
+                    assert time.monotonic() < deadline, "the processor did not see the alert"
+                    time.sleep(0.05)
+                verdict = AnalystVerdict(
+                    message_id=f"fp-{n}", verdict="legit", analyst="cy", text=f"genuine {n}"
                 )
-                for n in (1, 2)
-            ],
-        )
+                _send_verdicts(kafka, [verdict])
+                while processor.changes < 1:
+                    assert time.monotonic() < deadline, "the verdict was not processed"
+                    time.sleep(0.05)
+            finally:
+                processor.stop()
+                thread.join(30)
+                processor.close()
+            assert not errors, errors
+            assert len(processor.false_positive_citations[culprit]) == n
         deadline = time.monotonic() + 30
         while not (culprit in worker_index and worker_index.reference(culprit).disabled):
             assert time.monotonic() < deadline, "the reference was not disabled"
             follower.poll(timeout_ms=200)
     finally:
-        processor.stop()
-        thread.join(30)
-        processor.close()
         follower.close()
-    assert not errors, errors
     ref = worker_index.reference(culprit)
     assert ref.disabled and ref.changed_by == "cy" and "2 alerts judged legit" in ref.reason
     own_vector = worker_index.key_vectors([culprit])
