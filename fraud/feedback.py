@@ -18,6 +18,7 @@ from fraud.index import Reference
 
 # Ids from feedback live above 2**40, far from the sequential ids of `fraud index build`.
 _FEEDBACK_ID_BASE = 2**40
+FEEDBACK_SOURCE = "feedback:"  # a verdict's reference has source "feedback:<message id>"
 
 
 class AnalystVerdict(BaseModel):
@@ -57,7 +58,7 @@ def verdict_reference(verdict: AnalystVerdict, text: str) -> Reference:
         text=text,
         label=verdict.verdict,
         category=(verdict.category or "unspecified").lower() if fraud else None,
-        source=f"feedback:{verdict.message_id}",
+        source=f"{FEEDBACK_SOURCE}{verdict.message_id}",
         changed_by=verdict.analyst,
         reason=verdict.reason,
     )

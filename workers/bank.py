@@ -14,7 +14,7 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from fraud.bank import apply_change, change_key, decode_change, encode_upsert
+from fraud.bank import BankChange, apply_change, change_key, decode_change, encode_upsert
 from fraud.config import KafkaSettings
 from fraud.errors import DataError, SchemaError
 from fraud.index import Reference, ReferenceIndex
@@ -45,14 +45,12 @@ class BankFollower:
             else:
                 self.consumer.seek(tp, offset)
         self.applied = 0
-        # Per change applied by the last poll() that came from a verdict: seconds from the
-        # verdict reaching Kafka to this process applying it.
-        self.verdict_delays: list[float] = []
+        self.last_applied: list[BankChange] = []  # the changes the last poll() applied
 
     def poll(self, timeout_ms: int = 0, quiet: bool = False) -> int:
         """Apply every change available now (waiting at most timeout_ms); returns how many."""
         applied = 0
-        self.verdict_delays = []
+        self.last_applied = []
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
             for record in records:
                 try:
@@ -64,8 +62,7 @@ class BankFollower:
                     log.error("bank %s[%d]@%d %s", tp.topic, tp.partition, record.offset, outcome)
                 else:
                     applied += 1
-                    if change.verdict_ms is not None:
-                        self.verdict_delays.append(time.time() - change.verdict_ms / 1000)
+                    self.last_applied.append(change)
                 self.index.changelog_offsets[tp.partition] = record.offset + 1
         self.applied += applied
         if applied and not quiet:

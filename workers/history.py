@@ -13,12 +13,22 @@ fraud/history.py).
 
 import logging
 import time
+from collections import OrderedDict
 
 from kafka import ConsumerRebalanceListener, KafkaProducer
 
+from fraud.bank import BankChange
 from fraud.config import KafkaSettings
 from fraud.errors import FraudError, SchemaError
-from fraud.history import RecipientHistory, decode_state, encode_state
+from fraud.feedback import FEEDBACK_SOURCE
+from fraud.history import (
+    UNSPECIFIED,
+    Arrival,
+    HistoryEntry,
+    RecipientHistory,
+    decode_state,
+    encode_state,
+)
 from workers.bank import COMPACTED
 from workers.kafka_clients import ensure_topics, partition_count, read_to_end
 
@@ -44,6 +54,40 @@ class HistoryState:
         self.kafka, self.history = kafka, history
         self.restored_records = 0
         self.last_restore_s = 0.0
+        # Recently scored messages with a recipient, so a confirmed fraud (a bank change
+        # from a verdict) can join its recipient's history.
+        self.recent: OrderedDict[str, Arrival] = OrderedDict()
+
+    def seen(self, arrivals: list[Arrival], capacity: int = 50_000) -> None:
+        for a in arrivals:
+            if a.recipient:
+                self.recent[a.message_id] = a
+                self.recent.move_to_end(a.message_id)
+        while len(self.recent) > capacity:
+            self.recent.popitem(last=False)
+
+    def admit_confirmed(self, changes: list[BankChange]) -> list[str]:
+        """Add the confirmed frauds among `changes` (references made from a fraud verdict
+        on a message this worker scored) to their recipients' history; returns their ids."""
+        admitted = []
+        for change in changes:
+            ref = change.reference
+            if ref is None or ref.label != "fraud" or not ref.source.startswith(FEEDBACK_SOURCE):
+                continue
+            arrival = self.recent.get(ref.source.removeprefix(FEEDBACK_SOURCE))
+            if arrival is None:
+                continue
+            entry = HistoryEntry(
+                message_id=arrival.message_id,
+                vector=change.vector,
+                category=ref.category or UNSPECIFIED,
+                score=1.0,
+                at_ms=arrival.at_ms,
+                seq=arrival.seq,
+            )
+            self.history.remember(arrival, entry)
+            admitted.append(arrival.message_id)
+        return admitted
 
     def restore(self, partitions: list[int], timeout_s: float = 120.0) -> int:
         """Read history partitions `partitions` from the start to their end: returns the
@@ -73,6 +117,8 @@ class HistoryState:
 
     def forget(self, partitions: list[int]) -> None:
         dropped = self.history.forget_shards(partitions)
+        gone = set(partitions)
+        self.recent = OrderedDict((k, a) for k, a in self.recent.items() if a.shard not in gone)
         log.info("partitions %s revoked: dropped %d recipients' history", partitions, dropped)
 
     def publish_changes(self, producer: KafkaProducer) -> list:

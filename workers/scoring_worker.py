@@ -98,8 +98,12 @@ class ScoringWorker:
                 if applied := self.bank.poll():
                     self._set_index_gauges()
                     self.metrics.bank_changes.inc(applied)
-                    for delay in self.bank.verdict_delays:
-                        self.metrics.verdict_propagation.observe(max(delay, 0.0))
+                    for change in self.bank.last_applied:
+                        if change.verdict_ms is not None:
+                            delay = time.time() - change.verdict_ms / 1000
+                            self.metrics.verdict_propagation.observe(max(delay, 0.0))
+                    if self.history is not None:
+                        self._admit_confirmed()
             records = self.poll_batch()
             self.last_batch_at = time.monotonic()
             if records:
@@ -158,7 +162,10 @@ class ScoringWorker:
         verdicts = []
         if texts:
             arrivals = [_arrival(record, message) for record, message in good]
-            history = self.history.history if self.history is not None else None
+            history = None
+            if self.history is not None:
+                history = self.history.history
+                self.history.seen(arrivals)
             verdicts = score_in_order(self.detector, history, arrivals, queries, texts)
         if self.history is not None:
             futures += self.history.publish_changes(self.producer)
@@ -195,6 +202,15 @@ class ScoringWorker:
             self.metrics.processing_latency.observe(latency)
         self._set_history_gauges()
         return result
+
+    def _admit_confirmed(self) -> None:
+        """Frauds an analyst confirmed become history keys of their recipient too (if this
+        worker scored them recently), written to the history topic at once."""
+        admitted = self.history.admit_confirmed(self.bank.last_applied)
+        if admitted:
+            futures = self.history.publish_changes(self.producer)
+            self._await_acks(futures)
+            log.info("confirmed frauds added to their recipients' history: %s", admitted)
 
     def _set_history_gauges(self) -> None:
         if self.history is not None:

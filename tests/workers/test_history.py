@@ -129,3 +129,46 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     assert np.allclose(got, [v.score for v in expected], atol=1e-5), (got, expected)
     assert decisions["victim-3"].is_alert
     assert any(e.source == "history" for e in decisions["victim-3"].evidence)
+
+
+def test_a_confirmed_fraud_joins_its_recipients_history(
+    encoder, seed_index_dir, kafka_settings, tmp_path
+):
+    from fraud.bank import change_key, encode_upsert
+    from fraud.config import ScorerSettings
+    from fraud.detector import Detector, effective_scorer
+    from fraud.feedback import AnalystVerdict, verdict_reference
+    from fraud.index import ReferenceIndex
+    from workers.bank import BankFollower, publish_index
+    from workers.kafka_clients import make_producer
+
+    kafka = kafka_settings.model_copy(update={"publish_scores": True})
+    publish_index(
+        kafka, ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim), tmp_path
+    )
+    index = ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim)
+    detector = Detector(encoder, index, effective_scorer(ScorerSettings(), index))
+    follower = BankFollower(kafka, index)
+    # min_score above the campaign's scores: only the verdict can put it in the history.
+    history = HistorySettings(min_score=0.9)
+    first = {"id": "c-0", "text": CAMPAIGN[0], "recipient": "victim"}
+    with running_worker(detector, kafka, bank=follower, history=history) as (worker, _):
+        _send_one_by_one(kafka, [first], 0)
+        assert not worker.history.history.entries("victim")
+        verdict = AnalystVerdict(message_id="c-0", verdict="fraud", category="investment")
+        ref = verdict_reference(verdict, CAMPAIGN[0])
+        producer = make_producer(kafka)
+        value = encode_upsert(ref, encoder.encode([CAMPAIGN[0]])[0], encoder.name)
+        producer.send(kafka.bank_topic, value, key=change_key(ref.id)).get(30)
+        producer.close(timeout=10)
+        deadline = time.monotonic() + 30
+        while not worker.history.history.entries("victim"):
+            assert time.monotonic() < deadline, "the confirmed fraud did not join the history"
+            time.sleep(0.05)
+        later = {"id": "c-1", "text": CAMPAIGN[1], "recipient": "victim"}
+        decisions = _send_one_by_one(kafka, [later], 1)
+    follower.close()
+    entry = worker.history.history.entries("victim")[0]
+    assert (entry.message_id, entry.category, entry.score) == ("c-0", "investment", 1.0)
+    sources = {(e.source, e.message_id or e.reference_id) for e in decisions["c-1"].evidence}
+    assert ("history", "c-0") in sources and ("bank", ref.id) in sources
