@@ -145,10 +145,13 @@ def format_verdict(verdict, detector, width: int = 70) -> str:
         dist = sorted(verdict.category_distribution.items(), key=lambda kv: -kv[1])
         lines.append("  categories: " + ", ".join(f"{c} {w:.3f}" for c, w in dist[:4]))
     for ev in verdict.evidence:
-        text = detector.index.reference(ev.reference_id).text
+        if ev.source == "history":  # an earlier message to the same recipient
+            where, text = f"{ev.message_id} (history)", "an earlier message to this recipient"
+        else:
+            where, text = f"#{ev.reference_id}", detector.index.reference(ev.reference_id).text
         text = text if len(text) <= width else text[: width - 1] + "…"
         lines.append(
-            f"  evidence #{ev.reference_id:<5} {ev.category:<13} sim {ev.similarity:.3f} "
+            f"  evidence {where:<6} {ev.category:<13} sim {ev.similarity:.3f} "
             f"weight {ev.weight:.3f}  {text}"
         )
     return "\n".join(lines)

@@ -93,17 +93,9 @@ class ScoringWorker:
             self.detector.params.threshold,
         )
         while not self.stop_event.is_set():
-            if self.bank is not None:
-                # Bank changes first, so each batch is scored with every change seen so far.
-                if applied := self.bank.poll():
-                    self._set_index_gauges()
-                    self.metrics.bank_changes.inc(applied)
-                    for change in self.bank.last_applied:
-                        if change.verdict_ms is not None:
-                            delay = time.time() - change.verdict_ms / 1000
-                            self.metrics.verdict_propagation.observe(max(delay, 0.0))
-                    if self.history is not None:
-                        self._admit_confirmed()
+            # Bank changes first, so each batch is scored with every change seen so far.
+            if self.bank is not None and self.bank.poll():
+                self._bank_changed()
             records = self.poll_batch()
             self.last_batch_at = time.monotonic()
             if records:
@@ -203,9 +195,17 @@ class ScoringWorker:
         self._set_history_gauges()
         return result
 
-    def _admit_confirmed(self) -> None:
-        """Frauds an analyst confirmed become history keys of their recipient too (if this
-        worker scored them recently), written to the history topic at once."""
+    def _bank_changed(self) -> None:
+        self._set_index_gauges()
+        self.metrics.bank_changes.inc(len(self.bank.last_applied))
+        for change in self.bank.last_applied:
+            if change.verdict_ms is not None:
+                delay = time.time() - change.verdict_ms / 1000
+                self.metrics.verdict_propagation.observe(max(delay, 0.0))
+        if self.history is None:
+            return
+        # Frauds an analyst confirmed become history keys of their recipient too (if this
+        # worker scored them recently), written to the history topic at once.
         admitted = self.history.admit_confirmed(self.bank.last_applied)
         if admitted:
             futures = self.history.publish_changes(self.producer)
