@@ -265,8 +265,9 @@ def pooled(folds: Sequence[FoldStream], run: str, subset_of: str | None = None) 
     return metrics
 
 
-def paired(folds: Sequence[FoldStream], off: str, on: str) -> dict[str, int]:
-    """What switching the history on changed, message by message, at the fold thresholds."""
+def paired(folds: Sequence[FoldStream], off: str, on: str) -> dict[str, Any]:
+    """What switching the history on changed, message by message, at the fold thresholds,
+    and how far it moved the scores of campaigns' later messages and of legit ones."""
     changes = dict.fromkeys(
         ("frauds_caught", "frauds_lost", "false_alerts_added", "false_alerts_removed"), 0
     )
@@ -276,6 +277,12 @@ def paired(folds: Sequence[FoldStream], off: str, on: str) -> dict[str, int]:
         changes["frauds_lost"] += int((f.y & a & ~b).sum())
         changes["false_alerts_added"] += int((~f.y & b & ~a).sum())
         changes["false_alerts_removed"] += int((~f.y & a & ~b).sum())
+    delta = np.concatenate([f.scores[on] - f.scores[off] for f in folds])
+    later = np.concatenate([f.stream.later_in_campaign for f in folds])
+    legit = ~np.concatenate([f.y for f in folds])
+    changes["score_change_later_mean"] = float(delta[later].mean()) if later.any() else 0.0
+    changes["score_change_later_max"] = float(delta[later].max()) if later.any() else 0.0
+    changes["score_change_legit_max"] = float(delta[legit].max()) if legit.any() else 0.0
     return changes
 
 
@@ -506,7 +513,9 @@ def print_replay_report(report: dict[str, Any]) -> None:
     console.print(
         f"history on vs off, message by message: {c['frauds_caught']} frauds caught, "
         f"{c['frauds_lost']} lost, {c['false_alerts_added']} false alerts added, "
-        f"{c['false_alerts_removed']} removed. 'recall later': 2nd and later messages of "
+        f"{c['false_alerts_removed']} removed; score change on later campaign messages: mean "
+        f"{c['score_change_later_mean']:+.4f}, max {c['score_change_later_max']:+.4f}; on "
+        f"legit: max {c['score_change_legit_max']:+.4f}. 'recall later': 2nd and later messages of "
         "multi-message campaigns; 'FPR legit w/ hist': legit messages whose recipient had a "
         "history entry (for history off: the same messages as the history-on run)."
     )
