@@ -2,6 +2,7 @@
 
 import json
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -60,42 +61,52 @@ def _wait_applied(follower: BankFollower, count: int, since: float, timeout_s: f
     return time.monotonic() - since
 
 
-def test_a_running_worker_applies_an_added_then_removed_reference(
+def test_two_running_workers_apply_an_added_then_removed_reference(
     encoder, seed_index_dir, kafka_settings, tmp_path
 ):
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
-    index = _load(encoder, seed_index_dir)
-    publish_index(kafka, index, tmp_path)  # links the index to the bank at its end
-    detector = Detector(encoder, index, effective_scorer(ScorerSettings(), index))
-    before = detector.score([NOVEL_SCAM])[0]
+    publish_index(kafka, _load(encoder, seed_index_dir), tmp_path)  # links it to the bank
+    indexes = [_load(encoder, tmp_path) for _ in "ab"]
+    detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
+    version = indexes[0].version
+    before = detectors[0].score([NOVEL_SCAM])[0]
     assert not before.is_alert  # the bank does not know this scam yet: the test can fail
 
-    follower = BankFollower(kafka, index)
+    followers = [BankFollower(kafka, i) for i in indexes]
     new_id = 10_000
     reference = Reference(new_id, NOVEL_SCAM, "fraud", "investment", "analyst:test")
     vector = encoder.encode([NOVEL_SCAM])[0]
-    with running_worker(detector, kafka, bank=follower):
+    with ExitStack() as stack:
+        for detector, follower in zip(detectors, followers, strict=True):
+            stack.enter_context(running_worker(detector, kafka, bank=follower))
         sent = _send_change(
             kafka, change_key(new_id), encode_upsert(reference, vector, encoder.name)
         )
-        added_after = _wait_applied(follower, 1, sent)
+        added_after = max(_wait_applied(f, 1, sent) for f in followers)
         produce(kafka, kafka.input_topic, [{"id": "after-add", "text": NOVEL_SCAM}])
         first = read_topic(kafka, kafka.scores_topic, 1)
+        added_on_both = [d.score([NOVEL_SCAM])[0] for d in detectors]
 
         sent = _send_change(kafka, change_key(new_id), None)  # a tombstone removes it
-        removed_after = _wait_applied(follower, 2, sent)
+        removed_after = max(_wait_applied(f, 2, sent) for f in followers)
         produce(kafka, kafka.input_topic, [{"id": "after-remove", "text": NOVEL_SCAM}])
         both = read_topic(kafka, kafka.scores_topic, 2)
+        removed_on_both = [d.score([NOVEL_SCAM])[0] for d in detectors]
 
     decisions = {r.key.decode(): json.loads(r.value) for r in both}
     added, removed = decisions["after-add"], decisions["after-remove"]
     assert len(first) == 1
     assert added["is_alert"] and added["evidence"][0]["reference_id"] == new_id
-    assert added["index_version"] == f"{index.version.split('+')[0]}+1"
+    assert added["index_version"] == f"{version}+1"
     assert new_id not in [e["reference_id"] for e in removed["evidence"]]
     assert not removed["is_alert"]
     assert removed["index_version"].endswith("+2")
-    print(f"bank change applied by the worker after {added_after:.3f}s / {removed_after:.3f}s")
+    # Whichever worker owned the partition, both apply every change (each follows the bank).
+    assert all(v.is_alert and v.evidence[0].reference_id == new_id for v in added_on_both)
+    assert not any(new_id in [e.reference_id for e in v.evidence] for v in removed_on_both)
+    for follower in followers:
+        follower.close()
+    print(f"bank change applied by both workers after {added_after:.3f}s / {removed_after:.3f}s")
 
 
 def test_fraud_index_update_reweights_and_disables_a_reference_live(
