@@ -4,6 +4,7 @@ The worker, the CLI and (later) the HTTP service all score through `Detector.sco
 """
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,16 +66,20 @@ class Detector:
         queries: np.ndarray,
         texts: Sequence[str] | None = None,
         extra_keys: Keys | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[Verdict]:
         """Verdicts for embedded messages; a head with a lexical term also needs the texts.
 
         extra_keys: keys beside the retrieved ones, per message (the recipient's history,
         fraud/history.py), attended to in the same softmax.
+        timings: if given, the seconds spent in "search" and "attention" are added to it.
         """
         p = self.params
+        started = time.perf_counter()
         keys = self.index.search(queries, self.head.config.top_k if self.head else p.top_k)
         if extra_keys is not None and extra_keys.ids.shape[1]:
             keys = keys.join(extra_keys, self.index)
+        searched = time.perf_counter()
         if self.head is not None:
             if texts is None and self.head.lexical is not None:
                 raise ValueError("this index's head reads the message text: pass texts")
@@ -113,7 +118,24 @@ class Detector:
                     evidence=evidence,
                 )
             )
+        if timings is not None:
+            timings["search"] = timings.get("search", 0.0) + searched - started
+            timings["attention"] = timings.get("attention", 0.0) + time.perf_counter() - searched
         return verdicts
+
+    @property
+    def info(self) -> dict[str, str]:
+        """What a decision depends on, as strings (the fraud_model_info metric's labels)."""
+        p = self.params
+        return {
+            "model": self.model,
+            "index_version": self.index.version,
+            "scorer": "learned attention head" if self.head else "attention",
+            "top_k": str(self.head.config.top_k if self.head else p.top_k),
+            "temperature": f"{p.temperature:g}",
+            "null_similarity": f"{p.null_similarity:g}",
+            "threshold": f"{p.threshold:g}",
+        }
 
     def _evidence(self, keys: Keys, weights: np.ndarray, i: int, j: int) -> Evidence:
         history_id = None if keys.message_ids is None else keys.message_ids[i, j]

@@ -21,6 +21,7 @@ topic that makes this state survive restarts) is in workers/history.py.
 
 import base64
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -221,12 +222,13 @@ def score_in_order(
     arrivals: Sequence[Arrival],
     queries: np.ndarray,
     texts: Sequence[str],
+    timings: dict[str, float] | None = None,
 ) -> list[Verdict]:
     """Score a batch as if its messages came one by one: a message sees the history left
     by the earlier messages of the same batch. Vectorized in rounds: round r scores every
     recipient's r-th message of the batch (most batches need one round)."""
     if history is None:
-        return detector.score_embeddings(queries, texts)
+        return detector.score_embeddings(queries, texts, timings=timings)
     settings = history.settings
     seen: dict[str, int] = {}
     rounds = []
@@ -238,8 +240,13 @@ def score_in_order(
     for r in range(int(rounds.max(initial=-1)) + 1):
         rows = np.flatnonzero(rounds == r)
         batch = [arrivals[i] for i in rows]
+        started = time.perf_counter()
         extra = history_keys(history, batch, queries[rows], detector.index, settings.weight)
-        scored = detector.score_embeddings(queries[rows], [texts[i] for i in rows], extra)
+        if timings is not None:  # the history's keys count as search
+            timings["search"] = timings.get("search", 0.0) + time.perf_counter() - started
+        scored = detector.score_embeddings(
+            queries[rows], [texts[i] for i in rows], extra, timings=timings
+        )
         for i, a, verdict in zip(rows, batch, scored, strict=True):
             verdicts[i] = verdict
             if a.recipient and verdict.score >= settings.min_score:

@@ -6,11 +6,15 @@ small fixed sets (categories, dead-letter reasons), never message ids or text.
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 PROPAGATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+# The stages of a batch, each timed per batch: a fixed set, used as a label.
+STAGES = ("decode", "encode", "search", "attention", "publish", "commit")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,13 @@ class WorkerMetrics:
     history_recipients: Gauge
     history_entries: Gauge
     history_memory: Gauge
+    consumer_lag: Gauge
+    end_to_end_latency: Histogram
+    stage_duration: Histogram
+    scores: Histogram
+    index_fraud_references: Gauge
+    model_info: Info
+    worker_up: Gauge
 
 
 def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
@@ -91,6 +102,47 @@ def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
         history_memory=Gauge(
             "fraud_history_memory_bytes",
             "Estimated memory of the recipients' histories.",
+            registry=registry,
+        ),
+        consumer_lag=Gauge(
+            "fraud_consumer_lag_messages",
+            "Records of an assigned input partition not yet read (end offset - position).",
+            ["topic", "partition"],
+            registry=registry,
+        ),
+        end_to_end_latency=Histogram(
+            "fraud_end_to_end_latency_seconds",
+            "From a message's Kafka timestamp to its decision acknowledged by the broker.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        stage_duration=Histogram(
+            "fraud_stage_duration_seconds",
+            "Time per batch in each stage: " + ", ".join(STAGES) + ".",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        ),
+        scores=Histogram(
+            "fraud_score",
+            "The fraud score of each scored message (0 to 1).",
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        ),
+        index_fraud_references=Gauge(
+            "fraud_index_fraud_references",
+            "Fraud references in the loaded index, by category.",
+            ["category"],
+            registry=registry,
+        ),
+        model_info=Info(
+            "fraud_model",
+            "The encoder, the index version and the scorer parameters in use.",
+            registry=registry,
+        ),
+        worker_up=Gauge(
+            "fraud_worker_up",
+            "1 while the worker's scoring loop runs.",
             registry=registry,
         ),
     )

@@ -74,12 +74,29 @@ class ScoringWorker:
         self.partitions = PartitionListener(history, kafka.input_topic)
         self.stop_event = threading.Event()
         self.last_batch_at = time.monotonic()
+        self._lag_partitions: set = set()
         self._set_index_gauges()
 
     def _set_index_gauges(self) -> None:
         counts = self.detector.index.counts()
         for label in ("fraud", "legit"):
             self.metrics.index_references.labels(label).set(counts[label])
+        for category, n in counts["fraud_by_category"].items():
+            self.metrics.index_fraud_references.labels(category or "unspecified").set(n)
+        self.metrics.model_info.info(self.detector.info)
+
+    def _set_lag(self) -> None:
+        """End offset minus position, per assigned partition (from the last fetch's high
+        watermark: no request to the broker)."""
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(highwater - self.consumer.position(tp), 0)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        for tp in self._lag_partitions - assigned:  # moved to another worker
+            self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self._lag_partitions = set(assigned)
 
     def run(self) -> None:
         """Score until stop() is called; the batch in hand is finished and committed first."""
@@ -92,14 +109,19 @@ class ScoringWorker:
             len(self.detector.index),
             self.detector.params.threshold,
         )
-        while not self.stop_event.is_set():
-            # Bank changes first, so each batch is scored with every change seen so far.
-            if self.bank is not None and self.bank.poll():
-                self._bank_changed()
-            records = self.poll_batch()
-            self.last_batch_at = time.monotonic()
-            if records:
-                self.process(records)
+        self.metrics.worker_up.set(1)
+        try:
+            while not self.stop_event.is_set():
+                # Bank changes first, so each batch is scored with every change seen so far.
+                if self.bank is not None and self.bank.poll():
+                    self._bank_changed()
+                records = self.poll_batch()
+                self.last_batch_at = time.monotonic()
+                if records:
+                    self.process(records)
+                self._set_lag()
+        finally:
+            self.metrics.worker_up.set(0)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -129,6 +151,7 @@ class ScoringWorker:
     def process(self, records: list[ConsumerRecord]) -> BatchResult:
         """Score one batch, publish its decisions, wait for the acks, commit its offsets."""
         started = time.monotonic()
+        stage = StageClock()
         result = BatchResult(consumed=len(records))
         self.metrics.messages_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
@@ -149,8 +172,10 @@ class ScoringWorker:
                 )
                 dead_reasons.append(e.reason)
 
+        stage.lap("decode")
         texts = [m.text for _, m in good]
         queries = self.detector.encoder.encode(texts) if texts else None
+        stage.lap("encode")
         verdicts = []
         if texts:
             arrivals = [_arrival(record, message) for record, message in good]
@@ -158,7 +183,10 @@ class ScoringWorker:
             if self.history is not None:
                 history = self.history.history
                 self.history.seen(arrivals)
-            verdicts = score_in_order(self.detector, history, arrivals, queries, texts)
+            verdicts = score_in_order(
+                self.detector, history, arrivals, queries, texts, timings=stage.seconds
+            )
+        stage.lap(None)  # search and attention were timed inside
         if self.history is not None:
             futures += self.history.publish_changes(self.producer)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -181,7 +209,16 @@ class ScoringWorker:
                 futures.append(self.producer.send(self.kafka.scores_topic, payload, key=key))
 
         self._await_acks(futures)
+        stage.lap("publish")
+        acked = time.time()
         commit_through(self.consumer, records)
+        stage.lap("commit")
+        for name, seconds in stage.seconds.items():
+            self.metrics.stage_duration.labels(name).observe(seconds)
+        for record, verdict in zip((r for r, _ in good), verdicts, strict=True):
+            self.metrics.scores.observe(verdict.score)
+            if record.timestamp and record.timestamp > 0:
+                self.metrics.end_to_end_latency.observe(max(acked - record.timestamp / 1000, 0))
 
         result.scored, result.dead_letters = len(good), len(dead_reasons)
         self.metrics.messages_scored.inc(len(good))
@@ -232,6 +269,20 @@ class ScoringWorker:
                 f"{len(failures)} records of the batch were not acknowledged by the broker "
                 f"(first: {failures[0]!r}): not committing, the batch will be replayed"
             )
+
+
+class StageClock:
+    """Seconds per stage of one batch: lap(name) charges the time since the last lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if name is not None:
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def _arrival(record: ConsumerRecord, message: Message) -> Arrival:

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -68,7 +69,12 @@ def wait_for_commit(kafka: KafkaSettings, topic: str, offset: int, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     committed = None
     while time.monotonic() < deadline:
-        committed = committed_offset(kafka, topic)
+        try:
+            committed = committed_offset(kafka, topic)
+        except KafkaError as e:  # e.g. the coordinator still loading on a fresh broker
+            if not e.retriable:
+                raise
+            committed = None
         if committed is not None and committed >= offset:
             return committed
         time.sleep(0.3)

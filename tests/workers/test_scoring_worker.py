@@ -8,8 +8,10 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import Settings, to_env
+from fraud.metrics import STAGES
 from fraud.schemas import Alert
 from tests.workers.kafka_helpers import read_topic, running_worker, send_raw, wait_for_commit
 from workers.broker import free_port
@@ -122,9 +124,27 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
             assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             body = r.read().decode()
-        assert "fraud_messages_scored_total 2.0" in body
-        assert 'fraud_index_references{label="fraud"}' in body
-        assert "fraud_processing_latency_seconds_bucket" in body
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for m in text_string_to_metric_families(body)
+            for sample in m.samples
+        }
+
+        def value(name: str, **labels: str) -> float | None:
+            return samples.get((name, tuple(sorted(labels.items()))))
+
+        assert value("fraud_messages_scored_total") == 2
+        assert value("fraud_index_references", label="fraud") > 0
+        assert value("fraud_index_fraud_references", category="phishing") > 0
+        assert value("fraud_processing_latency_seconds_count") == 2
+        assert value("fraud_end_to_end_latency_seconds_count") == 2
+        assert value("fraud_score_count") == 2
+        for stage in STAGES:
+            assert value("fraud_stage_duration_seconds_count", stage=stage) >= 1, stage
+        assert value("fraud_consumer_lag_messages", topic=kafka.input_topic, partition="0") == 0
+        assert value("fraud_worker_up") == 1
+        (info,) = [k for k in samples if k[0] == "fraud_model_info"]
+        assert ("model", "sentence-transformers/all-MiniLM-L6-v2") in info[1]
 
         start = time.monotonic()
         proc.terminate()
