@@ -438,6 +438,32 @@ def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    """Topics, then an index directory linked to the bank: the seed set built and published
+    when the bank is empty, else a snapshot of the bank (analysts' changes kept)."""
+    from fraud.index import build_index, seed_references_path
+    from workers.bank import publish_index, snapshot
+    from workers.setup import bank_is_empty, create_topics
+
+    if args.partitions < 1:
+        raise DataError(f"--partitions must be >= 1, got {args.partitions}")
+    kafka = settings.kafka
+    create_topics(kafka, args.partitions)
+    print(f"topics ready ({kafka.input_topic}: {args.partitions} partitions)")
+    if bank_is_empty(kafka):
+        items = read_labeled_csv(seed_references_path())
+        encoder = _encoder(settings)
+        index = build_index(encoder, items, "seed", settings.scorer.model_dump(), False)
+        sent = publish_index(kafka, index, settings.index_dir)
+        print(f"bank was empty: published the seed set ({sent} references)")
+    else:
+        name, dim = _encoder_identity(settings)
+        index = snapshot(kafka, name, dim, settings.index_dir)
+        print(f"bank already filled: snapshot at offsets {index.changelog_offsets}")
+    _print_info(index.manifest(), settings.index_dir)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.scoring_worker import run_worker
 
@@ -452,6 +478,19 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or settings.kafka.input_topic
     sent = produce(settings.kafka, topic, messages, args.rate)
     print(f"sent {sent} messages to {topic} at {settings.kafka.bootstrap_servers}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from fraud.report import render_report
+
+    if args.minutes <= 0 or args.step <= 0:
+        raise DataError(f"--minutes and --step must be > 0, got {args.minutes} and {args.step}")
+    end = time.time()
+    out = render_report(args.prometheus, end - args.minutes * 60, end, args.out, args.step)
+    print(f"wrote {out} ({args.minutes:g} minutes from {args.prometheus})")
     return 0
 
 
@@ -581,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=80)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "setup",
+        parents=[common, kafka],
+        help="create every topic; build and publish the seed index, or snapshot the bank",
+    )
+    p.add_argument("--partitions", type=int, default=2, help="input and history partitions")
+    p.set_defaults(func=cmd_setup)
     p = sub.add_parser("worker", parents=[common, scorer, kafka], help="run the scoring worker")
     p.add_argument("--publish-scores", action="store_true", default=None)
     p.add_argument("--metrics-port", type=int, help="FRAUD_METRICS_PORT (0: any free port)")
@@ -612,6 +658,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
     p.add_argument("--rate", type=float, default=20.0, help="demo messages per second")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="a PNG of throughput, alerts, latency and lag, from Prometheus",
+    )
+    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL")
+    p.add_argument("--minutes", type=float, default=30.0, help="how far back from now")
+    p.add_argument("--step", type=float, default=5.0, help="seconds between points")
+    p.add_argument("--out", type=Path, default=Path("out/report.png"))
+    p.set_defaults(func=cmd_report)
     return parser
 
 
