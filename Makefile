@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it
 # needs the first time (a virtual environment in .venv, the Kafka jars in
-# deploy/kafka/lib) and skips that quickly afterwards.
+# deploy/kafka/lib; for `make test` also promtool, from the Debian package prometheus)
+# and skips that quickly afterwards.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,12 +9,12 @@ PY     := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 JARS      := deploy/kafka/lib/.copied
 
-.PHONY: demo test lint install kafka-jars broker clean
+.PHONY: demo test lint install kafka-jars prometheus broker clean
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
 
-test: install kafka-jars
+test: install kafka-jars prometheus
 	$(PY) -m pytest
 
 lint: install
@@ -33,6 +34,25 @@ $(JARS): deploy/kafka/pom.xml
 	rm -rf deploy/kafka/lib
 	mvn --quiet --batch-mode -f deploy/kafka/pom.xml dependency:copy-dependencies
 	touch $@
+
+# promtool, for the tests of deploy/prometheus: the Debian package `prometheus`, installed
+# only when promtool is missing (no stamp: the check is the stamp). A temporary policy-rc.d
+# (exit 101) keeps the package's postinst from starting the server, and the unit is left
+# disabled; the package lists are updated only when the first try fails. Needs root or sudo.
+prometheus:
+	@if ! command -v promtool >/dev/null; then \
+	  set -e; sudo=$$(test "$$(id -u)" = 0 || echo sudo); p=/usr/sbin/policy-rc.d; \
+	  if test -e $$p; then $$sudo mv $$p $$p.make-prometheus; fi; \
+	  trap "$$sudo rm -f $$p; test ! -e $$p.make-prometheus || $$sudo mv $$p.make-prometheus $$p" EXIT; \
+	  trap "exit 130" INT TERM; \
+	  printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$p >/dev/null; $$sudo chmod 755 $$p; \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -q -y"; \
+	  $$apt install --no-install-recommends prometheus || { $$apt update && \
+	    $$apt install --no-install-recommends prometheus; }; \
+	  $$sudo systemctl disable prometheus.service >/dev/null 2>&1 || \
+	    $$sudo update-rc.d prometheus disable >/dev/null 2>&1 || true; \
+	  command -v promtool >/dev/null; \
+	fi
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...
 broker: install kafka-jars
