@@ -13,7 +13,7 @@ import numpy as np
 from fraud.config import ScorerSettings, Settings
 from fraud.head import load_head
 from fraud.index import Keys, ReferenceIndex
-from fraud.schemas import Evidence, Verdict
+from fraud.schemas import Alert, Evidence, Message, Verdict
 from fraud.scorer import attend, category_mass, top_evidence
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,18 @@ class Detector:
             timings["search"] = timings.get("search", 0.0) + searched - started
             timings["attention"] = timings.get("attention", 0.0) + time.perf_counter() - searched
         return verdicts
+
+    def alert(self, message: Message, verdict: Verdict, **fields) -> Alert:
+        """The published decision for `message`: the verdict with this detector's threshold,
+        model and index version (`fields`: scored_at, processing_ms, retroactive, ...)."""
+        return Alert.build(
+            message,
+            verdict,
+            threshold=self.params.threshold,
+            model=self.model,
+            index_version=self.index.version,
+            **fields,
+        )
 
     @property
     def info(self) -> dict[str, str]:

@@ -249,12 +249,9 @@ class FeedbackProcessor:
             for member, message, verdict in zip(members, messages, verdicts, strict=True):
                 if not verdict.is_alert:
                     continue
-                alert = Alert.build(
+                alert = self.detector.alert(
                     message,
                     verdict,
-                    threshold=self.detector.params.threshold,
-                    model=self.detector.model,
-                    index_version=self.detector.index.version,
                     scored_at=scored_at,
                     processing_ms=0.0,
                     retroactive=True,

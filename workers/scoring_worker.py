@@ -192,14 +192,8 @@ class ScoringWorker:
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         elapsed_ms = (time.monotonic() - started) * 1000
         for (_record, message), verdict in zip(good, verdicts, strict=True):
-            alert = Alert.build(
-                message,
-                verdict,
-                threshold=self.detector.params.threshold,
-                model=self.detector.model,
-                index_version=self.detector.index.version,
-                scored_at=scored_at,
-                processing_ms=elapsed_ms,
+            alert = self.detector.alert(
+                message, verdict, scored_at=scored_at, processing_ms=elapsed_ms
             )
             payload, key = alert.to_bytes(), message.id.encode("utf-8")
             if alert.is_alert:

@@ -15,10 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ import yaml
 from fraud.config import Settings, to_env
 from fraud.feedback import AnalystVerdict
 from fraud.index import ReferenceIndex
-from tests.workers.kafka_helpers import read_topic, send_raw
+from tests.workers.kafka_helpers import read_topic, running_processor, send_raw
 from workers.bank import publish_index
 from workers.broker import free_port
 from workers.feedback import FeedbackProcessor
@@ -109,8 +109,8 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
         update={"kafka": kafka, "index_dir": tmp_path / "index", "metrics_port": metrics_port}
     )
     processor = FeedbackProcessor(kafka, encoder)
-    processor_thread = threading.Thread(target=processor.run, daemon=True)
-    processor_thread.start()
+    stack = ExitStack()
+    stack.enter_context(running_processor(processor))
     worker_log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
         [sys.executable, "-m", "fraud.cli", "worker", "--publish-scores"],
@@ -219,9 +219,6 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
         if os.environ.get("FRAUD_REPORT_PNG"):  # how the README's picture was made
             shutil.copy(png, os.environ["FRAUD_REPORT_PNG"])
     finally:
-        processor.stop()
-        processor_thread.join(30)
-        processor.close()
         for proc in (worker, prometheus):
             proc.terminate()
         for proc in (worker, prometheus):
@@ -232,3 +229,4 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
                 proc.wait()
         worker_log.close()
         prom_log.close()
+        stack.close()  # the processor: stopped, closed, its errors fail the test

@@ -116,3 +116,27 @@ def running_worker(
         consumer.close(autocommit=False)
     assert not thread.is_alive(), "worker did not stop"
     assert not errors, errors
+
+
+@contextmanager
+def running_processor(processor):
+    """A FeedbackProcessor on its own thread, stopped and closed on exit; what it raised
+    fails the test."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            processor.run()
+        except BaseException as e:  # surfaced in the test thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield processor
+    finally:
+        processor.stop()
+        thread.join(30)
+        processor.close()
+    assert not thread.is_alive(), "processor did not stop"
+    assert not errors, errors

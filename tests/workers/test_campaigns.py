@@ -10,8 +10,8 @@ from fraud.detector import Detector, effective_scorer
 from fraud.feedback import AnalystVerdict
 from fraud.index import ReferenceIndex
 from fraud.schemas import Alert
-from tests.workers.kafka_helpers import read_topic, running_worker
-from tests.workers.test_feedback import _send_verdicts, _start
+from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
+from tests.workers.test_feedback import _send_verdicts
 from workers.bank import BankFollower, publish_index
 from workers.feedback import FeedbackProcessor
 from workers.producer import produce
@@ -48,9 +48,8 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
     follower = BankFollower(kafka, worker_detector.index)
     campaigns = CampaignSettings(min_score=0.1, min_recipients=3)
     processor = FeedbackProcessor(kafka, encoder, detector=detector(), campaigns=campaigns)
-    thread, errors = _start(processor)
     try:
-        with running_worker(worker_detector, kafka, bank=follower):
+        with running_processor(processor), running_worker(worker_detector, kafka, bank=follower):
             produce(kafka, kafka.input_topic, messages)
             decisions = read_topic(kafka, kafka.scores_topic, len(messages))
             assert not any(Alert.from_bytes(r.value).is_alert for r in decisions)
@@ -65,11 +64,7 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
             alerts = read_topic(kafka, kafka.alert_topic, len(NAMES) - 1)
             records = read_topic(kafka, kafka.campaign_topic, 1)
     finally:
-        processor.stop()
-        thread.join(30)
-        processor.close()
         follower.close()
-    assert not errors, errors
 
     retro = [Alert.from_bytes(r.value) for r in alerts]
     assert sorted(a.message_id for a in retro) == ["gg-1", "gg-2", "gg-3"]

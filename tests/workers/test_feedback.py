@@ -1,7 +1,6 @@
 """Analyst verdicts reach every worker through the bank, on the real broker."""
 
 import json
-import threading
 import time
 from contextlib import ExitStack
 
@@ -12,7 +11,7 @@ from fraud.config import ScorerSettings
 from fraud.detector import Detector, effective_scorer
 from fraud.feedback import AnalystVerdict, reference_id_for
 from fraud.index import ReferenceIndex
-from tests.workers.kafka_helpers import read_topic, running_worker
+from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.test_bank import NOVEL_SCAM
 from workers.bank import BankFollower, publish_index
 from workers.feedback import FeedbackProcessor
@@ -26,22 +25,6 @@ LOOKALIKE = (
     "Apex Mobile: thanks, we've received your payment of £18.00. Your account is up to date."
 )
 SEEN = "ParcelGo: good news, your parcel from Lumen Lighting is out for delivery today."
-
-
-def _start(processor: FeedbackProcessor) -> tuple[threading.Thread, list[BaseException]]:
-    """Run the processor on a thread; what it raises is kept for the test to check."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            processor.run()
-        except BaseException as e:
-            errors.append(e)
-            raise
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
 
 
 def _send_verdicts(kafka, verdicts: list[AnalystVerdict]) -> float:
@@ -67,9 +50,9 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
     processor = FeedbackProcessor(kafka, encoder)
-    thread, errors = _start(processor)
     try:
         with ExitStack() as stack:
+            stack.enter_context(running_processor(processor))
             registries = [
                 stack.enter_context(running_worker(detector, kafka, bank=follower))[1]
                 for detector, follower in zip(detectors, followers, strict=True)
@@ -115,12 +98,8 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
             )
             records = read_topic(kafka, kafka.scores_topic, 3)
     finally:
-        processor.stop()
-        thread.join(30)
-        processor.close()
         for follower in followers:
             follower.close()
-    assert not errors, errors
 
     print(f"verdicts reached both workers {latency:.2f}s after they were sent")
     assert latency < 10  # the issue's goal, two workers
@@ -183,8 +162,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
         # processor restarted in between: the count survives on the citations topic.
         for n in (1, 2):
             processor = FeedbackProcessor(kafka, encoder, disable_after=2)
-            thread, errors = _start(processor)
-            try:
+            with running_processor(processor):
                 producer = make_producer(kafka)
                 producer.send(kafka.alert_topic, _alert_citing(f"fp-{n}", culprit)).get(30)
                 producer.close(timeout=10)
@@ -199,11 +177,6 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
                 while processor.changes < 1:
                     assert time.monotonic() < deadline, "the verdict was not processed"
                     time.sleep(0.05)
-            finally:
-                processor.stop()
-                thread.join(30)
-                processor.close()
-            assert not errors, errors
             assert len(processor.false_positive_citations[culprit]) == n
         deadline = time.monotonic() + 30
         while not (culprit in worker_index and worker_index.reference(culprit).disabled):
@@ -222,19 +195,12 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
 def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, kafka_settings):
     kafka = kafka_settings
     produce(kafka, kafka.input_topic, [{"id": "early-1", "text": SEEN}])
-    processor = FeedbackProcessor(kafka, encoder, lookback_s=600)
-    thread, errors = _start(processor)
-    try:
+    with running_processor(FeedbackProcessor(kafka, encoder, lookback_s=600)) as processor:
         _send_verdicts(kafka, [AnalystVerdict(message_id="early-1", verdict="legit")])
         deadline = time.monotonic() + 30
         while processor.changes < 1:
             assert time.monotonic() < deadline, "the verdict found no text"
             time.sleep(0.05)
-    finally:
-        processor.stop()
-        thread.join(30)
-        processor.close()
-    assert not errors, errors
     (record,) = read_topic(kafka, kafka.bank_topic, 1)
     ref = decode_change(record.key, record.value).reference
     assert (ref.id, ref.text, ref.label) == (reference_id_for("early-1"), SEEN, "legit")
