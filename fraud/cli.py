@@ -481,6 +481,108 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """The encoder against its bound, attention, retrieval, and end to end: one run."""
+    import json
+    import tempfile
+    from contextlib import ExitStack
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fraud.bench import attention_bench, encoder_bench
+    from fraud.index import build_index, seed_references_path
+
+    if not args.csv:
+        raise DataError("fraud bench needs messages of realistic length: --csv PATH (text column)")
+    texts = [
+        row.text for row in read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+    ]
+    report: dict[str, Any] = {"csv": str(args.csv), "texts": len(texts)}
+    console = Console()
+    encoder = _encoder(settings)
+    console.print(f"encoder: {len(texts)} texts from {args.csv} ...")
+    report["encoder"] = enc = encoder_bench(encoder, texts[: args.encoder_texts])
+    report["attention"] = attention_bench()
+    table = Table(
+        title=f"encoder alone ({enc['tokens_per_message']['mean']} tokens/message, "
+        f"{enc['mflop_per_message']} MFLOP; matmul {enc['matmul_gflops_fp32']} GFLOP/s "
+        f"-> bound {enc['bound_messages_per_s']} msg/s)"
+    )
+    for column in ("batch size", "messages/s", "ms per batch", "of bound"):
+        table.add_column(column, justify="right")
+    for row in enc["rows"]:
+        table.add_row(
+            str(row["batch_size"]),
+            f"{row['messages_per_s']:.1f}",
+            f"{row['ms_per_batch']:.1f}",
+            f"{row['fraction_of_bound']:.0%}",
+        )
+    console.print(table)
+    console.print(
+        f"attention alone: {report['attention']['us_per_message']} µs per message "
+        f"(batch 64, 32 keys)"
+    )
+
+    if args.sizes:
+        from fraud.retrieval_bench import retrieval_bench
+
+        sizes = [int(float(x)) for x in args.sizes.split(",")]
+        report["retrieval"] = rows = retrieval_bench(sizes=sizes, progress=True)
+        table = Table(title="retrieval alone")
+        for column in rows[0] if rows else []:
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(*[str(v) for v in row.values()])
+        console.print(table)
+
+    if not args.no_end_to_end:
+        from workers.bench import end_to_end_bench
+        from workers.broker import LocalBroker
+
+        with ExitStack() as stack:
+            kafka = settings.kafka
+            if not args.bootstrap_servers:
+                broker = stack.enter_context(LocalBroker())
+                kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+            index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "index"
+            items = read_labeled_csv(seed_references_path())
+            build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
+            run_settings = settings.model_copy(update={"kafka": kafka, "index_dir": index_dir})
+            console.print("end to end through the broker ...")
+            report["end_to_end"] = e2e = end_to_end_bench(
+                run_settings, texts, args.messages, args.messages // 2
+            )
+            if args.workers > 1:  # scale out: the same, with more processes and partitions
+                console.print(f"end to end with {args.workers} workers ...")
+                report["scale_out"] = end_to_end_bench(
+                    run_settings, texts, args.messages, args.messages // 2, args.workers
+                )
+        best = max(r["messages_per_s"] for r in enc["rows"])
+        lat = e2e["latency_at_half_saturation"]
+        for name in ("end_to_end", "scale_out"):
+            if name in report:
+                r = report[name]
+                r["fraction_of_encoder_alone"] = round(r["saturation_messages_per_s"] / best, 3)
+        console.print(
+            f"end to end: {e2e['saturation_messages_per_s']} msg/s at saturation "
+            f"({e2e['fraction_of_encoder_alone']:.0%} of the encoder's best), latency at "
+            f"{lat['rate_per_s']} msg/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms; "
+            f"worker {e2e['worker_cpu_cores_at_saturation']} cores, "
+            f"peak {e2e['worker_peak_rss_mib']} MiB"
+        )
+        if "scale_out" in report:
+            r = report["scale_out"]
+            console.print(
+                f"{r['workers']} workers: {r['saturation_messages_per_s']} msg/s at saturation "
+                f"({r['worker_cpu_cores_at_saturation']} cores in all)"
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -658,6 +760,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
     p.add_argument("--rate", type=float, default=20.0, help="demo messages per second")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench", parents=[common, labels], help="measure encoder, retrieval and end to end"
+    )
+    p.add_argument("--out", type=Path, default=Path("out/bench.json"))
+    p.add_argument("--encoder-texts", type=int, default=2000, help="texts for the encoder part")
+    p.add_argument(
+        "--sizes", default="1e4,1e5,1e6", help="reference counts for retrieval ('' to skip)"
+    )
+    p.add_argument("--messages", type=int, default=1000, help="end to end, at saturation")
+    p.add_argument("--no-end-to-end", action="store_true", help="skip the broker part")
+    p.add_argument("--workers", type=int, default=2, help="scale out: also with this many")
+    p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "report",

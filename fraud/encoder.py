@@ -59,6 +59,23 @@ class Encoder:
         self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self.dim = int(self._model.config.hidden_size)
 
+    @property
+    def shape(self) -> dict[str, int]:
+        """The transformer's sizes (for counting its floating-point work)."""
+        c = self._model.config
+        return {
+            "layers": int(c.num_hidden_layers),
+            "hidden": int(c.hidden_size),
+            "intermediate": int(c.intermediate_size),
+        }
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text as the encoder sees it (normalized, special tokens, truncation)."""
+        encoded = self._tokenizer(
+            [normalize(t) for t in texts], truncation=True, max_length=self.max_tokens
+        )
+        return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Encoder":
         return cls(

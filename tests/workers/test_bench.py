@@ -1,0 +1,43 @@
+"""`fraud bench` runs: its end-to-end part on the real broker, its CLI on a small CSV."""
+
+import json
+
+import pytest
+
+from fraud.config import Settings
+from workers.bench import end_to_end_bench
+
+pytestmark = [pytest.mark.model]
+
+TEXTS = [
+    "URGENT: your account is locked, verify at nb-login.co",
+    "running late, order me a flat white",
+    "Your parcel is held, pay the 1.99 fee at parcel-fee.example",
+    "see you at the station at 6",
+]
+
+
+@pytest.mark.integration
+def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings):
+    settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
+    result = end_to_end_bench(settings, TEXTS, n_saturation=20, n_latency=10)
+    assert result["saturation_messages_per_s"] > 0
+    latency = result["latency_at_half_saturation"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert result["worker_peak_rss_mib"] > 100  # a process that loaded a transformer
+
+
+def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
+    from fraud.cli import main
+
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("label,text\n" + "".join(f"ham,{t}\n" for t in TEXTS))
+    out = tmp_path / "bench.json"
+    args = ["bench", "--csv", str(csv_path), "--sizes", "", "--no-end-to-end"]
+    assert main([*args, "--encoder-texts", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["encoder"]["rows"]
+    assert [r["batch_size"] for r in rows] == [1, 8, 32, 128]
+    assert all(r["messages_per_s"] > 0 and 0 < r["fraction_of_bound"] for r in rows)
+    assert report["encoder"]["bound_messages_per_s"] > 0
+    assert "encoder alone" in capsys.readouterr().out
