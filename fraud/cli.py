@@ -68,13 +68,23 @@ def _encoder(settings: Settings):
 
 
 def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index import build_index, seed_references_path
+    from fraud.index import IndexSpec, build_index, seed_references_path
 
+    try:
+        spec = IndexSpec(
+            type=args.index_type,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            min_size=args.ivf_min_size,
+        )
+    except ValueError as e:
+        raise DataError(str(e)) from None
     csv_path = Path(args.csv) if args.csv else seed_references_path()
     items = read_labeled_csv(csv_path, args.fraud_labels, args.legit_labels)
     encoder = _encoder(settings)
     source = args.source or csv_path.name
-    index = build_index(encoder, items, source, settings.scorer.model_dump(), not args.quiet)
+    scorer = settings.scorer.model_dump()
+    index = build_index(encoder, items, source, scorer, not args.quiet, spec)
     index.save(settings.index_dir)
     _print_info(index.manifest(), settings.index_dir)
     return 0
@@ -641,6 +651,21 @@ def build_parser() -> argparse.ArgumentParser:
     isub = index.add_subparsers(dest="index_command", required=True)
     p = isub.add_parser("build", parents=[common, labels, scorer], help="build an index")
     p.add_argument("--out", dest="index", type=Path, help="same as --index")
+    p.add_argument(
+        "--index-type",
+        choices=["flat", "ivf"],
+        default="flat",
+        help="flat: exact search (default); ivf: approximate (IVF lists, HNSW quantizer), "
+        "for large banks (hnsw alone cannot remove references, so it is not offered)",
+    )
+    p.add_argument("--nlist", type=int, help="ivf: number of lists (default: about n / 256)")
+    p.add_argument("--nprobe", type=int, default=16, help="ivf: lists searched per query")
+    p.add_argument(
+        "--ivf-min-size",
+        type=int,
+        default=10_000,
+        help="ivf: stay flat (exact) until the index holds this many references",
+    )
     p.set_defaults(func=cmd_index_build)
     p = isub.add_parser("add", parents=[common, labels], help="append references from a CSV")
     p.set_defaults(func=cmd_index_add)

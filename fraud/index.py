@@ -2,16 +2,34 @@
 
 On disk an index is a directory of three files:
 
-    index.faiss       faiss.IndexIDMap2(IndexFlatIP): exact search, int64 ids
+    index.faiss       the FAISS index, int64 ids (see "Index types" below)
     references.jsonl  one JSON object per reference: id, text, label, category, source
-    manifest.json     model, dim, normalization version, counts, scorer parameters, ...
+    manifest.json     model, dim, normalization version, counts, scorer parameters,
+                      index type and its parameters, ...
 
 Loading refuses an index built with another model, dimension or normalization.
+
+Index types (`IndexSpec`, recorded in the manifest under "index"):
+
+- flat: faiss.IndexIDMap2(IndexFlatIP), exact search. The default, and what a manifest
+  without an "index" entry (the format before index types) is loaded as.
+- ivf: faiss.IndexIVFFlat over an HNSW coarse quantizer, approximate search: a query is
+  compared with the vectors of the `nprobe` lists nearest to it, of `nlist`. Vectors are
+  stored uncompressed (so `key_vectors` returns them exactly) and a hash-table direct map
+  lets references be removed, replaced and reconstructed by id, as the bank needs. HNSW
+  as the index type was ruled out: FAISS's HNSW cannot remove vectors.
+
+The rule for ivf: the lists are trained (k-means on a sample of at most
+`train_per_list * nlist` of the index's own vectors) once the index holds at least
+`min_size` references, at the end of an `add`, an `upsert` or a `load`; until then it is
+flat (exact), so a bank that starts empty works from the first reference. The lists are
+not retrained as the bank grows: a rebuild (`fraud index build`) does that.
 """
 
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +48,97 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
+INDEX_TYPES = ("flat", "ivf")
+HNSW_QUANTIZER_M = 32  # links per node of the ivf coarse quantizer (an HNSW over centroids)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which FAISS index an index uses, with its parameters (see the module docstring).
+
+    nlist None: chosen when the lists are trained, lists of about 256 vectors:
+    2 ** round(log2(n / 256)) for n references (32 at 10 k, 512 at 100 k, 4,096 at 1 M),
+    clipped to [16, 65,536]; `nprobe` 16 then compares a query with about 4,000 vectors
+    whatever the size.
+    """
+
+    type: str = "flat"
+    nlist: int | None = None
+    nprobe: int = 16
+    min_size: int = 10_000
+    train_per_list: int = 32
+
+    def __post_init__(self) -> None:
+        if self.type not in INDEX_TYPES:
+            raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}: {self.type!r}")
+        if self.nlist is not None and self.nlist < 1:
+            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
+        if self.nprobe < 1 or self.min_size < 0 or self.train_per_list < 1:
+            raise ValueError(f"invalid index parameters: {self}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "IndexSpec":
+        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def nlist_for(self, n: int) -> int:
+        if self.nlist is not None:
+            return self.nlist
+        return int(np.clip(2 ** round(math.log2(max(n, 1) / 256)), 16, 65_536))
+
+
+def flat_faiss(dim: int) -> faiss.Index:
+    """The exact index: inner product over every vector, ids kept by an IndexIDMap2."""
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def ivf_faiss(
+    spec: IndexSpec, ids: np.ndarray, vectors: np.ndarray, progress: bool = False, seed: int = 13
+) -> faiss.IndexIVFFlat:
+    """An IndexIVFFlat (HNSW coarse quantizer, hash-table direct map) trained on a sample of
+    `vectors` and holding all of them under `ids`."""
+    n, dim = vectors.shape
+    nlist = spec.nlist_for(n)
+    if n < nlist:
+        raise ValueError(f"an ivf index with nlist {nlist} needs at least {nlist} vectors, got {n}")
+    quantizer = faiss.IndexHNSWFlat(dim, HNSW_QUANTIZER_M, faiss.METRIC_INNER_PRODUCT)
+    quantizer.hnsw.efConstruction, quantizer.hnsw.efSearch = 40, 64
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter, index.cp.seed = 10, seed
+    index.cp.min_points_per_centroid = 1  # the sample is chosen here: no FAISS warnings
+    index.cp.max_points_per_centroid = spec.train_per_list
+    sample_size = min(n, spec.train_per_list * nlist)
+    rng = np.random.default_rng(seed)
+    sample = vectors[np.sort(rng.choice(n, sample_size, replace=False))]
+    from tqdm import tqdm
+
+    with tqdm(total=n, unit="vec", desc=f"ivf{nlist}", disable=not progress) as bar:
+        bar.set_postfix_str(f"training on {sample_size}")
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        bar.set_postfix_str("adding")
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        for start in range(0, n, 50_000):
+            chunk = slice(start, start + 50_000)
+            index.add_with_ids(
+                np.ascontiguousarray(vectors[chunk], dtype=np.float32),
+                np.ascontiguousarray(ids[chunk], dtype=np.int64),
+            )
+            bar.update(len(ids[chunk]))
+    index.nprobe = min(spec.nprobe, nlist)
+    return index
+
+
+def faiss_memory_bytes(index: faiss.Index) -> int:
+    """An estimate of the memory a FAISS index built here holds, from its structure: the
+    float32 vectors and int64 ids, the id map (flat) or the centroids, their HNSW links
+    and the direct map (ivf); hash tables counted at 32 bytes an entry."""
+    n, dim = index.ntotal, index.d
+    payload = n * (4 * dim + 8)
+    if isinstance(index, faiss.IndexIVF):
+        nlist = index.nlist
+        links = nlist * HNSW_QUANTIZER_M * 2 * 4 * 1.1  # level 0 has 2M links, upper levels few
+        return int(payload + nlist * (4 * dim + 8) + links + 32 * n)
+    return int(payload + 32 * n)  # IndexIDMap2's reverse map
 
 
 @dataclass(frozen=True)
@@ -102,11 +211,18 @@ class Keys:
 
 
 class ReferenceIndex:
-    def __init__(self, model: str, dim: int, scorer: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        dim: int,
+        scorer: dict[str, Any] | None = None,
+        index_spec: IndexSpec | None = None,
+    ) -> None:
         self.model, self.dim = model, dim
         self.scorer_params: dict[str, Any] = dict(scorer or {})
+        self.index_spec = index_spec or IndexSpec()
         self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-        self._faiss = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._faiss: faiss.Index = flat_faiss(dim)
         self._refs: dict[int, Reference] = {}
         self.categories: list[str] = []  # category code -> name
         # Lookup tables over the sorted reference ids, so a batch of retrieved ids maps to
@@ -154,7 +270,32 @@ class ReferenceIndex:
             "fraud_by_category": dict(sorted(cats.items())),
         }
 
-    def add(self, items: Sequence[LabeledText], vectors: np.ndarray, source: str) -> list[int]:
+    @property
+    def index_type(self) -> str:
+        """The FAISS index in use now: "flat" or "ivf" (an ivf spec is flat until trained)."""
+        return "ivf" if isinstance(self._faiss, faiss.IndexIVF) else "flat"
+
+    def index_params(self) -> dict[str, Any]:
+        """The parameters of the index in use (nlist, nprobe of a trained ivf)."""
+        if isinstance(self._faiss, faiss.IndexIVF):
+            return {
+                "nlist": int(self._faiss.nlist),
+                "nprobe": int(self._faiss.nprobe),
+                "quantizer": f"HNSW{HNSW_QUANTIZER_M}",
+            }
+        return {}
+
+    def memory_bytes(self) -> int:
+        """Estimated memory of the FAISS index (see faiss_memory_bytes), labels excluded."""
+        return faiss_memory_bytes(self._faiss)
+
+    def add(
+        self,
+        items: Sequence[LabeledText],
+        vectors: np.ndarray,
+        source: str,
+        progress: bool = False,
+    ) -> list[int]:
         """Append references with their embeddings; returns the ids given to them."""
         vectors = self._check_vectors(vectors, "vectors")
         if len(items) != len(vectors):
@@ -166,6 +307,7 @@ class ReferenceIndex:
             self._refs[ref_id] = Reference(ref_id, item.text, item.label, item.category, source)
         self._rebuild_tables()
         self._version = None
+        self._train_if_due(progress)
         return ids.tolist()
 
     def upsert(self, ref: Reference, vector: np.ndarray) -> None:
@@ -178,6 +320,7 @@ class ReferenceIndex:
         self._refs[ref.id] = ref
         self._set_row(ref)
         self._changes += 1
+        self._train_if_due()
 
     def remove(self, ref_id: int) -> bool:
         """Remove a reference by id; False if there was none."""
@@ -234,7 +377,10 @@ class ReferenceIndex:
         return self._faiss.reconstruct_batch(ids.ravel()).reshape(*ids.shape, self.dim)
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of every reference, in insertion order."""
+        """(ids, vectors) of every reference: in insertion order (flat), by id (ivf)."""
+        if isinstance(self._faiss, faiss.IndexIVF):
+            ids = self._ids.copy()
+            return ids, self.key_vectors(ids)
         ids = faiss.vector_to_array(self._faiss.id_map).astype(np.int64)
         return ids, self._faiss.index.reconstruct_n(0, self._faiss.ntotal)
 
@@ -246,7 +392,12 @@ class ReferenceIndex:
             "model": self.model,
             "dim": self.dim,
             "normalization_version": NORMALIZATION_VERSION,
-            "index_type": "IndexIDMap2(IndexFlatIP)",
+            "index_type": self._faiss_description(),
+            "index": {
+                "type": self.index_type,
+                "params": self.index_params(),
+                "spec": asdict(self.index_spec),
+            },
             "index_version": self.version,
             "counts": self.counts(),
             "scorer": self.scorer_params,
@@ -293,7 +444,13 @@ class ReferenceIndex:
                 f"v{manifest.get('normalization_version')}, this version uses "
                 f"v{NORMALIZATION_VERSION}: rebuild it with `fraud index build`"
             )
-        index = cls(model, dim, manifest.get("scorer"))
+        # A manifest without "index" (written before index types existed) is a flat index.
+        recorded = manifest.get("index") or {}
+        try:
+            spec = IndexSpec.from_dict(recorded.get("spec"))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{manifest_path}: invalid index parameters ({e})") from None
+        index = cls(model, dim, manifest.get("scorer"), spec)
         index.created_at = manifest.get("created_at", index.created_at)
         offsets = manifest.get("changelog_offsets", {})
         index.changelog_offsets = {int(p): int(o) for p, o in offsets.items()}
@@ -305,11 +462,35 @@ class ReferenceIndex:
                 f"{directory}: {index._faiss.ntotal} vectors of dim {index._faiss.d} but "
                 f"{len(refs)} references: the directory is damaged, rebuild it"
             )
+        if isinstance(index._faiss, faiss.IndexIVF):
+            index._faiss.nprobe = int(recorded.get("params", {}).get("nprobe", spec.nprobe))
         index._refs = {ref.id: ref for ref in refs}
         index._rebuild_tables()
+        index._train_if_due()
         return index
 
     # -- internals -----------------------------------------------------------------------
+
+    def _faiss_description(self) -> str:
+        if isinstance(self._faiss, faiss.IndexIVF):
+            return (
+                f"IndexIVFFlat(nlist={self._faiss.nlist}, quantizer=IndexHNSWFlat, "
+                "direct_map=Hashtable)"
+            )
+        return "IndexIDMap2(IndexFlatIP)"
+
+    def _train_if_due(self, progress: bool = False) -> None:
+        """Replace the flat index by a trained ivf once the spec asks for one and the index
+        holds enough references (the rule in the module docstring)."""
+        spec = self.index_spec
+        if spec.type != "ivf" or self.index_type == "ivf":
+            return
+        n = len(self._refs)
+        if n < max(spec.min_size, spec.nlist_for(n), 1):
+            return
+        ids, vectors = self.vectors()
+        log.info("training an ivf index on %d references", n)
+        self._faiss = ivf_faiss(spec, ids, vectors, progress)
 
     def _check_vectors(self, a: np.ndarray, name: str) -> np.ndarray:
         if not isinstance(a, np.ndarray) or a.ndim != 2 or a.shape[1] != self.dim:
@@ -374,14 +555,20 @@ def embed_into(
     if not fresh:
         return []
     vectors = encode_with_progress(encoder, [item.text for item in fresh], progress)
-    return index.add(fresh, vectors, source)
+    return index.add(fresh, vectors, source, progress=progress)
 
 
 def build_index(
-    encoder, items: Sequence[LabeledText], source: str, scorer: dict[str, Any], progress: bool
+    encoder,
+    items: Sequence[LabeledText],
+    source: str,
+    scorer: dict[str, Any],
+    progress: bool,
+    index_spec: IndexSpec | None = None,
 ) -> ReferenceIndex:
-    """A new index for `encoder` holding `items`, recording the scorer parameters."""
-    index = ReferenceIndex(encoder.name, encoder.dim, scorer)
+    """A new index for `encoder` holding `items`, recording the scorer parameters and the
+    index type (default: flat)."""
+    index = ReferenceIndex(encoder.name, encoder.dim, scorer, index_spec)
     embed_into(index, encoder, items, source, progress)
     return index
 

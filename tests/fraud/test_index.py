@@ -151,3 +151,19 @@ def test_a_reference_weight_reaches_search_and_survives_a_change(tmp_path):
     assert loaded.search(v[:1], 1).log_weights[0, 0] == pytest.approx(np.log(0.5))
     with pytest.raises(ValueError, match="weight"):
         Reference(8, "t", "fraud", "phishing", "s", weight=0.0)
+
+
+def test_an_index_directory_of_the_old_format_loads_as_flat(tmp_path):
+    """Directories written before index types: no "index" entry in the manifest."""
+    index, vectors = _index(6)
+    index.save(tmp_path)
+    path = tmp_path / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    del manifest["index"]
+    path.write_text(json.dumps(manifest))
+    loaded = ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)
+    assert loaded.index_type == "flat" and loaded.index_spec.type == "flat"
+    assert loaded.search(vectors, 1).ids[:, 0].tolist() == list(range(6))
+    assert loaded.manifest()["index"]["type"] == "flat"
+    loaded.upsert(Reference(9, "t", "legit", None, "s"), vectors[:1])
+    assert loaded.remove(0) and 0 not in loaded.search(vectors, 3).ids
