@@ -35,7 +35,7 @@ class Encoder:
         *,
         max_tokens: int = 128,
         torch_threads: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = 8,
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
