@@ -141,32 +141,35 @@ class PartitionListener(ConsumerRebalanceListener):
     """Counts the worker's assignments and keeps the history of exactly the input
     partitions it owns (when it keeps history).
 
-    kafka-python calls it from inside poll(), on the polling thread, between batches: the
-    worker commits each batch before it polls again, so nothing is in flight. With the
-    eager protocol every rebalance revokes all partitions and then assigns the new set, so
-    the work is done on assignment: drop the partitions that went elsewhere, restore only
-    the ones that are new here (one that stayed was owned by nobody else meanwhile)."""
+    kafka-python calls the listener from inside its own machinery during poll(); blocking
+    there (reading a topic to restore state) stalls the consumer. So the listener only
+    notes the new assignment, and the worker calls `apply()` right after poll() returns,
+    before it processes any record. With the eager protocol every rebalance revokes all
+    partitions and then assigns the new set, so the work is done per assignment: drop the
+    partitions that went elsewhere, restore only the ones that are new here (one that
+    stayed was owned by nobody else meanwhile). The worker commits each batch before it
+    polls again, so nothing is in flight when partitions move."""
 
     def __init__(self, state: HistoryState | None, input_topic: str) -> None:
         self.state, self.input_topic = state, input_topic
         self.owned: set[int] = set()
         self.assignments = 0
-        # kafka-python logs and swallows what a listener raises; the worker re-raises this
-        # after poll() rather than score with a history it failed to restore.
-        self.error: BaseException | None = None
+        self._pending: set[int] | None = None
 
     def on_partitions_revoked(self, revoked) -> None:
         pass  # see on_partitions_assigned
 
     def on_partitions_assigned(self, assigned) -> None:
-        now = {tp.partition for tp in assigned if tp.topic == self.input_topic}
+        self._pending = {tp.partition for tp in assigned if tp.topic == self.input_topic}
         self.assignments += 1
-        try:
-            if self.state is not None:
-                if self.owned - now:
-                    self.state.forget(sorted(self.owned - now))
-                self.state.restore(sorted(now - self.owned))
-        except BaseException as e:
-            self.error = e
-            raise
+
+    def apply(self) -> None:
+        """Bring the history in line with the latest assignment (on the worker's thread)."""
+        if self._pending is None:
+            return
+        now, self._pending = self._pending, None
+        if self.state is not None:
+            if self.owned - now:
+                self.state.forget(sorted(self.owned - now))
+            self.state.restore(sorted(now - self.owned))
         self.owned = now

@@ -138,8 +138,7 @@ class ScoringWorker:
             polled = self.consumer.poll(
                 timeout_ms=remaining_ms, max_records=self.kafka.max_batch - len(batch)
             )
-            if self.partitions.error is not None:
-                raise FraudError(f"history restore failed: {self.partitions.error!r}")
+            self.partitions.apply()  # a new assignment's history, before any record is used
             if self.partitions.assignments != assignments:
                 # A rebalance while this batch filled: its records are uncommitted, and each
                 # partition's owner now reads them again from the committed offset.
