@@ -87,7 +87,14 @@ def running_worker(
 ):
     """A ScoringWorker on its own thread, stopped (batch finished, committed) on exit;
     with `history`, it keeps the recipients' history on the history topic."""
-    ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
+    # Every topic the worker writes, as `fraud worker` creates them: a topic left to the
+    # broker's auto-creation can keep a producer waiting for its metadata.
+    outputs = [
+        kafka.alert_topic,
+        kafka.dead_letter_topic,
+        *[kafka.scores_topic] * kafka.publish_scores,
+    ]
+    ensure_topics(kafka, [kafka.input_topic, *outputs])
     state = None
     if history is not None:
         ensure_history_topic(kafka, partition_count(kafka, kafka.input_topic))
