@@ -60,13 +60,18 @@ class Arrival:
 
 
 class RecipientHistory:
-    """The bounded per-recipient store. Changes are collected for the changelog."""
+    """The bounded per-recipient store. Changes are collected for the changelog.
+
+    Entry and vector-byte totals are kept as recipients come and go, so the gauges the
+    worker sets after every batch cost nothing however many recipients it holds."""
 
     def __init__(self, settings: HistorySettings) -> None:
         self.settings = settings
         self._entries: OrderedDict[str, list[HistoryEntry]] = OrderedDict()
         self._shard: dict[str, int] = {}
         self._changed: dict[str, int] = {}  # recipient -> shard, since take_changes()
+        self._count = 0
+        self._vector_bytes = 0
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -98,12 +103,10 @@ class RecipientHistory:
         ]
         kept.append(entry)
         kept.sort(key=lambda e: e.seq)
-        self._entries[recipient] = kept[-self.settings.max_per_recipient :]
-        self._entries.move_to_end(recipient)
-        self._shard[recipient] = self._changed[recipient] = arrival.shard
-        while len(self._entries) > self.settings.max_recipients:
-            old, _ = self._entries.popitem(last=False)
-            self._changed[old] = self._shard.pop(old)  # a tombstone in the changelog
+        self._put(recipient, arrival.shard, kept[-self.settings.max_per_recipient :])
+        self._changed[recipient] = arrival.shard
+        for old, shard in self._evict():
+            self._changed[old] = shard  # a tombstone in the changelog
             self.evicted += 1
 
     def take_changes(self) -> dict[str, tuple[int, list[HistoryEntry] | None]]:
@@ -115,32 +118,49 @@ class RecipientHistory:
     def restore(self, recipient: str, shard: int, entries: list[HistoryEntry] | None) -> None:
         """Load one recipient's state from the changelog (None: a tombstone)."""
         if entries:
-            self._entries[recipient], self._shard[recipient] = entries, shard
-            while len(self._entries) > self.settings.max_recipients:
-                old, _ = self._entries.popitem(last=False)
-                self._shard.pop(old)
+            self._put(recipient, shard, entries)
+            self._evict()
         else:
-            self._entries.pop(recipient, None)
-            self._shard.pop(recipient, None)
+            self._pop(recipient)
 
     def forget_shards(self, shards: Iterable[int]) -> int:
         """Drop the recipients of partitions this worker no longer owns; returns how many."""
         shards = set(shards)
         gone = [r for r, s in self._shard.items() if s in shards]
         for r in gone:
-            self._entries.pop(r, None)
-            self._shard.pop(r, None)
+            self._pop(r)
             self._changed.pop(r, None)
         return len(gone)
 
     def entry_count(self) -> int:
-        return sum(len(v) for v in self._entries.values())
+        return self._count
 
     def memory_bytes(self) -> int:
         """An estimate: the vectors, plus about 300 bytes of Python objects per entry and
         200 per recipient."""
-        vector_bytes = sum(e.vector.nbytes for v in self._entries.values() for e in v)
-        return vector_bytes + 300 * self.entry_count() + 200 * len(self._entries)
+        return self._vector_bytes + 300 * self._count + 200 * len(self._entries)
+
+    def _put(self, recipient: str, shard: int, entries: list[HistoryEntry]) -> None:
+        self._pop(recipient)
+        self._entries[recipient], self._shard[recipient] = entries, shard
+        self._count += len(entries)
+        self._vector_bytes += sum(e.vector.nbytes for e in entries)
+
+    def _pop(self, recipient: str) -> None:
+        entries = self._entries.pop(recipient, None)
+        self._shard.pop(recipient, None)
+        if entries:
+            self._count -= len(entries)
+            self._vector_bytes -= sum(e.vector.nbytes for e in entries)
+
+    def _evict(self) -> list[tuple[str, int]]:
+        """Drop the least recently seen recipients over the cap: [(recipient, shard)]."""
+        evicted = []
+        while len(self._entries) > self.settings.max_recipients:
+            old = next(iter(self._entries))
+            evicted.append((old, self._shard[old]))
+            self._pop(old)
+        return evicted
 
 
 # -- the changelog record of one recipient ------------------------------------------------

@@ -110,3 +110,21 @@ def test_without_a_recipient_history_changes_nothing(detector, encoder):
     plain = detector.score_embeddings(queries, texts)
     assert [v.score for v in with_history] == [v.score for v in plain]
     assert len(history) == 0
+
+
+def test_the_size_totals_follow_every_way_recipients_come_and_go():
+    h = RecipientHistory(HistorySettings(max_per_recipient=2, max_recipients=2))
+
+    def recount() -> tuple[int, int]:
+        entries = [e for r in ("a", "b", "c") for e in h.entries(r)]
+        return len(entries), sum(e.vector.nbytes for e in entries)
+
+    for i, (r, shard) in enumerate([("a", 0), ("a", 0), ("a", 0), ("b", 1), ("c", 1)]):
+        h.remember(_arrival(i, r, shard=shard), _entry(i))
+        assert (h.entry_count(), h.memory_bytes() - 300 * h.entry_count() - 200 * len(h)) == (
+            recount()
+        )
+    h.restore("b", 1, None)
+    h.restore("a", 0, [_entry(9)])
+    h.forget_shards([0])
+    assert h.entry_count() == recount()[0] == 1
