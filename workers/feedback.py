@@ -291,9 +291,6 @@ class FeedbackProcessor:
                 else:
                     confirmed.append(verdict.message_id)
             except SchemaError as e:
-                log.warning(
-                    "verdict %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
-                )
                 futures.append(
                     send_dead_letter(
                         self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail

@@ -127,7 +127,16 @@ def commit_through(consumer: KafkaConsumer, records: list) -> bool:
 
 
 def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, detail: str):
-    """The record's original bytes and key, with the reason and its origin in headers."""
+    """The record's original bytes and key, with the reason and its origin in headers;
+    logged with where it came from."""
+    log.warning(
+        "dead letter %s[%d]@%d: %s: %s",
+        record.topic,
+        record.partition,
+        record.offset,
+        reason,
+        detail,
+    )
     headers = [
         ("dead_letter_reason", reason.encode()),
         ("dead_letter_detail", detail.encode("utf-8", "replace")[:1000]),

@@ -161,9 +161,6 @@ class ScoringWorker:
             try:
                 good.append((record, parse_message(record.value, self.kafka.max_message_bytes)))
             except SchemaError as e:
-                log.warning(
-                    "dead letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, e
-                )
                 futures.append(
                     send_dead_letter(
                         self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
