@@ -104,46 +104,43 @@ def running_worker(
     worker = ScoringWorker(
         detector, kafka, consumer, producer, build_metrics(registry), bank, state
     )
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as e:  # surfaced in the test thread below
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
     try:
-        yield worker, registry
+        with _on_thread(worker.run, worker.stop, "worker", join_s=60):
+            yield worker, registry
     finally:
-        worker.stop()
-        thread.join(60)
         producer.close(timeout=10)
         consumer.close(autocommit=False)
-    assert not thread.is_alive(), "worker did not stop"
-    assert not errors, errors
 
 
 @contextmanager
 def running_processor(processor):
     """A FeedbackProcessor on its own thread, stopped and closed on exit; what it raised
     fails the test."""
+    try:
+        with _on_thread(processor.run, processor.stop, "processor", join_s=30):
+            yield processor
+    finally:
+        processor.close()
+
+
+@contextmanager
+def _on_thread(run, stop, name: str, join_s: float):
+    """Run `run` on a thread; on exit `stop` it and wait up to join_s. What it raised, or
+    a thread that would not stop, fails the test."""
     errors: list[BaseException] = []
 
-    def run() -> None:
+    def target() -> None:
         try:
-            processor.run()
+            run()
         except BaseException as e:  # surfaced in the test thread below
             errors.append(e)
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     try:
-        yield processor
+        yield
     finally:
-        processor.stop()
-        thread.join(30)
-        processor.close()
-    assert not thread.is_alive(), "processor did not stop"
+        stop()
+        thread.join(join_s)
+    assert not thread.is_alive(), f"{name} did not stop"
     assert not errors, errors
