@@ -199,7 +199,12 @@ class LocalBroker:
                     request_timeout_ms=5000,
                 )
                 try:
+                    # Ready means consumer groups work too: asking a group's offsets makes
+                    # the broker create and load __consumer_offsets now. The first groups
+                    # of a fresh broker otherwise meet a coordinator still loading, and
+                    # kafka-python consumers were seen to stall on it.
                     if admin.describe_cluster().get("brokers"):
+                        admin.list_group_offsets({"fraud-broker-ready": None})
                         return
                 finally:
                     admin.close()
