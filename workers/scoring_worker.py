@@ -140,11 +140,14 @@ class ScoringWorker:
             )
             self.partitions.apply()  # a new assignment's history, before any record is used
             if self.partitions.assignments != assignments:
-                # A rebalance while this batch filled: its records are uncommitted, and each
-                # partition's owner now reads them again from the committed offset.
-                batch, assignments = [], self.partitions.assignments
+                # A rebalance while this batch filled: records of partitions that moved are
+                # their new owner's to read again from the committed offset; those of
+                # partitions kept stay (the consumer may or may not fetch them again).
+                owned, assignments = self.partitions.owned, self.partitions.assignments
+                batch = [r for r in batch if r.partition in owned]
+            seen = {(r.partition, r.offset) for r in batch}
             for records in polled.values():
-                batch.extend(records)
+                batch.extend(r for r in records if (r.partition, r.offset) not in seen)
         return batch
 
     def process(self, records: list[ConsumerRecord]) -> BatchResult:
