@@ -5,6 +5,7 @@ Incoming records are JSON objects `{"id": str, "text": str, ...}`; every other f
 """
 
 import json
+import re
 import uuid
 from typing import Any, Literal
 
@@ -16,6 +17,13 @@ SCHEMA_VERSION = 2  # 2: evidence source/message_id, retroactive, campaign_id
 # Dead-letter reasons: a small fixed set, used as a header value and a metric label.
 DEAD_LETTER_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
 _ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
+# Arrays and objects nested deeper than this are refused: no message needs it, and the
+# alert that carries the passthrough fields could not be serialized past 255 levels.
+MAX_JSON_DEPTH = 32
+# A JSON escape of a UTF-16 surrogate: valid JSON, but alone it decodes to a string that
+# is not Unicode text (it cannot be encoded to UTF-8, and the tokenizer refuses it).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Message(BaseModel):
@@ -30,7 +38,12 @@ class Message(BaseModel):
 
 
 def parse_message(raw: bytes | None, max_bytes: int) -> Message:
-    """Decode one Kafka record value, or raise SchemaError with one of DEAD_LETTER_REASONS."""
+    """Decode one Kafka record value, or raise SchemaError with one of DEAD_LETTER_REASONS.
+
+    Nothing else escapes, whatever the bytes: the worker dead-letters a SchemaError and
+    would crash (then replay the same record) on anything else. The size is checked
+    before any decoding, so the work per record is bounded by max_bytes.
+    """
     if raw is None:
         raise SchemaError("no_text", "record has no value (a tombstone)")
     if len(raw) > max_bytes:
@@ -43,6 +56,11 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
         obj = json.loads(decoded)
     except json.JSONDecodeError as e:
         raise SchemaError("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise SchemaError("invalid_schema", _too_deep()) from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise SchemaError("invalid_json", str(e)[:200]) from None
+    _check_nesting_and_strings(obj, decoded)
     if not isinstance(obj, dict):
         raise SchemaError("invalid_schema", f"expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
@@ -54,6 +72,37 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+
+
+def _too_deep() -> str:
+    return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _check_nesting_and_strings(obj: Any, decoded: str) -> None:
+    """Refuse a document nested deeper than MAX_JSON_DEPTH, or with a lone surrogate in
+    any key or string. Walked without recursion, and only when the raw text could hold
+    either (enough brackets, a surrogate escape)."""
+    deep = decoded.count("[") + decoded.count("{") > MAX_JSON_DEPTH
+    surrogates = _SURROGATE_ESCAPE.search(decoded) is not None
+    if not (deep or surrogates):
+        return
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if surrogates and _SURROGATE.search(value):
+                raise SchemaError(
+                    "invalid_utf8", "a \\u escape of a lone UTF-16 surrogate is not text"
+                )
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise SchemaError("invalid_schema", _too_deep())
+        if isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            value = value.values()
+        stack.extend((v, depth + 1) for v in value)
 
 
 class Evidence(BaseModel):

@@ -1,8 +1,11 @@
 """Kafka client construction from KafkaSettings: the one place client options are chosen."""
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -126,9 +129,30 @@ def commit_through(consumer: KafkaConsumer, records: list) -> bool:
     return True
 
 
-def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, detail: str):
-    """The record's original bytes and key, with the reason and its origin in headers;
-    logged with where it came from."""
+def default_worker_id() -> str:
+    """This process as a dead letter names it: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def send_dead_letter(
+    producer: KafkaProducer,
+    topic: str,
+    record,
+    reason: str,
+    detail: str,
+    *,
+    error_class: str = "SchemaError",
+    worker_id: str | None = None,
+):
+    """The record's original bytes and key, with the reason and its provenance in headers;
+    logged with where it came from.
+
+    Headers: dead_letter_reason (a fixed code), dead_letter_detail (at most 1000 bytes),
+    dead_letter_error (the exception class), dead_letter_worker (who refused it: the
+    process's host:pid unless `worker_id` is given), dead_letter_time (UTC, ISO 8601),
+    source_topic, source_partition, source_offset and source_timestamp (the record's
+    own timestamp in ms, -1 if it has none).
+    """
     log.warning(
         "dead letter %s[%d]@%d: %s: %s",
         record.topic,
@@ -137,12 +161,20 @@ def send_dead_letter(producer: KafkaProducer, topic: str, record, reason: str, d
         reason,
         detail,
     )
+    # Cut to 1000 bytes without splitting a character, so the header stays valid UTF-8.
+    detail_bytes = detail.encode("utf-8", "replace")[:1000].decode("utf-8", "ignore").encode()
+    timestamp = getattr(record, "timestamp", None)
+    timestamp = -1 if timestamp is None else timestamp
     headers = [
         ("dead_letter_reason", reason.encode()),
-        ("dead_letter_detail", detail.encode("utf-8", "replace")[:1000]),
+        ("dead_letter_detail", detail_bytes),
+        ("dead_letter_error", error_class.encode()),
+        ("dead_letter_worker", (worker_id or default_worker_id()).encode("utf-8", "replace")),
+        ("dead_letter_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
         ("source_topic", record.topic.encode()),
         ("source_partition", str(record.partition).encode()),
         ("source_offset", str(record.offset).encode()),
+        ("source_timestamp", str(timestamp).encode()),
     ]
     return producer.send(topic, record.value or b"", key=record.key, headers=headers)
 
