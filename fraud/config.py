@@ -117,12 +117,22 @@ class Settings(BaseSettings):
         None, description="Hugging Face model directory; default: the bundled all-MiniLM-L6-v2"
     )
     max_tokens: int = Field(128, ge=8, le=512, description="longer messages are truncated")
-    torch_threads: int | None = Field(None, ge=1, description="default: torch's own choice")
+    encoder_threads: int | None = Field(
+        None, ge=1, description="CPU threads for the encoder; default: one per core"
+    )
     encode_batch_size: int = Field(
-        8,
+        16,
         ge=1,
         description="texts per forward pass: a micro-batch is sorted by length and encoded in "
-        "chunks this big (8 was fastest on 2 cores: `fraud bench`)",
+        "chunks this big (16 was fastest on 2 cores: `fraud bench`)",
+    )
+    encoder_variant: Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"] = Field(
+        "torch-bf16",
+        description="how the model runs (fraud/encoder.py); torch-bf16 was as fast as "
+        "onnx-int8 and far closer to fp32: `fraud bench`",
+    )
+    encoder_cache_dir: Path = Field(
+        Path(".cache/encoders"), description="where ONNX exports of the model are kept"
     )
     index_dir: Path = Field(Path(".cache/index"), description="the reference index directory")
     metrics_host: str = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""An on-disk cache of embeddings, keyed by model, normalization version and text.
+"""An on-disk cache of embeddings, keyed by model (and variant), normalization version and text.
 
 Re-running an evaluation or a parameter sweep then does not re-encode. SQLite, one row
 per text: (sha256 key, float32 bytes). No pickle.
@@ -19,6 +19,7 @@ class CachedEncoder:
 
     def __init__(self, encoder, cache_dir: Path) -> None:
         self.encoder, self.name, self.dim = encoder, encoder.name, encoder.dim
+        self._identity = getattr(encoder, "cache_key", encoder.name)
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(cache_dir / "embeddings.sqlite3")
@@ -26,7 +27,7 @@ class CachedEncoder:
         self.hits = self.misses = 0
 
     def _key(self, text: str) -> str:
-        raw = f"{self.name}\x00{self.dim}\x00{NORMALIZATION_VERSION}\x00{text}"
+        raw = f"{self._identity}\x00{self.dim}\x00{NORMALIZATION_VERSION}\x00{text}"
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
     def encode(self, texts: Sequence[str], progress=None) -> np.ndarray:

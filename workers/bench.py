@@ -108,11 +108,11 @@ def end_to_end_bench(
     ensure_topics(kafka, [kafka.input_topic], partitions=workers)
     ensure_topics(kafka, [kafka.scores_topic, kafka.alert_topic])
     worker_settings = settings.model_copy(update={"kafka": kafka, "metrics_port": 0})
-    if workers > 1 and settings.torch_threads is None:
+    if workers > 1 and settings.encoder_threads is None:
         # Each process gets its share of the cores: torch's default (all cores each)
         # oversubscribes them.
         threads = max(1, (os.cpu_count() or 1) // workers)
-        worker_settings = worker_settings.model_copy(update={"torch_threads": threads})
+        worker_settings = worker_settings.model_copy(update={"encoder_threads": threads})
     rng = np.random.default_rng(0)
     pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
     with tempfile.TemporaryFile("w+") as log:

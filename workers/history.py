@@ -147,8 +147,8 @@ class PartitionListener(ConsumerRebalanceListener):
     before it processes any record. With the eager protocol every rebalance revokes all
     partitions and then assigns the new set, so the work is done per assignment: drop the
     partitions that went elsewhere, restore only the ones that are new here (one that
-    stayed was owned by nobody else meanwhile). The worker commits each batch before it
-    polls again, so nothing is in flight when partitions move."""
+    stayed was owned by nobody else meanwhile). The worker drops the records of
+    partitions that went elsewhere from the batches it has in hand."""
 
     def __init__(self, state: HistoryState | None, input_topic: str) -> None:
         self.state, self.input_topic = state, input_topic

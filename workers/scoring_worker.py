@@ -6,10 +6,15 @@ before the commit replays the batch, and a replayed alert carries the same key a
 alert id as the first. A bad record never stops the worker: it goes to the
 dead-letter topic with its original bytes and the reason in a header.
 
-Rebalances: the worker commits each batch synchronously before it polls again. If the
-group starts rebalancing while a batch is in hand (a worker joins or leaves), that commit
-is refused; the worker logs it and goes on, and the partitions' new owner replays the
-batch: duplicates with the same keys and alert ids, nothing lost. Issue 8 measures this.
+Pipelining: the encoder runs on its own thread. While it embeds batch N, the worker polls
+and decodes batch N+1; then it scores, publishes and commits N (in input order, on the
+worker's thread) while the encoder moves on to N+1.
+
+Rebalances: a rebalance can happen while a batch is in hand (a worker joins or leaves).
+The records of partitions that moved are dropped from the batches in hand and are their
+new owner's to replay from the committed offset; the records of partitions kept are
+finished. A commit refused because the group is rebalancing is logged, and the new owner
+replays those records: duplicates with the same keys and alert ids, nothing lost.
 
 Recipient history (fraud/history.py): with a HistoryState, messages that carry a
 `recipient` are scored with that recipient's earlier suspicious messages as extra keys;
@@ -22,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,6 +81,8 @@ class ScoringWorker:
         self.stop_event = threading.Event()
         self.last_batch_at = time.monotonic()
         self._lag_partitions: set = set()
+        self._next_offset: dict[int, int] = {}  # per partition: the offset after the last taken
+        self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="encoder")
         self._set_index_gauges()
 
     def _set_index_gauges(self) -> None:
@@ -99,7 +107,13 @@ class ScoringWorker:
         self._lag_partitions = set(assigned)
 
     def run(self) -> None:
-        """Score until stop() is called; the batch in hand is finished and committed first."""
+        """Score until stop() is called; the batches in hand are finished and committed first.
+
+        Two batches are in hand at a time: while the encoder thread embeds one, this
+        thread polls and decodes the next, then scores, publishes and commits the first.
+        Encoding is nearly all the work, so the encoder is kept busy; scoring, the history
+        and commits stay in input order on this thread.
+        """
         subscribe_when_known(self.consumer, [self.kafka.input_topic], listener=self.partitions)
         log.info(
             "scoring %s -> alerts %s (index %s, %d references, threshold %.2f)",
@@ -110,24 +124,36 @@ class ScoringWorker:
             self.detector.params.threshold,
         )
         self.metrics.worker_up.set(1)
+        in_flight: Batch | None = None
         try:
             while not self.stop_event.is_set():
+                records = self.poll_batch(in_flight)
+                self.last_batch_at = time.monotonic()
                 # Bank changes first, so each batch is scored with every change seen so far.
                 if self.bank is not None and self.bank.poll():
                     self._bank_changed()
-                records = self.poll_batch()
-                self.last_batch_at = time.monotonic()
-                if records:
-                    self.process(records)
+                batch = self.start(records) if records else None
+                if in_flight is not None:
+                    self.finish(in_flight)
+                in_flight = batch
                 self._set_lag()
+            if in_flight is not None:
+                self.finish(in_flight)
         finally:
             self.metrics.worker_up.set(0)
+            self._encoder_thread.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def poll_batch(self) -> list[ConsumerRecord]:
-        """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill."""
+    def poll_batch(self, in_flight: "Batch | None" = None) -> list[ConsumerRecord]:
+        """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill.
+
+        A rebalance while it fills: records of partitions that moved, in this batch and in
+        the one being encoded, are their new owner's to read again from the committed
+        offset; those of partitions kept stay. The consumer may fetch a kept partition
+        again from its committed offset: records already taken are skipped.
+        """
         batch: list[ConsumerRecord] = []
         assignments = self.partitions.assignments
         deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
@@ -140,56 +166,69 @@ class ScoringWorker:
             )
             self.partitions.apply()  # a new assignment's history, before any record is used
             if self.partitions.assignments != assignments:
-                # A rebalance while this batch filled: records of partitions that moved are
-                # their new owner's to read again from the committed offset; those of
-                # partitions kept stay (the consumer may or may not fetch them again).
                 owned, assignments = self.partitions.owned, self.partitions.assignments
                 batch = [r for r in batch if r.partition in owned]
-            seen = {(r.partition, r.offset) for r in batch}
+                if in_flight is not None:
+                    in_flight.keep(owned)
+                self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
             for records in polled.values():
-                batch.extend(r for r in records if (r.partition, r.offset) not in seen)
+                for r in records:
+                    if r.offset >= self._next_offset.get(r.partition, -1):
+                        batch.append(r)
+                        self._next_offset[r.partition] = r.offset + 1
         return batch
 
-    def process(self, records: list[ConsumerRecord]) -> BatchResult:
-        """Score one batch, publish its decisions, wait for the acks, commit its offsets."""
-        started = time.monotonic()
-        stage = StageClock()
-        result = BatchResult(consumed=len(records))
+    def start(self, records: list[ConsumerRecord]) -> "Batch":
+        """Decode a batch, dead-letter what is malformed, and hand the texts to the
+        encoder thread."""
+        batch = Batch(records=records, started=time.monotonic())
         self.metrics.messages_consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-        futures = []
-        good: list[tuple[ConsumerRecord, Message]] = []
-        dead_reasons: list[str] = []
         for record in records:
             try:
-                good.append((record, parse_message(record.value, self.kafka.max_message_bytes)))
+                message = parse_message(record.value, self.kafka.max_message_bytes)
+                batch.good.append((record, message))
             except SchemaError as e:
-                futures.append(
+                batch.outputs.append(
                     send_dead_letter(
                         self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
                     )
                 )
-                dead_reasons.append(e.reason)
+                batch.dead_reasons.append(e.reason)
+        batch.stage.lap("decode")
+        if batch.good:
+            texts = [m.text for _, m in batch.good]
+            batch.encoded = self._encoder_thread.submit(_timed, self.detector.encoder.encode, texts)
+        return batch
 
-        stage.lap("decode")
-        texts = [m.text for _, m in good]
-        queries = self.detector.encoder.encode(texts) if texts else None
-        stage.lap("encode")
+    def finish(self, batch: "Batch") -> BatchResult:
+        """Score a batch in input order, publish its decisions, wait for the acks, and
+        commit its offsets."""
+        stage = batch.stage
+        result = BatchResult(consumed=len(batch.records))
+        good = batch.good
         verdicts = []
-        if texts:
+        if batch.encoded is not None:
+            queries, stage.seconds["encode"] = batch.encoded.result()
+            stage.lap(None)  # waiting for the encoder thread is not a stage of this batch
+            if batch.rows is not None:  # a rebalance took some of its partitions
+                queries = queries[batch.rows]
+            texts = [m.text for _, m in good]
             arrivals = [_arrival(record, message) for record, message in good]
             history = None
             if self.history is not None:
                 history = self.history.history
                 self.history.seen(arrivals)
-            verdicts = score_in_order(
-                self.detector, history, arrivals, queries, texts, timings=stage.seconds
-            )
+            if good:
+                verdicts = score_in_order(
+                    self.detector, history, arrivals, queries, texts, timings=stage.seconds
+                )
         stage.lap(None)  # search and attention were timed inside
+        futures = list(batch.outputs)
         if self.history is not None:
             futures += self.history.publish_changes(self.producer)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        elapsed_ms = (time.monotonic() - started) * 1000
+        elapsed_ms = (time.monotonic() - batch.started) * 1000
         for (_record, message), verdict in zip(good, verdicts, strict=True):
             alert = self.detector.alert(
                 message, verdict, scored_at=scored_at, processing_ms=elapsed_ms
@@ -204,23 +243,24 @@ class ScoringWorker:
         self._await_acks(futures)
         stage.lap("publish")
         acked = time.time()
-        commit_through(self.consumer, records)
+        if batch.records:
+            commit_through(self.consumer, batch.records)
         stage.lap("commit")
         for name, seconds in stage.seconds.items():
             self.metrics.stage_duration.labels(name).observe(seconds)
-        for record, verdict in zip((r for r, _ in good), verdicts, strict=True):
+        for (record, _), verdict in zip(good, verdicts, strict=True):
             self.metrics.scores.observe(verdict.score)
             if record.timestamp and record.timestamp > 0:
                 self.metrics.end_to_end_latency.observe(max(acked - record.timestamp / 1000, 0))
 
-        result.scored, result.dead_letters = len(good), len(dead_reasons)
+        result.scored, result.dead_letters = len(good), len(batch.dead_reasons)
         self.metrics.messages_scored.inc(len(good))
         for alert in result.alerts:
             self.metrics.alerts_published.labels(alert.category or "none").inc()
-        for reason in dead_reasons:
+        for reason in batch.dead_reasons:
             self.metrics.dead_letters.labels(reason).inc()
-        latency = time.monotonic() - started
-        for _ in records:
+        latency = time.monotonic() - batch.started
+        for _ in batch.records:
             self.metrics.processing_latency.observe(latency)
         self._set_history_gauges()
         return result
@@ -262,6 +302,37 @@ class ScoringWorker:
                 f"{len(failures)} records of the batch were not acknowledged by the broker "
                 f"(first: {failures[0]!r}): not committing, the batch will be replayed"
             )
+
+
+@dataclass
+class Batch:
+    """One micro-batch between start() and finish(): its records, the decoded messages,
+    the dead letters already sent, and the encoder thread's work on its texts."""
+
+    records: list[ConsumerRecord]
+    started: float
+    good: list[tuple[ConsumerRecord, Message]] = field(default_factory=list)
+    outputs: list = field(default_factory=list)  # send futures to await before the commit
+    dead_reasons: list[str] = field(default_factory=list)
+    encoded: Future | None = None  # -> (queries, seconds), one row per `good` message
+    rows: list[int] | None = None  # which rows of the queries are still `good`'s
+    stage: "StageClock" = field(default_factory=lambda: StageClock())
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget the records of partitions this worker no longer owns."""
+        rows = range(len(self.good)) if self.rows is None else self.rows
+        kept = [
+            (i, g) for i, g in zip(rows, self.good, strict=True) if g[0].partition in partitions
+        ]
+        self.rows = [i for i, _ in kept]
+        self.good = [g for _, g in kept]
+        self.records = [r for r in self.records if r.partition in partitions]
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
 
 
 class StageClock:

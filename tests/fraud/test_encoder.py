@@ -10,15 +10,73 @@ def test_unit_rows_of_the_model_dimension(encoder):
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
 
 
-def test_batching_sorts_by_length_but_keeps_input_order(encoder):
-    texts = [
-        "a much longer message about a parcel that could not be delivered today",
-        "hi",
-        "your code is 123456",
+TEXTS = [
+    "a much longer message about a parcel that could not be delivered today",
+    "hi",
+    "your code is 123456",
+    "Northbank: suspicious login detected. Verify your account now",
+]
+
+
+@pytest.fixture(scope="module")
+def variants(encoder, tmp_path_factory):
+    """Every variant of the bundled model (the ONNX ones exported into a fresh cache)."""
+    from fraud.encoder import VARIANTS, Encoder
+
+    cache = tmp_path_factory.mktemp("encoders")
+    return {v: Encoder(variant=v, cache_dir=cache) for v in VARIANTS}
+
+
+# How far a text's embedding may move with its batchmates: the default and the fp32
+# variants not in any way that matters; int8 shares one activation scale per forward pass.
+BATCH_INVARIANCE = {
+    "torch-fp32": 0.99999,
+    "onnx-fp32": 0.99999,
+    "torch-bf16": 0.999,
+    "onnx-int8": 0.95,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BATCH_INVARIANCE))
+def test_batching_sorts_by_length_but_keeps_input_order(variants, variant):
+    encoder = variants[variant]
+    batched = encoder.encode(TEXTS)
+    one_by_one = np.vstack([encoder.encode([t]) for t in TEXTS])
+    assert (batched * one_by_one).sum(axis=1).min() > BATCH_INVARIANCE[variant]
+
+
+def test_every_variant_embeds_close_to_fp32(variants):
+    reference = variants["torch-fp32"].encode(TEXTS)
+    for name, encoder in variants.items():
+        vectors = encoder.encode(TEXTS)
+        assert vectors.shape == reference.shape and vectors.dtype == np.float32, name
+        assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(len(TEXTS)), abs=1e-4)
+        assert (vectors * reference).sum(axis=1).min() > 0.95, name
+    # The ONNX fp32 export computes the same function as torch.
+    onnx = variants["onnx-fp32"].encode(TEXTS)
+    assert np.abs(onnx - reference).max() < 1e-4
+
+
+def test_onnx_export_is_cached_by_weights(tmp_path):
+    from fraud.encoder import bundled_model_path, export_onnx
+
+    first = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    mtime = first.stat().st_mtime_ns
+    again = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    assert again == first and again.stat().st_mtime_ns == mtime
+    assert sorted(p.name.split("-")[1] for p in tmp_path.glob("*.onnx")) == [
+        "fp32.onnx",
+        "int8.onnx",
     ]
-    batched = encoder.encode(texts)
-    one_by_one = np.vstack([encoder.encode([t]) for t in texts])
-    assert np.abs(batched - one_by_one).max() < 1e-4
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_unknown_variant_is_refused():
+    from fraud.encoder import Encoder
+    from fraud.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown encoder variant 'gpu-fp8'"):
+        Encoder(variant="gpu-fp8")
 
 
 def test_normalization_is_applied_before_encoding(encoder):

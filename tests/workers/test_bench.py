@@ -37,7 +37,12 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     assert main([*args, "--encoder-texts", "4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["encoder"]["rows"]
-    assert [r["batch_size"] for r in rows] == [1, 8, 32, 128]
+    assert [r["batch_size"] for r in rows] == [1, 8, 16, 32, 128]
     assert all(r["messages_per_s"] > 0 and 0 < r["fraction_of_bound"] for r in rows)
     assert report["encoder"]["bound_messages_per_s"] > 0
-    assert "encoder alone" in capsys.readouterr().out
+    variants = report["variants"]
+    assert set(variants) == {"onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
+    assert variants["torch-fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
+    out = capsys.readouterr().out
+    assert "encoder alone" in out and "encoder variants" in out
