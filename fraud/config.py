@@ -94,6 +94,19 @@ class KafkaSettings(BaseModel):
     )
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     request_timeout_ms: int = Field(30_000, ge=1000)
+    exactly_once: bool = Field(
+        False,
+        description="write each batch's outputs and input offsets in one Kafka transaction; "
+        "subscribers reading read_committed see each decision once",
+    )
+    transactional_id: str | None = Field(
+        None, description="exactly-once: this worker's transactional id; default group-host-pid"
+    )
+    transaction_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="exactly-once: the broker aborts a dead worker's open transaction after this",
+    )
     bootstrap_timeout_ms: int = Field(
         10_000, ge=100, description="give up (one clear error) if no broker answers by then"
     )

@@ -70,6 +70,19 @@ def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
         raise _unreachable(kafka.bootstrap_servers) from None
 
 
+def make_transactional_clients(kafka: KafkaSettings) -> tuple[KafkaConsumer, KafkaProducer]:
+    """Exactly-once mode: a consumer that reads only committed records, and a producer
+    whose transactions hold a batch's outputs and its input offsets."""
+    transactional_id = kafka.transactional_id or f"{kafka.group_id}-{default_worker_id()}"
+    consumer = make_consumer(kafka, isolation_level="read_committed")
+    producer = make_producer(
+        kafka,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=kafka.transaction_timeout_ms,
+    )
+    return consumer, producer
+
+
 def ensure_topics(
     kafka: KafkaSettings,
     topics: list[str],
@@ -107,18 +120,23 @@ def ensure_topics(
         admin.close()
 
 
+def offsets_after(records: list) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Per partition, the offset after the last of `records`: what a commit of them says."""
+    next_offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+    return {tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()}
+
+
 def commit_through(consumer: KafkaConsumer, records: list) -> bool:
     """Commit, per partition, the offset after the last of `records`: what was finished.
 
     False when the group was rebalancing: the partitions are moving and their new owner
     replays these records (at-least-once; the outputs they produced carry the same keys).
     """
-    next_offsets: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
     try:
-        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+        consumer.commit(offsets_after(records))
     except (CommitFailedError, RebalanceInProgressError) as e:
         log.warning(
             "commit of %d records lost to a rebalance (%s): they will be replayed",

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
@@ -43,7 +44,12 @@ from fraud.metrics import WorkerMetrics, build_metrics
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
-from workers.kafka_clients import commit_through, send_dead_letter, subscribe_when_known
+from workers.kafka_clients import (
+    commit_through,
+    offsets_after,
+    send_dead_letter,
+    subscribe_when_known,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,7 @@ class ScoringWorker:
         self._lag_partitions: set = set()
         self._next_offset: dict[int, int] = {}  # per partition: the offset after the last taken
         self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="encoder")
+        self.outputs = Outputs(producer, consumer, kafka.exactly_once)
         self._set_index_gauges()
 
     def _set_index_gauges(self) -> None:
@@ -189,12 +196,7 @@ class ScoringWorker:
                 message = parse_message(record.value, self.kafka.max_message_bytes)
                 batch.good.append((record, message))
             except SchemaError as e:
-                batch.outputs.append(
-                    send_dead_letter(
-                        self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
-                    )
-                )
-                batch.dead_reasons.append(e.reason)
+                batch.dead.append((record, e))
         batch.stage.lap("decode")
         if batch.good:
             texts = [m.text for _, m in batch.good]
@@ -224,7 +226,13 @@ class ScoringWorker:
                     self.detector, history, arrivals, queries, texts, timings=stage.seconds
                 )
         stage.lap(None)  # search and attention were timed inside
-        futures = list(batch.outputs)
+        self.outputs.begin()
+        futures = [
+            send_dead_letter(
+                self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
+            )
+            for record, e in batch.dead
+        ]
         if self.history is not None:
             futures += self.history.publish_changes(self.producer)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -240,11 +248,10 @@ class ScoringWorker:
             if self.kafka.publish_scores:
                 futures.append(self.producer.send(self.kafka.scores_topic, payload, key=key))
 
-        self._await_acks(futures)
+        self.outputs.flush(futures)
         stage.lap("publish")
         acked = time.time()
-        if batch.records:
-            commit_through(self.consumer, batch.records)
+        self.outputs.commit(batch.records)
         stage.lap("commit")
         for name, seconds in stage.seconds.items():
             self.metrics.stage_duration.labels(name).observe(seconds)
@@ -253,12 +260,12 @@ class ScoringWorker:
             if record.timestamp and record.timestamp > 0:
                 self.metrics.end_to_end_latency.observe(max(acked - record.timestamp / 1000, 0))
 
-        result.scored, result.dead_letters = len(good), len(batch.dead_reasons)
+        result.scored, result.dead_letters = len(good), len(batch.dead)
         self.metrics.messages_scored.inc(len(good))
         for alert in result.alerts:
             self.metrics.alerts_published.labels(alert.category or "none").inc()
-        for reason in batch.dead_reasons:
-            self.metrics.dead_letters.labels(reason).inc()
+        for _, e in batch.dead:
+            self.metrics.dead_letters.labels(e.reason).inc()
         latency = time.monotonic() - batch.started
         for _ in batch.records:
             self.metrics.processing_latency.observe(latency)
@@ -278,8 +285,9 @@ class ScoringWorker:
         # worker scored them recently), written to the history topic at once.
         admitted = self.history.admit_confirmed(self.bank.last_applied)
         if admitted:
-            futures = self.history.publish_changes(self.producer)
-            self._await_acks(futures)
+            self.outputs.begin()
+            self.outputs.flush(self.history.publish_changes(self.producer))
+            self.outputs.commit([])
             log.info("confirmed frauds added to their recipients' history: %s", admitted)
 
     def _set_history_gauges(self) -> None:
@@ -289,8 +297,35 @@ class ScoringWorker:
             self.metrics.history_entries.set(h.entry_count())
             self.metrics.history_memory.set(h.memory_bytes())
 
-    def _await_acks(self, futures: Iterable) -> None:
-        # flush() returns even when sends failed, so each future is checked on its own.
+
+class Outputs:
+    """How a batch's outputs and its input offsets become durable together.
+
+    At-least-once (the default): wait for the broker to acknowledge every output, then
+    commit the input offsets. flush() returns even when sends failed, so each send is
+    checked on its own; a failure stops the worker before the commit, and a crash between
+    the acks and the commit replays the batch (duplicates with the same keys).
+
+    Exactly-once (FRAUD_KAFKA__EXACTLY_ONCE): one Kafka transaction per batch holds its
+    outputs and its input offsets (send_offsets_to_transaction). A subscriber reading with
+    isolation_level=read_committed sees each decision once; a worker that dies mid-batch
+    leaves an open transaction that the broker aborts (transaction_timeout_ms), and the
+    batch's next owner writes it again.
+    """
+
+    def __init__(self, producer: KafkaProducer, consumer: KafkaConsumer, exactly_once: bool):
+        self.producer, self.consumer, self.exactly_once = producer, consumer, exactly_once
+        if exactly_once:
+            producer.init_transactions()
+
+    def begin(self) -> None:
+        if self.exactly_once:
+            self.producer.begin_transaction()
+
+    def flush(self, futures: Iterable) -> None:
+        """Wait for the batch's sends (at-least-once: each must be acknowledged)."""
+        if self.exactly_once:
+            return  # commit_transaction flushes, and fails if any send failed
         self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         failures = [
             f.exception or TimeoutError(f"no acknowledgement within {FLUSH_TIMEOUT_S:.0f}s")
@@ -303,6 +338,27 @@ class ScoringWorker:
                 f"(first: {failures[0]!r}): not committing, the batch will be replayed"
             )
 
+    def commit(self, records: list[ConsumerRecord]) -> None:
+        """Make the batch's input offsets (and, exactly-once, its outputs) durable."""
+        if not self.exactly_once:
+            if records:
+                commit_through(self.consumer, records)
+            return
+        try:
+            if records:
+                self.producer.send_offsets_to_transaction(
+                    offsets_after(records), self.consumer.group_metadata()
+                )
+            self.producer.commit_transaction()
+        except KafkaError as e:
+            try:
+                self.producer.abort_transaction()
+            except KafkaError:
+                pass  # fenced or fatal: the broker aborts it
+            raise PublishError(
+                f"the batch's transaction failed ({e!r}): stopping; its records are replayed"
+            ) from e
+
 
 @dataclass
 class Batch:
@@ -312,8 +368,7 @@ class Batch:
     records: list[ConsumerRecord]
     started: float
     good: list[tuple[ConsumerRecord, Message]] = field(default_factory=list)
-    outputs: list = field(default_factory=list)  # send futures to await before the commit
-    dead_reasons: list[str] = field(default_factory=list)
+    dead: list[tuple[ConsumerRecord, SchemaError]] = field(default_factory=list)
     encoded: Future | None = None  # -> (queries, seconds), one row per `good` message
     rows: list[int] | None = None  # which rows of the queries are still `good`'s
     stage: "StageClock" = field(default_factory=lambda: StageClock())
@@ -326,6 +381,7 @@ class Batch:
         ]
         self.rows = [i for i, _ in kept]
         self.good = [g for _, g in kept]
+        self.dead = [d for d in self.dead if d[0].partition in partitions]
         self.records = [r for r in self.records if r.partition in partitions]
 
 
@@ -367,7 +423,13 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     from workers.bank import ensure_bank_topic
     from workers.history import ensure_history_topic
     from workers.http import serve_metrics
-    from workers.kafka_clients import ensure_topics, make_consumer, make_producer, partition_count
+    from workers.kafka_clients import (
+        ensure_topics,
+        make_consumer,
+        make_producer,
+        make_transactional_clients,
+        partition_count,
+    )
 
     log.info("settings %s", settings.model_dump_json())
     detector = Detector.from_settings(settings)
@@ -394,7 +456,10 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     if settings.history.enabled:
         ensure_history_topic(kafka, partition_count(kafka, kafka.input_topic))
         history = HistoryState(kafka, RecipientHistory(settings.history))
-    consumer, producer = make_consumer(kafka), make_producer(kafka)
+    if kafka.exactly_once:
+        consumer, producer = make_transactional_clients(kafka)
+    else:
+        consumer, producer = make_consumer(kafka), make_producer(kafka)
     worker = ScoringWorker(detector, kafka, consumer, producer, metrics, bank, history)
     # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.
     limit_s = kafka.max_poll_interval_ms / 1000
