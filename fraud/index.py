@@ -46,7 +46,7 @@ from fraud.normalize import NORMALIZATION_VERSION, normalize
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records the SHA-256 of each file
 INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
 INDEX_TYPES = ("flat", "ivf")
 HNSW_QUANTIZER_M = 32  # links per node of the ivf coarse quantizer (an HNSW over centroids)
@@ -405,6 +405,10 @@ class ReferenceIndex:
             "changelog_offsets": {str(p): o for p, o in sorted(self.changelog_offsets.items())},
         }
 
+    @staticmethod
+    def _file_digests(directory: Path) -> dict[str, str]:
+        return {name: _sha256(directory / name) for name in (INDEX_FILE, REFERENCES_FILE)}
+
     def save(self, directory: Path) -> None:
         """Write the directory; applied changes become part of the snapshot's content hash."""
         if self._changes:
@@ -415,8 +419,10 @@ class ReferenceIndex:
         with (directory / REFERENCES_FILE).open("w", encoding="utf-8") as f:
             for ref_id in sorted(self._refs):
                 f.write(json.dumps(asdict(self._refs[ref_id]), ensure_ascii=False) + "\n")
-        # The manifest goes last: a directory with a manifest is a complete index.
-        (directory / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2) + "\n")
+        # The manifest goes last: a directory with a manifest is a complete index. It
+        # records each file's SHA-256, and load() refuses files that do not match.
+        manifest = {**self.manifest(), "files": self._file_digests(directory)}
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: Path, *, model: str, dim: int) -> "ReferenceIndex":
@@ -444,6 +450,18 @@ class ReferenceIndex:
                 f"v{manifest.get('normalization_version')}, this version uses "
                 f"v{NORMALIZATION_VERSION}: rebuild it with `fraud index build`"
             )
+        recorded_files = manifest.get("files")
+        if not isinstance(recorded_files, dict):
+            raise IndexMismatchError(
+                f"{directory}: the manifest records no file digests (an index written before "
+                f"format {FORMAT_VERSION}): rebuild it with `fraud index build`"
+            )
+        for name, digest in cls._file_digests(directory).items():
+            if recorded_files.get(name) != digest:
+                raise DataError(
+                    f"{directory / name}: its SHA-256 does not match the manifest's: the index "
+                    "was changed or damaged after it was written; refusing to load it"
+                )
         # A manifest without "index" (written before index types existed) is a flat index.
         recorded = manifest.get("index") or {}
         try:
@@ -584,3 +602,13 @@ def encode_with_progress(encoder, texts: list[str], progress: bool) -> np.ndarra
 def seed_references_path() -> Path:
     """The seed reference set the team wrote, shipped inside the package."""
     return Path(__file__).resolve().parent / "data" / "seed_references.csv"
+
+
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: missing: the index directory is incomplete, rebuild it")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -167,3 +167,30 @@ def test_an_index_directory_of_the_old_format_loads_as_flat(tmp_path):
     assert loaded.manifest()["index"]["type"] == "flat"
     loaded.upsert(Reference(9, "t", "legit", None, "s"), vectors[:1])
     assert loaded.remove(0) and 0 not in loaded.search(vectors, 3).ids
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "references.jsonl"])
+def test_a_file_changed_after_saving_is_refused(tmp_path, name):
+    index, _ = _index(6)
+    index.save(tmp_path)
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["files"].keys() == {
+        "index.faiss",
+        "references.jsonl",
+    }
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # one bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match"):
+        ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)
+
+
+def test_a_manifest_without_digests_is_refused(tmp_path):
+    index, _ = _index(6)
+    index.save(tmp_path)
+    path = tmp_path / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    del manifest["files"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatchError, match="no file digests"):
+        ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)
