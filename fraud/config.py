@@ -85,9 +85,9 @@ class KafkaSettings(BaseModel):
     publish_scores: bool = Field(False, description="also send every decision to scores_topic")
     max_batch: int = Field(64, ge=1, le=10_000, description="records per micro-batch, at most")
     batch_timeout_ms: int = Field(
-        200,
+        50,
         ge=1,
-        description="wait at most this long to fill a batch",
+        description="wait at most this long to fill a batch (a full batch goes at once)",
     )
     max_message_bytes: int = Field(
         64 * 1024, ge=64, description="larger records go to the dead-letter topic"
