@@ -606,8 +606,13 @@ def _bench_variants(args, settings: Settings, texts, report: dict, console) -> N
     from fraud.bench import variant_quality, variants_bench
     from fraud.encoder import VARIANTS, Encoder
 
-    def make(variant: str) -> Encoder:
-        return Encoder.from_settings(settings.model_copy(update={"encoder_variant": variant}))
+    built: dict[str, Encoder] = {}
+
+    def make(variant: str) -> Encoder:  # each variant loaded once, for speed and --quality
+        if variant not in built:
+            update = {"encoder_variant": variant}
+            built[variant] = Encoder.from_settings(settings.model_copy(update=update))
+        return built[variant]
 
     console.print(f"encoder variants, batch {settings.encode_batch_size} ...")
     report["variants"] = rows = variants_bench(make, texts[: args.encoder_texts])
