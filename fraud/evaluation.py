@@ -5,13 +5,19 @@ Protocol, the same for every variant (the attention scorers and the baselines):
   2. stratified k-fold with a fixed seed; in each fold the training part is all a variant
      sees: it becomes the reference index, fits T and tau, trains a head, fits a baseline;
   3. the alert threshold is chosen on the training part only, from inner cross-validated
-     scores (3 inner folds), never on the held-out part;
+     scores (3 inner folds), never on the held-out part (`inner_folds=0` skips this and
+     decides at 0.5: PR-AUC, ROC-AUC and recall at 1% FPR rank scores and do not use it,
+     and it quarters the cost);
   4. the held-out part is scored once; metrics are computed on all held-out scores pooled,
      with the per-fold spread beside them.
+
+Several encoders can be compared in one run (`fraud evaluate --models`): every variant
+that reads embeddings runs once per encoder, on the same folds; the text-only baselines
+run once. A large set can be cut to a stratified sample first (`--sample`).
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +64,21 @@ class Dataset:
 
     def subset(self, idx: np.ndarray) -> "Dataset":
         return Dataset([self.texts[i] for i in idx], self.y[idx], [self.categories[i] for i in idx])
+
+    def stratified_sample(self, n: int, seed: int, skip: int = 0) -> "Dataset":
+        """n messages with the set's share of frauds, in the set's order. With `skip`, the
+        sample is drawn from the messages left after setting aside a first stratified sample
+        of `skip`: `skip=n` gives a sample disjoint from `skip=0`'s (for choices that must
+        not be made on the reported messages)."""
+        from sklearn.model_selection import train_test_split
+
+        idx = np.arange(len(self.y))
+        if skip:
+            _, idx = train_test_split(idx, train_size=skip, stratify=self.y, random_state=seed)
+        if n < len(idx):
+            idx, _ = train_test_split(idx, train_size=n, stratify=self.y[idx], random_state=seed)
+        sample = self.subset(np.sort(idx))
+        return Dataset(sample.texts, sample.y, sample.categories, self.duplicates_removed)
 
 
 @dataclass(frozen=True)
@@ -139,7 +160,7 @@ class VariantResult:
 
 def cross_validate(
     dataset: Dataset,
-    X: np.ndarray,
+    X: np.ndarray | Mapping[str, np.ndarray],
     variants: dict[str, Callable[[], Variant]],
     *,
     folds: int = 5,
@@ -149,18 +170,22 @@ def cross_validate(
     timing_sample: int = 100,
     on_fold: Callable[[int, str], None] | None = None,
 ) -> dict[str, VariantResult]:
-    whole = Split(dataset, X)
+    """X: one embedding matrix for every variant, or a mapping from variant name to its own
+    (variants over different encoders); the folds are the same for all."""
+    wholes = {name: Split(dataset, X[name] if isinstance(X, Mapping) else X) for name in variants}
     n = len(dataset.y)
     results = {name: VariantResult(name, np.zeros(n), np.zeros(n, dtype=bool)) for name in variants}
     rule = threshold_rule or {}
     for fold, (train_idx, test_idx) in enumerate(stratified_folds(dataset.y, folds, seed)):
-        train, test = whole.take(train_idx), whole.take(test_idx)
         for name, make in variants.items():
+            train, test = wholes[name].take(train_idx), wholes[name].take(test_idx)
             if on_fold:
                 on_fold(fold, name)
             result = results[name]
-            threshold = choose_threshold(
-                inner_scores(make, train, inner_folds, seed), train.data.y, **rule
+            threshold = (
+                choose_threshold(inner_scores(make, train, inner_folds, seed), train.data.y, **rule)
+                if inner_folds
+                else 0.5  # no threshold fitted: the ranking metrics do not need one
             )
             variant = make()
             variant.fit(train)
@@ -293,15 +318,21 @@ def encoder_timing(encoder, texts: Sequence[str], n: int = 50) -> dict[str, floa
 
 def evaluate(
     dataset: Dataset,
-    X: np.ndarray,
+    X: np.ndarray | Mapping[str, np.ndarray],
     *,
     folds: int,
     seed: int,
     threshold_rule: dict[str, float],
     variant_names: Sequence[str] | None = None,
     on_fold: Callable[[int, str], None] | None = None,
+    inner_folds: int = 3,
 ) -> tuple[dict[str, Any], dict[str, VariantResult]]:
-    """Cross-validate every variant (or those named) and summarize each."""
+    """Cross-validate every variant (or those named) and summarize each.
+
+    X: the embeddings, or a mapping from encoder name to embeddings; then each variant
+    that reads embeddings runs once per encoder, as "variant [encoder]", and the others
+    (the TF-IDF baselines) once.
+    """
     from fraud.variants import evaluation_variants
 
     variants = evaluation_variants()
@@ -312,14 +343,27 @@ def evaluate(
 
             raise ConfigError(f"unknown variants {sorted(unknown)}: choose from {list(variants)}")
         variants = {k: v for k, v in variants.items() if k in variant_names}
+    per_variant: np.ndarray | dict[str, np.ndarray] = X
+    if isinstance(X, Mapping):
+        expanded, per_variant = {}, {}
+        first = next(iter(X.values()))
+        for name, make in variants.items():
+            if not getattr(make, "uses_embeddings", True):
+                expanded[name], per_variant[name] = make, first
+                continue
+            for model, embeddings in X.items():
+                expanded[f"{name} [{model}]"] = make
+                per_variant[f"{name} [{model}]"] = embeddings
+        variants = expanded
     results = cross_validate(
         dataset,
-        X,
+        per_variant,
         variants,
         folds=folds,
         seed=seed,
         threshold_rule=threshold_rule,
         on_fold=on_fold,
+        inner_folds=inner_folds,
     )
     report = {
         "dataset": {
@@ -330,8 +374,8 @@ def evaluate(
         "protocol": {
             "folds": folds,
             "seed": seed,
-            "inner_folds": 3,
-            "threshold_rule": threshold_rule or {"max": "f1"},
+            "inner_folds": inner_folds,
+            "threshold_rule": (threshold_rule or {"max": "f1"}) if inner_folds else {"fixed": 0.5},
         },
         "variants": {name: summarize(r, dataset) for name, r in results.items()},
     }

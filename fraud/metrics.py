@@ -156,3 +156,88 @@ def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             registry=registry,
         ),
     )
+
+
+# Request latencies of the inline service: its goal is a p99 of tens of milliseconds.
+HTTP_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+# The metrics of fraud/metrics.py that only a Kafka worker sets: the HTTP service
+# (workers/serve.py) leaves them out of its registry rather than expose them idle.
+WORKER_ONLY = (
+    "worker_up",
+    "consumer_lag",
+    "dead_letters",
+    "end_to_end_latency",
+    "history_recipients",
+    "history_entries",
+    "history_memory",
+)
+
+
+@dataclass(frozen=True)
+class ServeMetrics:
+    """The HTTP service's metrics: the worker's (same names, less WORKER_ONLY) and its own.
+    Prometheus tells the two apart by the scrape job (fraud-worker, fraud-serve)."""
+
+    scoring: WorkerMetrics
+    requests: Counter
+    request_duration: Histogram
+    queued: Gauge
+    ready: Gauge
+    publish_errors: Counter
+
+
+def build_serve_metrics(registry: CollectorRegistry) -> ServeMetrics:
+    scoring = build_metrics(registry)
+    for name in WORKER_ONLY:
+        registry.unregister(getattr(scoring, name))
+    return ServeMetrics(
+        scoring=scoring,
+        requests=Counter(
+            "fraud_http_requests",
+            "HTTP requests answered, by route (a fixed set; 'other' for the rest) and status.",
+            ["route", "code"],
+            registry=registry,
+        ),
+        request_duration=Histogram(
+            "fraud_http_request_duration_seconds",
+            "From a request's arrival to its answer, by route.",
+            ["route"],
+            buckets=HTTP_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        queued=Gauge(
+            "fraud_serve_queued_messages",
+            "Messages waiting for the scoring thread.",
+            registry=registry,
+        ),
+        ready=Gauge(
+            "fraud_serve_ready",
+            "1 once the model and index are loaded and the scoring thread runs.",
+            registry=registry,
+        ),
+        publish_errors=Counter(
+            "fraud_publish_errors",
+            "Decisions the broker did not acknowledge (fraud serve --publish).",
+            registry=registry,
+        ),
+    )
+
+
+def set_index_gauges(metrics: WorkerMetrics, detector) -> None:
+    """The loaded index's reference counts and what decisions depend on: set after
+    loading and after every bank change (the worker and the HTTP service alike)."""
+    counts = detector.index.counts()
+    for label in ("fraud", "legit"):
+        metrics.index_references.labels(label).set(counts[label])
+    for category, n in counts["fraud_by_category"].items():
+        metrics.index_fraud_references.labels(category or "unspecified").set(n)
+    metrics.model_info.info(detector.info)
+
+
+def observe_bank_changes(metrics: WorkerMetrics, changes: list, now_s: float) -> None:
+    """Count applied bank changes (fraud/bank.py BankChange), and how long each analyst
+    verdict among them took to arrive (now_s: time.time())."""
+    metrics.bank_changes.inc(len(changes))
+    for change in changes:
+        if change.verdict_ms is not None:
+            metrics.verdict_propagation.observe(max(now_s - change.verdict_ms / 1000, 0.0))

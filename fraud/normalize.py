@@ -20,7 +20,25 @@ conservative rule so that ordinary text comes out as it went in:
   numbers inside a word ("Max10mins"), codes in capitals ("SW1A", "APX300") or words
   next to non-Latin letters.
 
-Chinese, Japanese and Korean characters are never touched beyond NFKC.
+Version 3 handles Chinese text (Han characters; nothing here touches kana or hangul):
+
+- spacing inserted between characters to evade filters: whitespace between two Han
+  characters is removed ("中 奖 通 知", "中　奖" with an ideographic space), and between a
+  Han character and the punctuation next to it ("中奖 , 请"), and so is one
+  symbol repeated between four or more single Han characters ("中*奖*通*知", "加·微·信·号").
+  Chinese puts no spaces between words, so this loses nothing; spaces next to a Latin word
+  or a number stay;
+- traditional characters become simplified ones (OpenCC's t2s tables, character by
+  character and by phrase), so "恭喜您中獎" and "恭喜您中奖" are one text. Not in a text with
+  kana: Japanese keeps its kanji;
+- digit masks, that is digits disguised so that a filter looking for numbers misses them:
+  NFKC already folds full-width (１２３), circled (①), parenthesized (⑴) and
+  mathematical (𝟏) digits; this also folds the dingbat and double-circled digits NFKC leaves
+  alone (❶ ➀ ➊ ⓵ ⓫ ⓿), and a run of five or more Chinese digit characters, the way a
+  phone, QQ or account number is spelt to hide it ("一三八零零一三八零零零", "幺" for 1,
+  "壹贰叁" financial forms), into ASCII digits. Amounts with 十 百 千 万 are words, not
+  disguised digits, and stay. Masks such as the "x" with which a dataset hid its digits
+  ("xxx元") are left as they are.
 """
 
 import re
@@ -28,7 +46,7 @@ import unicodedata
 from collections import Counter
 from itertools import chain
 
-NORMALIZATION_VERSION = 2
+NORMALIZATION_VERSION = 3
 
 # Zero-width characters used to split words invisibly ("pa\u200bypal"), the BOM, and the
 # combining grapheme joiner (a mark that renders as nothing).
@@ -325,12 +343,69 @@ def _fold_leet(text: str) -> str:
     return _LATIN_WORD.sub(_unleet, text)
 
 
+# -- Chinese ----------------------------------------------------------------------------
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_HAN_CHAR = re.compile(f"[{_HAN}]")
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff]")
+_HAN_SPACE_HAN = re.compile(rf"(?<=[{_HAN}])\s+(?=[{_HAN}])")
+# Punctuation as NFKC leaves Chinese punctuation: a space before it after a Han character,
+# or after it between Han characters, is spacing too ("中奖 , 请" is "中奖,请").
+_PUNCT = ",.!?;:、。“”‘’《》()【】"
+_HAN_SPACE_PUNCT = re.compile(
+    rf"(?<=[{_HAN}])\s+(?=[{_PUNCT}])|(?<=[{_HAN}][{_PUNCT}])\s+(?=[{_HAN}])"
+)
+# Four or more single Han characters with one and the same symbol between them.
+_HAN_SEPARATED = re.compile(
+    rf"[{_HAN}](?P<sep>[*·.\-_/|~+#^=\\•・❤♥★☆✿◆●○])[{_HAN}](?:(?P=sep)[{_HAN}]){{2,}}"
+)
+# Digit forms NFKC leaves as they are: dingbat circled digits (negative, sans-serif,
+# negative sans-serif), double circled and negative circled digits, the circled zeros.
+DIGIT_FORMS = str.maketrans(
+    {
+        **{chr(0x2776 + i): str(i + 1) for i in range(9)},  # ❶-❾
+        **{chr(0x2780 + i): str(i + 1) for i in range(9)},  # ➀-➈
+        **{chr(0x278A + i): str(i + 1) for i in range(9)},  # ➊-➒
+        **{chr(0x24F5 + i): str(i + 1) for i in range(9)},  # ⓵-⓽
+        "\u277f": "10", "\u2789": "10", "\u2793": "10", "\u24fe": "10",
+        **{chr(0x24EB + i): str(i + 11) for i in range(10)},  # ⓫-⓴
+        "\u24ff": "0", "\U0001f10b": "0", "\U0001f10c": "0",
+    }
+)  # fmt: skip
+_CHINESE_DIGITS = {
+    **dict(zip("零〇一二三四五六七八九", "00123456789", strict=True)),
+    **dict(zip("幺壹贰叁肆伍陆柒捌玖", "1123456789", strict=True)),  # after t2s: 貳 is 贰
+}
+_CHINESE_DIGIT_RUN = re.compile(f"[{''.join(_CHINESE_DIGITS)}]{{5,}}")
+_T2S = None
+
+
+def _to_simplified(text: str) -> str:
+    global _T2S
+    if _T2S is None:
+        import opencc
+
+        _T2S = opencc.OpenCC("t2s")
+    return _T2S.convert(text)
+
+
+def _fold_chinese(text: str) -> str:
+    if not _HAN_CHAR.search(text):
+        return text
+    text = _HAN_SPACE_PUNCT.sub("", _HAN_SPACE_HAN.sub("", text))
+    text = _HAN_SEPARATED.sub(lambda m: m.group().replace(m.group("sep"), ""), text)
+    if not _KANA.search(text):
+        text = _to_simplified(text)
+    return _CHINESE_DIGIT_RUN.sub(lambda m: "".join(_CHINESE_DIGITS[ch] for ch in m.group()), text)
+
+
 # -- the whole ------------------------------------------------------------------------
 
 
 def _fold_once(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text).translate(DIGIT_FORMS)
     text = _FEW_SPACES.sub(_cap_spaces, text)
+    text = _fold_chinese(text)
     text = _fold_links(text)
     text = _SPACED_RUN.sub(_join_spaced, text)
     text = _fold_homoglyphs(text)
@@ -344,8 +419,9 @@ def normalize(text: str) -> str:
 
     Removal comes before NFKC so that characters the removal brings together (a letter
     and a combining accent split by a zero-width space) are composed too. Every step
-    after NFKC only removes characters or replaces one with one, so the output is never
-    longer than the input's NFKC form, and normalize(normalize(t)) == normalize(t).
+    after NFKC and the digit forms (❿ is "10") only removes characters or replaces one
+    with one, so the output is never longer than that, and
+    normalize(normalize(t)) == normalize(t).
     """
     out = _fold_once(text.translate(_INVISIBLE))
     for _ in range(_MAX_PASSES - 1):

@@ -79,13 +79,18 @@ def _too_deep() -> str:
 
 
 def _check_nesting_and_strings(obj: Any, decoded: str) -> None:
-    """Refuse a document nested deeper than MAX_JSON_DEPTH, or with a lone surrogate in
-    any key or string. Walked without recursion, and only when the raw text could hold
-    either (enough brackets, a surrogate escape)."""
+    """check_json_value, only when the raw text could hold what it refuses (enough
+    brackets, a surrogate escape): most records skip the walk."""
     deep = decoded.count("[") + decoded.count("{") > MAX_JSON_DEPTH
     surrogates = _SURROGATE_ESCAPE.search(decoded) is not None
-    if not (deep or surrogates):
-        return
+    if deep or surrogates:
+        check_json_value(obj, surrogates=surrogates)
+
+
+def check_json_value(obj: Any, surrogates: bool = True) -> None:
+    """Refuse (SchemaError) a decoded JSON value nested deeper than MAX_JSON_DEPTH, or with
+    a lone surrogate in any key or string (unless `surrogates` is False). Walked without
+    recursion. The worker's records and the HTTP service's requests pass the same check."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         value, depth = stack.pop()

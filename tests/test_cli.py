@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,97 @@ def test_a_verdict_reads_with_bank_and_history_evidence(detector):
     text = format_verdict(verdict, detector)
     assert f"#{ref_id}" in text and detector.index.reference(ref_id).text[:30] in text
     assert "m-7 (history)" in text and "earlier message to this recipient" in text
+
+
+def _seed_subsets(tmp_path) -> tuple[Path, Path]:
+    """Two small labeled CSVs from the seed set: its English and its Chinese messages."""
+    import csv
+
+    from fraud.index import seed_references_path
+    from fraud.routing import is_other_script
+
+    with seed_references_path().open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    paths = []
+    for name, chinese in (("english", False), ("chinese", True)):
+        part = [r for r in rows if is_other_script(r["text"]) == chinese]
+        path = tmp_path / f"{name}.csv"
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, ["text", "label", "category"])
+            writer.writeheader()
+            writer.writerows(part)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_evaluate_wants_one_sample_size_or_one_per_csv(tmp_path, capsys):
+    english, chinese = _seed_subsets(tmp_path)
+    args = ["evaluate", "--csv", str(english), "--csv", str(chinese)]
+    assert main([*args, "--sample", "50", "--sample", "60", "--sample", "70"]) == 2
+    assert "3 --sample values for 2 --csv files" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_evaluate_compares_encoders_on_several_datasets_in_one_run(tmp_path, capsys):
+    english, chinese = _seed_subsets(tmp_path)
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            "-q",
+            "--csv",
+            str(english),
+            "--csv",
+            str(chinese),
+            "--sample",
+            "120",
+            "--sample",
+            "0",
+            "--folds",
+            "3",
+            "--models",
+            "english,multilingual,routed",
+            "--variants",
+            "attention,char-tfidf+logreg",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    for name, n in (("english", 120), ("chinese", 225)):
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["dataset"]["messages"] == n
+        assert set(report["variants"]) == {
+            "char-tfidf+logreg",  # reads no embeddings: once
+            "attention [english]",
+            "attention [multilingual]",
+            "attention [routed]",
+        }
+        assert set(report["encoders"]) == {"english", "multilingual", "routed"}
+        assert (out / name / "pr_curve.png").is_file()
+    chinese_report = json.loads((out / "chinese" / "report.json").read_text())
+    pr_auc = {k: v["pr_auc"] for k, v in chinese_report["variants"].items()}
+    # The English model reads Chinese poorly; the multilingual one does not.
+    assert pr_auc["attention [multilingual]"] > pr_auc["attention [english]"]
+    printed = capsys.readouterr().out
+    assert "recall at 1% FPR" in printed and "chinese (225, 112 fraud)" in printed
+
+
+def test_model_flag_chooses_the_encoder(monkeypatch):
+    from fraud.cli import _settings, build_parser
+    from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH
+
+    monkeypatch.delenv("FRAUD_MULTILINGUAL_MODEL_PATH", raising=False)
+
+    def settings(*flags):
+        return _settings(build_parser().parse_args(["index", "build", *flags]))
+
+    assert settings().route_by_script and settings().model_path is None
+    assert settings("--model", "routed").route_by_script
+    english = settings("--model", "english")
+    assert not english.route_by_script and english.model_path is None
+    multilingual = settings("--model", "multilingual")
+    assert not multilingual.route_by_script
+    assert multilingual.model_path == DEFAULT_MULTILINGUAL_MODEL_PATH

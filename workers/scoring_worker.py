@@ -40,7 +40,7 @@ from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
 from fraud.errors import FraudError, SchemaError
 from fraud.history import Arrival, score_in_order
-from fraud.metrics import WorkerMetrics, build_metrics
+from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
@@ -90,15 +90,7 @@ class ScoringWorker:
         self._next_offset: dict[int, int] = {}  # per partition: the offset after the last taken
         self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="encoder")
         self.outputs = Outputs(producer, consumer, kafka.exactly_once)
-        self._set_index_gauges()
-
-    def _set_index_gauges(self) -> None:
-        counts = self.detector.index.counts()
-        for label in ("fraud", "legit"):
-            self.metrics.index_references.labels(label).set(counts[label])
-        for category, n in counts["fraud_by_category"].items():
-            self.metrics.index_fraud_references.labels(category or "unspecified").set(n)
-        self.metrics.model_info.info(self.detector.info)
+        set_index_gauges(self.metrics, self.detector)
 
     def _set_lag(self) -> None:
         """End offset minus position, per assigned partition (from the last fetch's high
@@ -273,12 +265,8 @@ class ScoringWorker:
         return result
 
     def _bank_changed(self) -> None:
-        self._set_index_gauges()
-        self.metrics.bank_changes.inc(len(self.bank.last_applied))
-        for change in self.bank.last_applied:
-            if change.verdict_ms is not None:
-                delay = time.time() - change.verdict_ms / 1000
-                self.metrics.verdict_propagation.observe(max(delay, 0.0))
+        set_index_gauges(self.metrics, self.detector)
+        observe_bank_changes(self.metrics, self.bank.last_applied, time.time())
         if self.history is None:
             return
         # Frauds an analyst confirmed become history keys of their recipient too (if this

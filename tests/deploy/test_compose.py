@@ -89,9 +89,16 @@ def test_the_compose_spec_validator_accepts_the_compose_file():
 
 def test_the_services_of_the_stack_are_there(compose):
     services = compose["services"]
-    assert {"kafka", "init", "worker", "feedback", "prometheus", "grafana", "producer"} <= set(
-        services
-    )
+    assert {
+        "kafka",
+        "init",
+        "worker",
+        "serve",
+        "feedback",
+        "prometheus",
+        "grafana",
+        "producer",
+    } <= set(services)
     assert services["kafka"]["image"] == "apache/kafka:4.1.1"
     assert "healthcheck" in services["kafka"]
     worker = services["worker"]
@@ -99,6 +106,9 @@ def test_the_services_of_the_stack_are_there(compose):
     assert worker["environment"]["FRAUD_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 (scraped)
     assert worker["depends_on"]["init"]["condition"] == "service_completed_successfully"
     assert services["init"]["restart"] == "no"
+    serve = services["serve"]
+    assert serve["environment"]["FRAUD_SERVE__HOST"] == "0.0.0.0"  # noqa: S104 (in its container)
+    assert serve["ports"] == ["127.0.0.1:8000:8000"]  # the host's loopback only
 
 
 def test_every_mounted_path_build_context_and_dockerfile_exists(compose):
@@ -153,6 +163,7 @@ def test_the_fraud_commands_parse_and_the_fraud_variables_are_settings(compose, 
         Settings()  # the values validate
     assert {
         "cmd_worker",
+        "cmd_serve",
         "cmd_feedback_processor",
         "cmd_produce",
         "cmd_setup",

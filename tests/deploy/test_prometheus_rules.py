@@ -67,13 +67,16 @@ def test_promtool_rule_unit_tests():
     assert "SUCCESS" in _promtool("test", "rules", str(RULE_TESTS.relative_to(ROOT)))
 
 
-def test_config_scrapes_the_worker_replicas_and_loads_the_rules():
+def test_config_scrapes_the_worker_replicas_and_the_service_and_loads_the_rules():
     config = yaml.safe_load(CONFIG.read_text())
     assert config["rule_files"] == [RULES.name]
-    [job] = config["scrape_configs"]
-    assert job["job_name"] == "fraud-worker"
-    assert job["dns_sd_configs"] == [
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"fraud-worker", "fraud-serve"}
+    assert jobs["fraud-worker"]["dns_sd_configs"] == [
         {"names": ["worker"], "type": "A", "port": 9108, "refresh_interval": "30s"}
+    ]
+    assert jobs["fraud-serve"]["dns_sd_configs"] == [
+        {"names": ["serve"], "type": "A", "port": 8000, "refresh_interval": "30s"}
     ]
 
 

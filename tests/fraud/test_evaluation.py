@@ -109,3 +109,33 @@ def test_recall_by_category():
     predicted = np.array([1, 0, 1, 1], bool)
     cats = ["lottery", "lottery", "delivery", None]
     assert recall_by_category(y, predicted, cats) == {"delivery": 1.0, "lottery": 0.5}
+
+
+def test_a_stratified_sample_keeps_the_fraud_share_and_skip_gives_a_disjoint_one():
+    data, _ = _dataset(n=400, seed=3)
+    first = data.stratified_sample(100, seed=13)
+    second = data.stratified_sample(100, seed=13, skip=100)
+    assert len(first.y) == len(second.y) == 100
+    assert abs(first.y.mean() - data.y.mean()) < 0.02
+    assert not set(first.texts) & set(second.texts)
+    assert first.texts == data.stratified_sample(100, seed=13).texts  # reproducible
+    assert first.texts == [t for t in data.texts if t in set(first.texts)]  # the set's order
+
+
+def test_variants_over_several_encoders_share_the_folds():
+    from fraud.evaluation import evaluate
+
+    data, X = _dataset()
+    report, results = evaluate(
+        data,
+        {"a": X, "b": X[:, ::-1].copy()},
+        folds=3,
+        seed=0,
+        threshold_rule={},
+        variant_names=["attention", "char-tfidf+logreg"],
+        inner_folds=0,  # no thresholds fitted: decisions at 0.5
+    )
+    assert set(report["variants"]) == {"char-tfidf+logreg", "attention [a]", "attention [b]"}
+    assert report["variants"]["attention [a]"]["thresholds"] == [0.5, 0.5, 0.5]
+    # The same embeddings up to a permutation of dimensions: the same scores.
+    assert np.allclose(results["attention [a]"].scores, results["attention [b]"].scores)

@@ -197,9 +197,61 @@ def _version_1(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
 
-@given(st.text(alphabet=_CJK))
-def test_cjk_text_gets_nfkc_and_nothing_else(text):
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@given(st.text(alphabet=_CJK).filter(lambda t: not _HAN.search(t)))
+def test_kana_hangul_and_cjk_punctuation_get_nfkc_and_nothing_else(text):
     assert normalize(text) == _version_1(text)
+
+
+@given(st.text(alphabet=_CJK))
+def test_han_text_loses_inner_spaces_and_traditional_forms_only(text):
+    from fraud.normalize import _to_simplified
+
+    out = normalize(text)
+    assert not re.search(f"{_HAN.pattern}\\s+{_HAN.pattern}", out)
+    if not re.search("[\u3040-\u30ff]", out):
+        assert _to_simplified(out) == out
+    assert len(out) <= len(_version_1(text))
+
+
+@pytest.mark.parametrize(
+    ("tricked", "plain"),
+    [
+        ("中 奖 通 知 ： 请 点 击 领 取 。", "中奖通知:请点击领取。"),
+        ("恭喜您中獎了 ，請 點 擊", "恭喜您中奖了,请点击"),
+        ("恭\u3000喜\u3000您", "恭喜您"),  # ideographic spaces
+        ("加*微*信*领*取", "加微信领取"),
+        ("加·微·信·号 a.b.c", "加微信号 a.b.c"),
+        ("恭喜您中獎了，請點擊連結領取獎金", "恭喜您中奖了,请点击连结领取奖金"),
+        ("請致電客服", "请致电客服"),
+        ("ＱＱ：１２３４５６", "QQ:123456"),
+        ("联系电话❶❸❽⓿⓿➀➂➇⓿⓿⓿", "联系电话13800138000"),
+        ("请加微信一三八零零一三八零零零", "请加微信13800138000"),
+        ("扣扣幺二三四五六七", "扣扣1234567"),
+        ("账号壹贰叁肆伍陆", "账号123456"),
+    ],
+)
+def test_chinese_evasions_are_undone(tricked, plain):
+    assert normalize(tricked) == plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我们明天下午三点见,别迟到。",
+        "本次消费一千五百元,余额三万二千元。",  # amounts are words, not disguised digits
+        "三三两两地走进来",
+        "乔·拜登发表讲话",  # one separator: a name, not a spaced word
+        "您的验证码是 482913,5分钟内有效。",
+        "收到 hello world 了吗",  # spaces next to Latin words stay
+        "转账 xxx 元到尾号 xxxx 的账户",  # a dataset's digit masks stay
+        "お荷物の配達に失敗しました",  # Japanese keeps its kanji and kana
+    ],
+)
+def test_ordinary_chinese_text_is_unchanged(text):
+    assert normalize(text) == text
 
 
 def test_chinese_message_with_a_disguised_latin_word():
@@ -216,7 +268,7 @@ _TRICKY = st.lists(
             "a", "b", "I", "x", "\u0430", "\u0440", "\u03bf", "\u0416", "\u03bb", "中",
             "1", "0", "3", "4", "2", " ", "  ", ".", "-", " . ", "[.]", "(dot)", "[:]",
             "://", "hxxp", "www", "com", "c0m", "net", "\u200b", "\u0301", "ｆ", "'", "s",
-            "pay", "P4y", "dot", "\n", "\t", "ﬁ",
+            "pay", "P4y", "dot", "\n", "\t", "ﬁ", "獎", "三", "零", "*", "·", "❶", "お",
         ]
     ),
     max_size=40,
@@ -232,4 +284,6 @@ def test_idempotent_where_the_tricks_meet(text):
 
 @given(st.text())
 def test_never_longer_than_the_input_nfkc(text):
-    assert len(normalize(text)) <= len(unicodedata.normalize("NFKC", text))
+    from fraud.normalize import DIGIT_FORMS
+
+    assert len(normalize(text)) <= len(unicodedata.normalize("NFKC", text).translate(DIGIT_FORMS))

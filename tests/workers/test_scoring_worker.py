@@ -144,7 +144,9 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
         assert value("fraud_consumer_lag_messages", topic=kafka.input_topic, partition="0") == 0
         assert value("fraud_worker_up") == 1
         (info,) = [k for k in samples if k[0] == "fraud_model_info"]
-        assert ("model", "sentence-transformers/all-MiniLM-L6-v2") in info[1]
+        model = dict(info[1])["model"]
+        # Routed by script (the default): the English model, then the multilingual one.
+        assert model.startswith("sentence-transformers/all-MiniLM-L6-v2|multilingual-e5-small")
 
         start = time.monotonic()
         proc.terminate()

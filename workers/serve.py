@@ -1,0 +1,855 @@
+"""`fraud serve`: inline scoring over HTTP, a verdict before a message is delivered.
+
+The decision is the one the worker publishes (fraud/schemas.py `Alert`, built by
+`Detector.alert` from `Detector.score_embeddings`: the same scoring path), answered to the
+caller; with `--publish` it is also written to the scores topic, and to the alert topic
+when it is an alert, keyed by message id as the worker does.
+
+    POST /v1/score         one message {id, text, recipient?, metadata?} -> its decision
+    POST /v1/score:batch   {"messages": [...]} -> {"decisions": [...]}, in request order
+    GET  /healthz          200 while the process answers and its scoring thread moves
+    GET  /readyz           200 once the model and index are loaded, else 503
+    GET  /metrics          Prometheus: the worker's metric names, plus fraud_http_* and
+                           fraud_serve_*; scraped as its own job (fraud-serve)
+
+Micro-batching. Requests put their messages on one queue. A batcher task takes up to
+max_batch of them, waiting at most batch_wait_ms after the oldest one arrived (so only
+when the scorer was idle), and hands them to the one scoring thread: the model runs
+outside the event loop, which keeps answering. The thread encodes the batch in one call,
+scores it and builds each decision. Changes to the reference bank (when the index is
+linked to the bank topic, as for the worker: workers/bank.py) are applied on that same
+thread, since the index is not thread-safe: before every batch, and every second or so
+while idle.
+
+Not done here: the recipient's history. The worker keeps each recipient's earlier
+suspicious messages as extra keys, which works because Kafka partitions the input by
+recipient, so one worker sees all of a recipient's messages, in order. An HTTP service
+has no such owner, so inline scoring uses the bank alone; a `recipient` is passed
+through into the decision, not used to score.
+
+Safe by default: it binds 127.0.0.1; bearer tokens (from FRAUD_SERVE__TOKEN or a token
+file) protect /v1/* when set, compared in constant time; body, batch and text limits
+answer 413 and 422; bad JSON 422 (or 400 for bytes that are not UTF-8), a body that is
+not JSON 415, an overfull queue 503. The message text is never logged: the access log is
+off, and a failure logs the message id and the error's class only.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fraud.config import ServeSettings, Settings
+from fraud.detector import Detector
+from fraud.errors import ConfigError, SchemaError
+from fraud.metrics import (
+    ServeMetrics,
+    WorkerMetrics,
+    build_serve_metrics,
+    observe_bank_changes,
+    set_index_gauges,
+)
+from fraud.schemas import Alert, Message, check_json_value
+
+log = logging.getLogger(__name__)
+
+# Bank changes are applied at least this often without traffic.
+IDLE_POLL_S = 1.0
+# A scoring thread with work queued and no batch finished for this long is stuck.
+STALL_S = 60.0
+# --publish: a send waits at most this long for the broker's metadata or buffer space;
+# an answer is never held for Kafka (a failed send is logged and counted).
+PUBLISH_MAX_BLOCK_MS = 200
+# The routes, as the `route` label of the HTTP metrics (any other path: "other").
+ROUTES = frozenset(
+    {"/v1/score", "/v1/score:batch", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+)
+DESCRIPTION = (
+    "Each answer is the decision the Kafka scoring worker publishes for the same message "
+    "(schema_version 2): score, is_alert at the configured threshold, category and its "
+    "distribution, evidence, model and index version. Inline scoring uses the reference "
+    "bank only, not the recipient's history."
+)
+EXAMPLE = {
+    "id": "msg-0001",
+    "text": "Your parcel is held at the depot: pay the 1.99 GBP fee at royalmail-redelivery.info",
+    "recipient": "+44 7700 900123",
+    "metadata": {"sender": "RoyalMail", "channel": "sms"},
+}
+
+
+# -- the scoring thread --------------------------------------------------------------------
+
+
+class ScoringFailed(Exception):
+    """A message could not be scored (the scoring thread logged why)."""
+
+
+class Scorer:
+    """What the scoring thread owns: the detector, the bank follower and, with --publish,
+    the producer. Every method runs on that one thread."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        metrics: WorkerMetrics,
+        bank=None,
+        producer=None,
+        alert_topic: str = "",
+        scores_topic: str = "",
+        on_publish_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.detector, self.metrics, self.bank, self.producer = detector, metrics, bank, producer
+        self.alert_topic, self.scores_topic = alert_topic, scores_topic
+        self.on_publish_error = on_publish_error
+        set_index_gauges(metrics, detector)
+
+    def score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert | None]:
+        """Decisions for a batch, in order; None for a message that could not be scored.
+        A batch that fails is scored again one message at a time, so one bad message
+        does not fail its batchmates. `arrived`: each message's time.monotonic()."""
+        self.poll_bank()
+        try:
+            return list(self._score(messages, arrived))
+        except Exception as e:  # logged without its message: it could quote the text
+            log.error(
+                "scoring a batch of %d failed (%s): scoring its messages one at a time",
+                len(messages),
+                type(e).__name__,
+            )
+        out: list[Alert | None] = []
+        for message, at in zip(messages, arrived, strict=True):
+            try:
+                out.extend(self._score([message], [at]))
+            except Exception as e:
+                log.error("message %s could not be scored (%s)", message.id, type(e).__name__)
+                out.append(None)
+        return out
+
+    def _score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert]:
+        m = self.metrics
+        texts = [message.text for message in messages]
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        queries = self.detector.encoder.encode(texts)
+        timings["encode"] = time.perf_counter() - started
+        verdicts = self.detector.score_embeddings(queries, texts, timings=timings)
+        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        now = time.monotonic()
+        alerts = [
+            self.detector.alert(
+                message, verdict, scored_at=scored_at, processing_ms=(now - at) * 1e3
+            )
+            for message, verdict, at in zip(messages, verdicts, arrived, strict=True)
+        ]
+        if self.producer is not None:
+            published = time.perf_counter()
+            for alert in alerts:
+                self._publish(alert)
+            timings["publish"] = time.perf_counter() - published
+        m.messages_scored.inc(len(alerts))
+        m.batch_size.observe(len(alerts))
+        for name, seconds in timings.items():
+            m.stage_duration.labels(name).observe(seconds)
+        for alert, at in zip(alerts, arrived, strict=True):
+            m.scores.observe(alert.score)
+            m.processing_latency.observe(now - at)
+            if alert.is_alert and self.producer is None:  # else counted once acknowledged
+                m.alerts_published.labels(alert.category or "none").inc()
+        return alerts
+
+    def _publish(self, alert: Alert) -> None:
+        payload, key = alert.to_bytes(), alert.message_id.encode("utf-8")
+        topics = [self.scores_topic] + [self.alert_topic] * alert.is_alert
+        for topic in topics:
+            try:
+                future = self.producer.send(topic, payload, key=key)
+            except Exception as e:  # no metadata or no buffer space within max_block_ms
+                self._publish_failed(e)
+                continue
+            future.add_errback(self._publish_failed)
+            if topic == self.alert_topic:
+                category = alert.category or "none"
+                future.add_callback(
+                    lambda _meta, c=category: self.metrics.alerts_published.labels(c).inc()
+                )
+
+    def _publish_failed(self, error: BaseException) -> None:
+        if self.on_publish_error is not None:
+            self.on_publish_error(error)
+
+    def poll_bank(self) -> None:
+        """Apply the bank changes that arrived (the worker does the same between batches)."""
+        if self.bank is None:
+            return
+        try:
+            applied = self.bank.poll()
+        except Exception as e:  # the broker away: score with the bank as it is
+            log.warning("reading the bank topic failed (%r): scoring with the bank as is", e)
+            return
+        if applied:
+            set_index_gauges(self.metrics, self.detector)
+            observe_bank_changes(self.metrics, self.bank.last_applied, time.time())
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(timeout=30)
+            self.producer.close(timeout=10)
+        if self.bank is not None:
+            self.bank.close()
+
+
+def load_scorer(settings: Settings, metrics: ServeMetrics) -> Scorer:
+    """The detector of `settings`, following the bank topic when its index is linked to
+    it, and a producer for --publish. Runs on the scoring thread."""
+    from workers.bank import BankFollower, ensure_bank_topic
+    from workers.kafka_clients import ensure_topics, make_producer
+
+    detector = Detector.from_settings(settings)
+    kafka = settings.kafka
+    bank = producer = None
+    if detector.index.changelog_offsets:
+        ensure_bank_topic(kafka)
+        bank = BankFollower(kafka, detector.index)
+        bank.catch_up()  # every change since the snapshot, before the first answer
+    else:
+        log.info(
+            "index %s is not linked to the bank topic %s (no changelog offsets): not "
+            "following it; link it with `fraud index publish` or `fraud index snapshot`",
+            settings.index_dir,
+            kafka.bank_topic,
+        )
+    if settings.serve.publish:
+        ensure_topics(kafka, [kafka.alert_topic, kafka.scores_topic])
+        producer = make_producer(kafka, max_block_ms=PUBLISH_MAX_BLOCK_MS)
+    return Scorer(
+        detector,
+        metrics.scoring,
+        bank=bank,
+        producer=producer,
+        alert_topic=kafka.alert_topic,
+        scores_topic=kafka.scores_topic,
+        on_publish_error=_PublishErrors(metrics),
+    )
+
+
+class _PublishErrors:
+    """Counts sends the broker did not acknowledge; logs the first and then one a minute."""
+
+    def __init__(self, metrics: ServeMetrics) -> None:
+        self.metrics, self.logged_at, self.since = metrics, -float("inf"), 0
+
+    def __call__(self, error: BaseException) -> None:
+        self.metrics.publish_errors.inc()
+        self.since += 1
+        if time.monotonic() - self.logged_at >= 60:
+            log.error("%d decisions not published (last: %r)", self.since, error)
+            self.logged_at, self.since = time.monotonic(), 0
+
+
+# -- the batcher ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    message: Message
+    arrived: float  # time.monotonic()
+    future: asyncio.Future
+
+
+class Batcher:
+    """The queue between requests and the scoring thread (see the module's docstring)."""
+
+    def __init__(self, serve: ServeSettings, metrics: ServeMetrics) -> None:
+        self.max_batch, self.wait_s, self.max_queue = (
+            serve.max_batch,
+            serve.batch_wait_ms / 1000,
+            serve.max_queue,
+        )
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="scorer")
+        self.queue: deque[_Pending] = deque()
+        self.scorer: Scorer | None = None
+        self.error: BaseException | None = None  # why loading failed
+        self.stopping = False
+        self.last_progress = time.monotonic()
+        self._task: asyncio.Task | None = None
+        self._loading: asyncio.Future | None = None
+        self._wakeup = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.scorer is not None
+            and self._task is not None
+            and not self._task.done()
+            and not self.stopping
+        )
+
+    def stalled(self) -> bool:
+        return bool(self.queue) and time.monotonic() - self.last_progress > STALL_S
+
+    async def start(self, load: Callable[[], Scorer]) -> None:
+        """Load (on the scoring thread, so the model is used from the thread it was
+        loaded on), then score until stop()."""
+        loop = asyncio.get_running_loop()
+        self._loading = loop.run_in_executor(self.executor, load)
+        try:
+            scorer = await self._loading
+        except Exception as e:
+            self.error = e
+            raise
+        self.scorer = scorer
+        if not self.stopping:
+            self.last_progress = time.monotonic()
+            self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def submit(self, messages: list[Message]) -> list[Alert]:
+        """Queue messages and wait for their decisions, in order."""
+        if not self.ready:
+            raise _unavailable(
+                "the service is stopping"
+                if self.stopping
+                else "the model and index are still loading: retry shortly (GET /readyz)"
+            )
+        if len(self.queue) + len(messages) > self.max_queue:
+            raise _unavailable(
+                f"{len(self.queue)} messages are waiting to be scored (limit "
+                f"{self.max_queue}, FRAUD_SERVE__MAX_QUEUE): retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = [_Pending(m, now, loop.create_future()) for m in messages]
+        self.queue.extend(pending)
+        self.metrics.scoring.messages_consumed.inc(len(messages))
+        self.metrics.queued.set(len(self.queue))
+        self._wakeup.set()
+        if len(pending) == 1:
+            return [await pending[0].future]
+        results = await asyncio.gather(*(p.future for p in pending), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                if self.stopping:
+                    return
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), IDLE_POLL_S)
+                except TimeoutError:
+                    await loop.run_in_executor(self.executor, self.scorer.poll_bank)
+                    self.last_progress = time.monotonic()
+                continue
+            await self._fill()
+            batch: list[_Pending] = []
+            while self.queue and len(batch) < self.max_batch:
+                p = self.queue.popleft()
+                if not p.future.done():  # a caller that went away is not scored
+                    batch.append(p)
+            self.metrics.queued.set(len(self.queue))
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(
+                    self.executor,
+                    self.scorer.score,
+                    [p.message for p in batch],
+                    [p.arrived for p in batch],
+                )
+            except Exception as e:  # Scorer.score catches what scoring raises: a bug here
+                log.error("the scoring thread failed (%s)", type(e).__name__)
+                results = [None] * len(batch)
+            self.last_progress = time.monotonic()
+            for p, alert in zip(batch, results, strict=True):
+                if p.future.done():
+                    continue
+                if alert is None:
+                    p.future.set_exception(ScoringFailed(p.message.id))
+                else:
+                    p.future.set_result(alert)
+
+    async def _fill(self) -> None:
+        """Wait for a full batch, at most until batch_wait_ms after the oldest queued
+        message arrived: a queue that filled while the scorer was busy waits no more."""
+        deadline = self.queue[0].arrived + self.wait_s
+        while len(self.queue) < self.max_batch and not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def stop(self) -> None:
+        """Score what is queued, then close the scorer and its thread."""
+        self.stopping = True
+        self._wakeup.set()
+        if self._loading is not None:
+            with suppress(Exception):
+                await self._loading
+        if self._task is not None:
+            await self._task
+        if self.scorer is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.scorer.close)
+        self.executor.shutdown(wait=False)
+
+
+def _unavailable(detail: str) -> HTTPException:
+    return HTTPException(503, detail=detail, headers={"Retry-After": "1"})
+
+
+# -- requests and answers ------------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+class ScoreBatchResponse(BaseModel):
+    """The decisions for a batch request, in the order of its messages."""
+
+    decisions: list[Alert]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    detail: str
+    model: str | None = None
+    index_version: str | None = None
+    references: int | None = None
+
+
+def request_models(serve: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The request bodies, with this service's limits in their schema."""
+
+    class ScoreRequest(BaseModel):
+        """One message to score. Unknown fields are refused: put them in `metadata`."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+
+        id: str = Field(
+            min_length=1,
+            max_length=256,
+            description="the message's id: the decision's message_id (and Kafka key)",
+        )
+        text: str = Field(
+            min_length=1,
+            max_length=serve.max_text_chars,
+            pattern=r"\S",
+            description="the message text; not logged, and not copied into the decision",
+        )
+        recipient: str | None = Field(
+            None,
+            min_length=1,
+            max_length=256,
+            description="passed through into the decision (inline scoring does not use "
+            "the recipient's history)",
+        )
+        metadata: dict[str, Any] | None = Field(
+            None, description="anything else (sender, channel, ...): passed through"
+        )
+
+        @model_validator(mode="after")
+        def _is_text(self) -> "ScoreRequest":
+            # The worker's rules for a record (fraud/schemas.py): no lone surrogates, no
+            # nesting deeper than its limit.
+            try:
+                check_json_value([self.id, self.text, self.recipient, self.metadata])
+            except SchemaError as e:
+                raise ValueError(e.detail) from None
+            return self
+
+        def message(self) -> Message:
+            extra = {k: v for k in ("recipient", "metadata") if (v := getattr(self, k)) is not None}
+            return Message(id=self.id, text=self.text, **extra)
+
+    class ScoreBatchRequest(BaseModel):
+        """Several messages to score, answered together."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        messages: list[ScoreRequest] = Field(min_length=1, max_length=serve.max_batch_messages)
+
+    return ScoreRequest, ScoreBatchRequest
+
+
+# -- the HTTP layer ------------------------------------------------------------------------
+
+
+class Guard:
+    """Pure ASGI, around the framework: the bearer token and a JSON content type on
+    /v1/*, and the body-size limit (401, 415, 413 before any of the body is parsed),
+    plus the request metrics of every route."""
+
+    def __init__(self, app, max_bytes: int, tokens: Sequence[str], metrics: ServeMetrics):
+        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
+        self.digests = [hashlib.sha256(t.encode("utf-8")).digest() for t in tokens]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        started, status = time.perf_counter(), 500
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope) if path.startswith("/v1/") else None
+            if refusal is not None:
+                await _reply(send_and_note, *refusal)
+            else:
+                await self.app(scope, self._limited(receive), send_and_note)
+        finally:
+            route = path if path in ROUTES else "other"
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(time.perf_counter() - started)
+
+    def _refusal(self, scope) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        headers = dict(scope["headers"])
+        if self.digests and not self._authorized(headers.get(b"authorization", b"")):
+            detail = "a valid bearer token is required (Authorization: Bearer <token>)"
+            return 401, detail, [(b"www-authenticate", b'Bearer realm="fraud"')]
+        if scope["method"] != "POST":
+            return None
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        json_like = media.startswith(b"application/") and media.endswith((b"/json", b"+json"))
+        if not json_like:
+            shown = media.decode("latin-1")[:100] or "none"
+            detail = f"send a JSON body with Content-Type: application/json (got {shown})"
+            return 415, detail, []
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return 413, self._too_large(int(length)), []
+        return None
+
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, credentials = header.partition(b" ")
+        digest = hashlib.sha256(credentials.strip()).digest()
+        matched = False
+        for expected in self.digests:  # every token compared, each in constant time
+            matched |= hmac.compare_digest(digest, expected)
+        return matched and scheme.lower() == b"bearer"
+
+    def _too_large(self, size: int | None) -> str:
+        size_text = f"{size} bytes" if size is not None else "more"
+        return (
+            f"request body of {size_text}: the limit is {self.max_bytes} bytes "
+            "(FRAUD_SERVE__MAX_REQUEST_BYTES)"
+        )
+
+    def _limited(self, receive):
+        """`receive`, failing with 413 once a body without a Content-Length (chunked)
+        passes the limit."""
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, detail=self._too_large(None))
+            return message
+
+        return limited
+
+
+async def _reply(send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 answer, without echoing the input back (a text of 16k characters,
+    a whole batch): where and what, per error."""
+    errors = []
+    for e in exc.errors():
+        message = e["msg"]
+        if e["type"] == "json_invalid" and "error" in e.get("ctx", {}):
+            message = f"{message}: {e['ctx']['error']}"
+        errors.append({"loc": list(e["loc"]), "msg": message, "type": e["type"]})
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def create_app(
+    serve: ServeSettings,
+    load: Callable[[], Scorer],
+    registry: CollectorRegistry,
+    metrics: ServeMetrics,
+    tokens: Sequence[str] = (),
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """The service. `load` builds the Scorer (on the scoring thread, once the app has
+    started: /healthz answers while it loads). `on_fatal(error)`: loading failed."""
+    batcher = Batcher(serve, metrics)
+
+    def loaded(task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("loading the model and index failed: %s", error)
+            if on_fatal is not None:
+                on_fatal(error)
+            return
+        if batcher.scorer is not None:
+            metrics.ready.set(1)
+            index = batcher.scorer.detector.index
+            log.info("ready: index version %s, %d references", index.version, len(index))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(batcher.start(load), name="load")
+        loading.add_done_callback(loaded)
+        try:
+            yield
+        finally:
+            metrics.ready.set(0)
+            await batcher.stop()
+
+    app = FastAPI(
+        title="fraud-stream inline scoring",
+        version="1",
+        summary="The scoring worker's decision for a message, answered over HTTP.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(Guard, max_bytes=serve.max_request_bytes, tokens=tokens, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    ScoreRequest, ScoreBatchRequest = request_models(serve)
+    security = [Security(HTTPBearer(auto_error=False))] if tokens else []
+    refused: dict[int | str, dict[str, Any]] = {
+        400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
+        413: {"model": Problem, "description": "the body is larger than the limit"},
+        415: {"model": Problem, "description": "the body is not JSON"},
+        500: {"model": Problem, "description": "a message could not be scored"},
+        503: {"model": Problem, "description": "loading, stopping, or the queue is full"},
+    }
+    if tokens:
+        refused[401] = {"model": Problem, "description": "no valid bearer token"}
+
+    async def decide(messages: list[Message]) -> list[Alert]:
+        try:
+            return await batcher.submit(messages)
+        except ScoringFailed as e:
+            raise HTTPException(
+                500, detail=f"message {e} could not be scored: see the service's log"
+            ) from None
+
+    @app.post(
+        "/v1/score",
+        response_model=Alert,
+        responses=refused,
+        dependencies=security,
+        summary="Score one message",
+        description="The decision the scoring worker would publish for this message.",
+    )
+    async def score(message: ScoreRequest) -> Response:
+        (alert,) = await decide([message.message()])
+        return Response(alert.to_bytes(), media_type="application/json")
+
+    @app.post(
+        "/v1/score:batch",
+        response_model=ScoreBatchResponse,
+        responses=refused,
+        dependencies=security,
+        summary="Score several messages",
+        description="One decision per message, in the order of the request's messages.",
+    )
+    async def score_batch(batch: ScoreBatchRequest) -> Response:
+        alerts = await decide([m.message() for m in batch.messages])
+        body = b'{"decisions":[' + b",".join(a.to_bytes() for a in alerts) + b"]}"
+        return Response(body, media_type="application/json")
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Problem, "description": "the scoring thread is stuck"}},
+        summary="Liveness",
+    )
+    async def healthz() -> Health:
+        if batcher.stalled():
+            raise HTTPException(503, detail=f"no batch scored for over {STALL_S:.0f} s")
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready"}},
+        summary="Readiness: the model and index are loaded",
+    )
+    async def readyz() -> JSONResponse:
+        if batcher.ready:
+            index = batcher.scorer.detector.index
+            body = Readiness(
+                ready=True,
+                detail="ready",
+                model=batcher.scorer.detector.model,
+                index_version=index.version,
+                references=len(index),
+            )
+        elif batcher.error is not None:
+            body = Readiness(ready=False, detail=f"loading failed: {batcher.error}")
+        else:
+            body = Readiness(ready=False, detail="stopping" if batcher.stopping else "loading")
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        summary="Prometheus metrics",
+    )
+    async def metrics_page() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+# -- the process ---------------------------------------------------------------------------
+
+
+def load_tokens(serve: ServeSettings) -> list[str]:
+    """The bearer tokens: FRAUD_SERVE__TOKEN (empty: none, as compose passes an unset
+    variable) and the lines of the token file (blank lines and # comments skipped). No
+    token: the service is open (on its bound address)."""
+    token = serve.token.get_secret_value() if serve.token is not None else ""
+    tokens = [token] if token else []
+    if serve.token_file is not None:
+        try:
+            lines = serve.token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"token file {serve.token_file}: cannot be read ({e}): fix "
+                "FRAUD_SERVE__TOKEN_FILE / --token-file"
+            ) from None
+        found = [t for line in lines if (t := line.strip()) and not t.startswith("#")]
+        if not found:
+            raise ConfigError(f"token file {serve.token_file} holds no token (one a line)")
+        tokens += found
+    if any(t != t.strip() or not t for t in tokens):
+        raise ConfigError("a bearer token is empty or has spaces around it")
+    return tokens
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port is one clear error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another "
+            "--host/--port (FRAUD_SERVE__HOST, FRAUD_SERVE__PORT)"
+        ) from None
+    return sock
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end the process with status 0 once the
+        shutdown is done, as the worker does (uvicorn raises the signal again after it)."""
+
+        @contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def run_serve(settings: Settings) -> None:
+    """The `fraud serve` process: bind, load the model on the scoring thread while
+    /healthz already answers, serve until SIGTERM/SIGINT (requests in flight finish)."""
+    import uvicorn
+
+    serve = settings.serve
+    tokens = load_tokens(serve)
+    log.info("settings %s", settings.model_dump_json())  # tokens are SecretStr: masked
+    sock = bind(serve.host, serve.port)
+    registry = CollectorRegistry()
+    metrics = build_serve_metrics(registry)
+    failures: list[BaseException] = []
+
+    def on_fatal(error: BaseException) -> None:
+        failures.append(error)
+        server.should_exit = True
+
+    app = create_app(
+        serve, lambda: load_scorer(settings, metrics), registry, metrics, tokens, on_fatal
+    )
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # the process's logging (fraud.cli)
+        access_log=False,  # paths and codes are metrics; nothing about a request is logged
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = _server_class()(config)
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "serving on http://%s:%d (OpenAPI: /docs), %s",
+        host,
+        port,
+        f"{len(tokens)} bearer token(s) required" if tokens else "no token required",
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if failures:
+        raise failures[0]
+    log.info("service stopped")
