@@ -8,13 +8,13 @@ id, so a replayed or repeated verdict updates the same reference instead of addi
 """
 
 import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraud.errors import SchemaError
 from fraud.index import Reference
+from fraud.schemas import decode_json_object
 
 # Ids from feedback live above 2**40, far from the sequential ids of `fraud index build`.
 _FEEDBACK_ID_BASE = 2**40
@@ -35,11 +35,16 @@ class AnalystVerdict(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+# An analyst verdict is a few fields and perhaps the message's text: larger is not one.
+MAX_VERDICT_BYTES = 256 * 1024
+
+
 def parse_verdict(raw: bytes | None) -> AnalystVerdict:
+    """Decode one verdict record, or raise SchemaError, whatever the bytes (the same
+    decoding and limits as a message: fraud.schemas.decode_json_object)."""
+    obj = decode_json_object(raw or b"", MAX_VERDICT_BYTES)
     try:
-        return AnalystVerdict.model_validate(json.loads(raw or b""))
-    except json.JSONDecodeError as e:
-        raise SchemaError("invalid_json", e.msg) from None
+        return AnalystVerdict.model_validate(obj)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "verdict"

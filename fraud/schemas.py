@@ -46,6 +46,22 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
     """
     if raw is None:
         raise SchemaError("no_text", "record has no value (a tombstone)")
+    obj = decode_json_object(raw, max_bytes)
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise SchemaError("no_text", "field 'text' is missing, empty or not a string")
+    try:
+        return Message.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+
+
+def decode_json_object(raw: bytes, max_bytes: int) -> dict:
+    """A record's value as a JSON object, or SchemaError (too_large, invalid_utf8,
+    invalid_json, invalid_schema), whatever the bytes: size checked before decoding,
+    nesting depth and lone surrogates refused. Messages and analyst verdicts alike."""
     if len(raw) > max_bytes:
         raise SchemaError("too_large", f"{len(raw)} bytes, the limit is {max_bytes}")
     try:
@@ -63,15 +79,7 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
     _check_nesting_and_strings(obj, decoded)
     if not isinstance(obj, dict):
         raise SchemaError("invalid_schema", f"expected a JSON object, got {type(obj).__name__}")
-    text = obj.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise SchemaError("no_text", "field 'text' is missing, empty or not a string")
-    try:
-        return Message.model_validate(obj)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+    return obj
 
 
 def _too_deep() -> str:

@@ -310,3 +310,56 @@ def test_the_encoder_truncates_a_message_at_the_size_limit_to_max_tokens(encoder
     assert encoder.token_counts([message.text]).tolist() == [encoder.max_tokens]
     vector = encoder.encode([message.text])
     assert vector.shape == (1, encoder.dim)
+
+
+# -- analyst verdicts: the feedback processor's records ------------------------------------
+
+
+def _parse_verdict(raw: bytes | None) -> None:
+    from fraud.feedback import parse_verdict
+
+    try:
+        verdict = parse_verdict(raw)
+    except SchemaError as e:
+        assert e.reason in DEAD_LETTER_REASONS
+        return
+    assert verdict.verdict in ("fraud", "legit")
+
+
+@given(st.binary(max_size=2048))
+def test_verdict_arbitrary_bytes(raw):
+    _parse_verdict(raw)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["message_id", "verdict", "category", "text", "analyst"])
+        | st.text(max_size=8),
+        _json_values,
+    )
+)
+def test_verdict_json_objects_with_any_fields_of_any_type(obj):
+    _parse_verdict(json.dumps(obj).encode())
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_schema"),
+        (b'{"message_id": "m", "verdict": "fraud", "n": ' + b"9" * 5000 + b"}", "invalid_json"),
+        (b'{"message_id": "\\ud800", "verdict": "fraud"}', "invalid_utf8"),
+        (b"\xff\xfe", "invalid_utf8"),
+        (
+            b'{"message_id": "m", "verdict": "fraud", "text": "' + b"a" * 300_000 + b'"}',
+            "too_large",
+        ),
+        (None, "invalid_json"),
+    ],
+    ids=["deep", "huge-int", "lone-surrogate", "not-utf8", "too-large", "tombstone"],
+)
+def test_hostile_verdicts_are_refused_with_a_reason(raw, reason):
+    from fraud.feedback import parse_verdict
+
+    with pytest.raises(SchemaError) as e:
+        parse_verdict(raw)
+    assert e.value.reason == reason
