@@ -12,9 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fraud.errors import SchemaError
 from fraud.index import Reference
-from fraud.schemas import decode_json_object
+from fraud.schemas import decode_json_object, invalid_schema
 
 # Ids from feedback live above 2**40, far from the sequential ids of `fraud index build`.
 _FEEDBACK_ID_BASE = 2**40
@@ -46,9 +45,7 @@ def parse_verdict(raw: bytes | None) -> AnalystVerdict:
     try:
         return AnalystVerdict.model_validate(obj)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "verdict"
-        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+        raise invalid_schema(e, "verdict") from None
 
 
 def reference_id_for(message_id: str) -> int:

@@ -53,9 +53,14 @@ def parse_message(raw: bytes | None, max_bytes: int) -> Message:
     try:
         return Message.model_validate(obj)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise SchemaError("invalid_schema", f"{where}: {first['msg']}") from None
+        raise invalid_schema(e, "message") from None
+
+
+def invalid_schema(e: ValidationError, what: str) -> SchemaError:
+    """A record that decoded but does not fit its model: the first problem, located."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or what
+    return SchemaError("invalid_schema", f"{where}: {first['msg']}")
 
 
 def decode_json_object(raw: bytes, max_bytes: int) -> dict:
