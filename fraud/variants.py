@@ -65,74 +65,56 @@ class AttentionVariant:
         )
 
 
-class TfidfLogReg:
-    """Word 1-2-grams and character 2-5-grams, TF-IDF, logistic regression."""
+class _TfidfLogReg:
+    """TF-IDF features of the normalized text (`features`), then logistic regression."""
 
-    name = "tfidf+logreg"
     uses_embeddings = False
 
+    def features(self):
+        raise NotImplementedError
+
     def fit(self, train: Split) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline, make_union
+        from sklearn.pipeline import make_pipeline
 
-        from fraud.normalize import normalize
-
-        self.model = make_pipeline(
-            make_union(
-                TfidfVectorizer(
-                    preprocessor=normalize,
-                    lowercase=True,
-                    ngram_range=(1, 2),
-                    sublinear_tf=True,
-                    min_df=2,
-                ),
-                TfidfVectorizer(
-                    preprocessor=normalize,
-                    lowercase=True,
-                    analyzer="char_wb",
-                    ngram_range=(2, 5),
-                    sublinear_tf=True,
-                    min_df=2,
-                ),
-            ),
-            LogisticRegression(C=10.0, max_iter=2000),
-        )
+        self.model = make_pipeline(self.features(), LogisticRegression(C=10.0, max_iter=2000))
         self.model.fit(train.data.texts, train.data.y)
 
     def score(self, test: Split) -> np.ndarray:
         return self.model.predict_proba(test.data.texts)[:, 1]
 
 
-class CharTfidfLogReg:
+def _tfidf(**options):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from fraud.normalize import normalize
+
+    return TfidfVectorizer(
+        preprocessor=normalize, lowercase=True, sublinear_tf=True, min_df=2, **options
+    )
+
+
+class TfidfLogReg(_TfidfLogReg):
+    """Word 1-2-grams and character 2-5-grams, TF-IDF, logistic regression."""
+
+    name = "tfidf+logreg"
+
+    def features(self):
+        from sklearn.pipeline import make_union
+
+        return make_union(
+            _tfidf(ngram_range=(1, 2)), _tfidf(analyzer="char_wb", ngram_range=(2, 5))
+        )
+
+
+class CharTfidfLogReg(_TfidfLogReg):
     """Character 1-3-grams (spaces included), TF-IDF, logistic regression: the usual strong
     baseline for Chinese, which has no spaces between words to split on."""
 
     name = "char-tfidf+logreg"
-    uses_embeddings = False
 
-    def fit(self, train: Split) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-
-        from fraud.normalize import normalize
-
-        self.model = make_pipeline(
-            TfidfVectorizer(
-                preprocessor=normalize,
-                lowercase=True,
-                analyzer="char",
-                ngram_range=(1, 3),
-                sublinear_tf=True,
-                min_df=2,
-            ),
-            LogisticRegression(C=10.0, max_iter=2000),
-        )
-        self.model.fit(train.data.texts, train.data.y)
-
-    def score(self, test: Split) -> np.ndarray:
-        return self.model.predict_proba(test.data.texts)[:, 1]
+    def features(self):
+        return _tfidf(analyzer="char", ngram_range=(1, 3))
 
 
 class EmbeddingLogReg:
