@@ -28,6 +28,7 @@ from fraud.index import build_index, seed_references_path
 from fraud.schemas import Alert
 from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.processes import stop_process
 from workers.producer import produce, read_messages
 
 DEMO_MESSAGES = Path(__file__).resolve().parent.parent / "fraud" / "data" / "demo_messages.jsonl"
@@ -154,16 +155,7 @@ def _start_worker(
     )
     env = {**os.environ, **to_env(worker_settings)}
     proc = subprocess.Popen([sys.executable, "-m", "fraud.cli", "worker"], env=env)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    stack.callback(stop)
+    stack.callback(stop_process, proc)
     return proc
 
 

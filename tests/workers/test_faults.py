@@ -20,6 +20,7 @@ from kafka.structs import TopicPartition
 
 from fraud.config import Settings, to_env
 from workers.kafka_clients import ensure_topics, make_producer
+from workers.processes import stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -75,16 +76,6 @@ def _start_worker(settings: Settings, log) -> subprocess.Popen:
     )
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_a_worker_killed_mid_stream_loses_nothing(
     seed_index_dir, kafka_settings, tmp_path, exactly_once
@@ -113,11 +104,11 @@ def test_a_worker_killed_mid_stream_loses_nothing(
             try:
                 counts = decisions.read_until(lambda c: set(ids) <= set(c), timeout_s=240)
             finally:
-                _stop(second)
+                stop_process(second)
             # Anything still arriving (a replayed batch's tail) is counted too.
             counts = decisions.read_until(lambda c: False, timeout_s=3)
         finally:
-            _stop(first)
+            stop_process(first)
             decisions.close()
 
     missing = set(ids) - set(counts)
