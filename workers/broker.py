@@ -7,6 +7,12 @@ deploy/kafka/pom.xml (`make kafka-jars`). Usage:
         print(broker.bootstrap_servers)   # "127.0.0.1:<free port>"
 
 Or `python -m workers.broker` to run one in the foreground until Ctrl-C.
+
+Fault tests stop and start the same broker again: `stop(keep_data=True)` (a controlled
+shutdown) or `kill()` (a crash), then `start()`, which brings it back on the same ports with
+the same data. `advertised_port` puts something in front of it (a test's TCP proxy): the
+broker tells clients to connect there, so every connection after the bootstrap one goes
+through it.
 """
 
 import base64
@@ -67,6 +73,7 @@ class LocalBroker:
         heap: str = "384m",
         start_timeout_s: float = 90.0,
         java: str = "java",
+        advertised_port: int | None = None,
     ) -> None:
         self.lib_dir, self.heap, self.start_timeout_s, self.java = (
             lib_dir,
@@ -74,7 +81,10 @@ class LocalBroker:
             start_timeout_s,
             java,
         )
-        self.port = self.controller_port = 0
+        # Chosen now, not at start(): a proxy in front of the broker needs the port first,
+        # and a restarted broker comes back where its clients left it.
+        self.port, self.controller_port = free_port(), free_port()
+        self.advertised_port = advertised_port or self.port
         self.data_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -111,6 +121,27 @@ class LocalBroker:
         ]
 
     def start(self) -> None:
+        """Start the broker: a fresh one, or after stop(keep_data=True) or kill() the same
+        one again (same ports, same data); returns once it serves consumer groups."""
+        if self.data_dir is None:
+            self._create()
+        stdout = (self.data_dir / "stdout.log").open("ab")
+        self._proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(self.data_dir / "server.properties")),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+        )
+        stdout.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("kafka broker up at %s (data %s)", self.bootstrap_servers, self.data_dir)
+
+    def _create(self) -> None:
+        """A data directory with the broker's configuration and formatted storage."""
         if not any(self.lib_dir.glob("kafka_2.13-*.jar")):
             raise ConfigError(
                 f"no Kafka jars in {self.lib_dir}: run `make kafka-jars` "
@@ -119,7 +150,6 @@ class LocalBroker:
         if shutil.which(self.java) is None:
             raise ConfigError(f"'{self.java}' not found: the local broker needs Java 17+")
         self.data_dir = Path(tempfile.mkdtemp(prefix="fraud-kafka-"))
-        self.port, self.controller_port = free_port(), free_port()
         config = self.data_dir / "server.properties"
         config.write_text(
             "\n".join(
@@ -129,7 +159,7 @@ class LocalBroker:
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.advertised_port}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -162,20 +192,6 @@ class LocalBroker:
             raise BrokerUnavailableError(
                 f"kafka storage format failed: {fmt.stderr.strip()[-500:]}"
             )
-        stdout = (self.data_dir / "stdout.log").open("wb")
-        self._proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(config)),
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
-        )
-        stdout.close()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("kafka broker up at %s (data %s)", self.bootstrap_servers, self.data_dir)
 
     def _wait_ready(self) -> None:
         from kafka import KafkaAdminClient
@@ -216,10 +232,12 @@ class LocalBroker:
             f"{self.start_timeout_s:.0f}s (log: {self.data_dir})"
         )
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (a controlled shutdown), then SIGKILL if it hangs; removes the data."""
+    def stop(self, timeout_s: float = 30.0, *, keep_data: bool = False) -> None:
+        """SIGTERM (a controlled shutdown), then SIGKILL if it hangs; removes the data unless
+        `keep_data` (start() then brings the same broker back)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused JVM would not act on SIGTERM
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout_s)
@@ -227,7 +245,21 @@ class LocalBroker:
                 log.warning("kafka broker ignored SIGTERM for %.0fs: killing it", timeout_s)
                 proc.kill()
                 proc.wait()
-        self._cleanup()
+        if not keep_data:
+            self._cleanup()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no controlled shutdown, the data stays for start()."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the running broker (SIGSTOP pauses it, SIGCONT resumes it)."""
+        if self._proc is None:
+            raise BrokerUnavailableError("the local broker is not running")
+        self._proc.send_signal(sig)
 
     def _cleanup(self) -> None:
         if self.data_dir is not None:

@@ -14,6 +14,7 @@ from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     RebalanceInProgressError,
+    RetriableError,
     TopicAlreadyExistsError,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -134,6 +135,11 @@ def commit_through(consumer: KafkaConsumer, records: list) -> bool:
 
     False when the group was rebalancing: the partitions are moving and their new owner
     replays these records (at-least-once; the outputs they produced carry the same keys).
+
+    False too when the broker could not be reached (stopped, paused, cut off: a retriable
+    error, after request_timeout_ms at most). kafka-python 3 gives up on a commit then
+    rather than waiting for the broker; the consumer keeps its position, so the next
+    commit of these partitions covers these records, and a crash before it replays them.
     """
     try:
         consumer.commit(offsets_after(records))
@@ -142,6 +148,13 @@ def commit_through(consumer: KafkaConsumer, records: list) -> bool:
             "commit of %d records lost to a rebalance (%s): they will be replayed",
             len(records),
             type(e).__name__,
+        )
+        return False
+    except RetriableError as e:
+        log.warning(
+            "commit of %d records failed, the broker unreachable (%s): the next commit covers them",
+            len(records),
+            e,
         )
         return False
     return True

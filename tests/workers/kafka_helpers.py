@@ -1,7 +1,13 @@
-"""Small helpers for tests on the real broker: write raw records, read a topic back."""
+"""Small helpers for tests on the real broker: write raw records, read a topic back, run
+`fraud worker` processes and check their decisions (the fault tests' oracle)."""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -10,7 +16,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from fraud.config import HistorySettings, KafkaSettings
+from fraud.config import HistorySettings, KafkaSettings, Settings, to_env
 from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
 from workers.history import HistoryState, ensure_history_topic
@@ -27,6 +33,67 @@ def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> No
             f.get(timeout=0)
     finally:
         producer.close(timeout=10)
+
+
+def produce_messages(kafka: KafkaSettings, n: int, first: int = 0) -> list[str]:
+    """n well-formed messages on the input topic, keyed by their ids m-<first> onwards."""
+    producer = make_producer(kafka)
+    ids = [f"m-{i}" for i in range(first, first + n)]
+    try:
+        for i, message_id in zip(range(first, first + n), ids, strict=True):
+            value = {"id": message_id, "text": f"message {i}: your parcel fee is due, pay now"}
+            producer.send(kafka.input_topic, json.dumps(value).encode(), key=message_id.encode())
+        producer.flush(30)
+    finally:
+        producer.close(timeout=10)
+    return ids
+
+
+class Decisions:
+    """Reads the scores topic as a subscriber would (read_committed in exactly-once mode):
+    how many decisions each message id has, and when each decision was written."""
+
+    def __init__(self, kafka: KafkaSettings, isolation_level: str = "read_uncommitted") -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level=isolation_level,
+            # Back within a second of a broker that returns: kafka-python's own default
+            # (30 s) would charge this reader's backoff to the worker's recovery time.
+            reconnect_backoff_max_ms=1000,
+        )
+        tp = TopicPartition(kafka.scores_topic, 0)
+        self.consumer.assign([tp])
+        self.consumer.seek_to_beginning(tp)
+        self.counts: Counter[str] = Counter()
+        self.written_ms: list[int] = []  # each decision's record timestamp (its send time)
+
+    def read_until(self, done, timeout_s: float) -> Counter:
+        deadline = time.monotonic() + timeout_s
+        while not done(self.counts) and time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=300).values():
+                self.counts.update(r.key.decode() for r in records)
+                self.written_ms.extend(r.timestamp for r in records)
+        return self.counts
+
+    def first_written_after(self, at: float) -> float | None:
+        """Seconds from `at` (time.time()) to the first decision sent after it, if any."""
+        after = [ms / 1000 for ms in self.written_ms if ms / 1000 >= at]
+        return min(after) - at if after else None
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+def start_worker(settings: Settings, log) -> subprocess.Popen:
+    """A `fraud worker` process with `settings`, writing its log to the file `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraud.cli", "worker"],
+        env={**os.environ, **to_env(settings)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def read_topic(
