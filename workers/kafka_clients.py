@@ -24,6 +24,11 @@ from fraud.errors import BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
+# The longest wait between two tries to reach a broker that went away. kafka-python's
+# default (30 s, doubling from 50 ms) kept a worker idle seconds after its broker was back
+# (tests/workers/test_broker_faults.py); 1 s is the Java client's default.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
 
 def _unreachable(servers: str) -> BrokerUnavailableError:
     return BrokerUnavailableError(
@@ -43,6 +48,7 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
         max_poll_records=kafka.max_batch,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
         request_timeout_ms=kafka.request_timeout_ms,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         fetch_max_bytes=max(52_428_800, kafka.max_message_bytes * 4),
         max_partition_fetch_bytes=max(1_048_576, kafka.max_message_bytes * 2),
     )
@@ -62,6 +68,7 @@ def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         request_timeout_ms=kafka.request_timeout_ms,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         max_request_size=max(1_048_576, kafka.max_message_bytes * 4),
     )
     config.update(overrides)
