@@ -710,9 +710,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                 report["scale_out"] = end_to_end_bench(
                     run_settings, texts, args.messages, args.messages // 2, args.workers
                 )
+            if not args.no_exactly_once:  # what one transaction per batch costs
+                console.print("end to end, exactly-once ...")
+                report["exactly_once"] = end_to_end_bench(
+                    run_settings, texts, args.messages, args.messages // 2, exactly_once=True
+                )
         best = max(r["messages_per_s"] for r in enc["rows"])
         lat = e2e["latency_at_half_saturation"]
-        for name in ("end_to_end", "scale_out"):
+        for name in ("end_to_end", "scale_out", "exactly_once"):
             if name in report:
                 r = report[name]
                 r["fraction_of_encoder_alone"] = round(r["saturation_messages_per_s"] / best, 3)
@@ -728,6 +733,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             console.print(
                 f"{r['workers']} workers: {r['saturation_messages_per_s']} msg/s at saturation "
                 f"({r['worker_cpu_cores_at_saturation']} cores in all)"
+            )
+        if "exactly_once" in report:
+            r = report["exactly_once"]
+            lat = r["latency_at_half_saturation"]
+            ratio = r["saturation_messages_per_s"] / e2e["saturation_messages_per_s"]
+            console.print(
+                f"exactly-once: {r['saturation_messages_per_s']} msg/s at saturation "
+                f"({ratio:.0%} of at-least-once), latency at {lat['rate_per_s']} msg/s: "
+                f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -1174,6 +1188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=1000, help="end to end, at saturation")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the broker part")
     p.add_argument("--workers", type=int, default=2, help="scale out: also with this many")
+    p.add_argument(
+        "--no-exactly-once", action="store_true", help="skip the exactly-once end-to-end run"
+    )
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
     p.set_defaults(func=cmd_bench)
 

@@ -204,6 +204,13 @@ class Settings(BaseSettings):
     encoder_threads: int | None = Field(
         None, ge=1, description="CPU threads for the encoder; default: one per core"
     )
+    search_threads: int = Field(
+        1,
+        ge=1,
+        description="FAISS threads in a process that serves (worker, fraud serve): a "
+        "micro-batch's search takes well under a millisecond on one, and the encoder needs "
+        "the cores; offline commands keep FAISS's default",
+    )
     encode_batch_size: int = Field(
         16,
         ge=1,

@@ -36,8 +36,13 @@ class Detector:
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> "Detector":
+        import faiss
+
         from fraud.encoder import Encoder
 
+        # The worker and `fraud serve` build their detector here: their FAISS searches are
+        # small and must not take the encoder's cores (Settings.search_threads).
+        faiss.omp_set_num_threads(settings.search_threads)
         encoder = Encoder.from_settings(settings)
         directory = index_dir or settings.index_dir
         index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)

@@ -48,8 +48,13 @@ class ScoreReader:
     """Reads the scores topic as decisions arrive: {message id: Kafka timestamp}."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
+        # Exactly-once: a decision counts once its transaction commits, as a subscriber
+        # reading with read_committed sees it.
         self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed" if kafka.exactly_once else "read_uncommitted",
         )
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])
@@ -90,9 +95,11 @@ def end_to_end_bench(
     n_saturation: int = 1000,
     n_latency: int = 500,
     workers: int = 1,
+    exactly_once: bool = False,
 ) -> dict:
     """Start `workers` worker processes (one consumer group, an input topic with as many
-    partitions) on settings' broker and index, then measure."""
+    partitions) on settings' broker and index, then measure; with `exactly_once`, in the
+    workers' transactional mode."""
     run = uuid.uuid4().hex[:8]
     kafka = settings.kafka.model_copy(
         update={
@@ -103,6 +110,7 @@ def end_to_end_bench(
             "history_topic": f"bench-{run}-history",
             "group_id": f"bench-{run}",
             "publish_scores": True,
+            "exactly_once": exactly_once,
         }
     )
     ensure_topics(kafka, [kafka.input_topic], partitions=workers)
@@ -145,6 +153,7 @@ def end_to_end_bench(
             latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
             return {
                 "workers": workers,
+                "exactly_once": exactly_once,
                 "saturation_messages_per_s": round(saturation, 1),
                 "latency_at_half_saturation": {
                     "rate_per_s": round(rate, 1),

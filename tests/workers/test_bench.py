@@ -18,9 +18,11 @@ TEXTS = [
 
 
 @pytest.mark.integration
-def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings):
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings, exactly_once):
     settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
-    result = end_to_end_bench(settings, TEXTS, n_saturation=20, n_latency=10)
+    result = end_to_end_bench(settings, TEXTS, 20, 10, exactly_once=exactly_once)
+    assert result["exactly_once"] is exactly_once
     assert result["saturation_messages_per_s"] > 0
     latency = result["latency_at_half_saturation"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
