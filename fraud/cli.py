@@ -633,14 +633,12 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """The encoder against its bound, attention, retrieval, and end to end: one run."""
     import json
-    import tempfile
     from contextlib import ExitStack
 
     from rich.console import Console
     from rich.table import Table
 
     from fraud.bench import attention_bench, encoder_bench
-    from fraud.index import build_index, seed_references_path
 
     if not args.csv:
         raise DataError("fraud bench needs messages of realistic length: --csv PATH (text column)")
@@ -690,17 +688,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.no_end_to_end:
         from workers.bench import end_to_end_bench
-        from workers.broker import LocalBroker
 
         with ExitStack() as stack:
-            kafka = settings.kafka
-            if not args.bootstrap_servers:
-                broker = stack.enter_context(LocalBroker())
-                kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
-            index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "index"
-            items = read_labeled_csv(seed_references_path())
-            build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
-            run_settings = settings.model_copy(update={"kafka": kafka, "index_dir": index_dir})
+            run_settings = _pipeline_settings(args, settings, encoder, stack)
             console.print("end to end through the broker ...")
             report["end_to_end"] = e2e = end_to_end_bench(
                 run_settings, texts, args.messages, args.messages // 2
@@ -747,6 +737,54 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"wrote {args.out}")
     return 0
+
+
+def _pipeline_settings(args: argparse.Namespace, settings: Settings, encoder, stack) -> Settings:
+    """For the benchmarks through Kafka: settings with a broker (`--bootstrap-servers`, or a
+    local one started for the run) and the seed set indexed into a temporary directory;
+    both are cleaned up when `stack` closes."""
+    import tempfile
+
+    from fraud.index import build_index, seed_references_path
+    from workers.broker import LocalBroker
+
+    kafka = settings.kafka
+    if not args.bootstrap_servers:
+        broker = stack.enter_context(LocalBroker())
+        kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+    index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "index"
+    items = read_labeled_csv(seed_references_path())
+    build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
+    return settings.model_copy(update={"kafka": kafka, "index_dir": index_dir})
+
+
+def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    """A steady stream for minutes through one worker: memory, lag and errors over time."""
+    import json
+    from contextlib import ExitStack
+
+    from workers.soak import soak
+
+    if not args.csv:
+        raise DataError("fraud soak needs messages of realistic length: --csv PATH (text column)")
+    texts = [
+        row.text for row in read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
+    ]
+    with ExitStack() as stack:
+        run = _pipeline_settings(args, settings, _encoder(settings), stack)
+        print(f"soak: {args.rate} msg/s for {args.minutes} min ...", flush=True)
+        r = soak(run, texts, args.rate, args.minutes * 60, log_path=args.out.with_suffix(".log"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(r, indent=2) + "\n")
+    print(
+        f"{r['messages_decided']} of {r['messages_sent']} messages decided in {r['duration_s']} s; "
+        f"worker RSS {r['rss_mib_start']} MiB at start, {r['rss_mib_end']} MiB at the end "
+        f"(max {r['rss_mib_max']}); lag at most {r['lag_max']}, {r['lag_end']} at the end; "
+        f"{r['worker_errors']} errors, {r['worker_warnings']} warnings in {r['worker_log']}; "
+        f"wrote {args.out}"
+    )
+    ok = r["messages_decided"] == r["messages_sent"] and not r["lag_end"] and not r["worker_errors"]
+    return 0 if ok else 1
 
 
 def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -1205,6 +1243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-requests", type=int, default=1000, help="requests at half of it")
     p.add_argument("--concurrency", type=int, default=64, help="connections at saturation")
     p.set_defaults(func=cmd_bench_serve)
+
+    p = sub.add_parser(
+        "soak",
+        parents=[common, labels],
+        help="a steady stream through one worker for minutes: memory, lag, errors",
+    )
+    p.add_argument("--rate", type=float, default=80.0, help="messages per second")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--out", type=Path, default=Path("out/soak.json"), help="and the log beside")
+    p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser(
         "report",
