@@ -215,7 +215,8 @@ class Encoder:
 
         All texts are tokenized in one call without padding, then encoded in chunks of
         similar length (sorted, longest first), each padded to its own longest text rounded
-        up to PAD_MULTIPLE tokens; the original order is restored. `progress(n_done_in_chunk)` is called per chunk.
+        up to PAD_MULTIPLE tokens; the original order is restored. `progress(n_done_in_chunk)`
+        is called per chunk.
         """
         ids = self._token_ids([self.model_input(t) for t in texts])
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
