@@ -22,7 +22,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings, to_env
-from workers.kafka_clients import ensure_topics, make_producer
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 
 
 def _send(kafka: KafkaSettings, texts: Sequence[str], prefix: str, rate: float | None) -> dict:
@@ -48,9 +48,7 @@ class ScoreReader:
     """Reads the scores topic as decisions arrive: {message id: Kafka timestamp}."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
-        )
+        self.consumer: KafkaConsumer = make_consumer(kafka, group_id=None)
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])
         self.consumer.seek_to_beginning(tp)
