@@ -45,7 +45,7 @@ USER, PASSWORD, WRONG = "fraud-worker", f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uui
 def _start_worker(settings: Settings, log, *flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", *flags, "worker"],
+        [sys.executable, "-m", "fraud.cli", "worker", *flags],
         env={**env, **to_env(settings)},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -191,6 +191,7 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
         try:
             scores = read_topic(kafka, kafka.scores_topic, len(good), timeout_s=180)
             dead = read_topic(kafka, kafka.dead_letter_topic, len(bad), timeout_s=30)
+            assert (len(scores), len(dead)) == (len(good), len(bad)), log_path.read_text()[-3000:]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 page = r.read().decode()
             listening = listening_addresses(worker.pid)
@@ -198,7 +199,7 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
             stop_process(worker)
     alerts = read_topic(kafka, kafka.alert_topic, 1, timeout_s=10)
     history = read_topic(kafka, kafka.history_topic, 1, timeout_s=10)
-    assert worker.returncode == 0 and len(dead) == len(bad), log_path.read_text()[-3000:]
+    assert worker.returncode == 0, log_path.read_text()[-3000:]
     return CanaryRun(
         canary=canary,
         log=log_path.read_text(),
