@@ -68,19 +68,22 @@ def _connect(cls, kafka: KafkaSettings, config: dict):
             f"no Kafka broker answered at {servers}: start one (`python -m workers.broker`) "
             "or set FRAUD_KAFKA__BOOTSTRAP_SERVERS"
         ) from None
-    if kafka.security_protocol.startswith("SASL_"):
-        attempt = (
-            f"{kafka.security_protocol} login as '{kafka.sasl_username}' "
-            f"({kafka.sasl_mechanism}) was refused"
-        )
-        fix = "FRAUD_KAFKA__SASL_USERNAME, FRAUD_KAFKA__SASL_PASSWORD, FRAUD_KAFKA__SSL_CAFILE"
-    elif kafka.security_protocol == "SSL":
-        attempt, fix = "TLS handshake was refused", "FRAUD_KAFKA__SSL_CAFILE"
+    waited = f"within {kafka.bootstrap_timeout_ms} ms"
+    if kafka.security_protocol == "PLAINTEXT":
+        raise BrokerUnavailableError(
+            f"the Kafka broker at {servers} accepts connections but did not answer {waited}: "
+            "still starting, or does the listener want TLS (FRAUD_KAFKA__SECURITY_PROTOCOL)?"
+        ) from None
+    if kafka.security_protocol == "SSL":
+        what, check = "TLS handshake", "FRAUD_KAFKA__SSL_CAFILE"
     else:
-        attempt, fix = "plaintext connection got no answer", "whether the listener wants TLS"
+        what = (
+            f"{kafka.security_protocol} login as '{kafka.sasl_username}' ({kafka.sasl_mechanism})"
+        )
+        check = "FRAUD_KAFKA__SASL_USERNAME, FRAUD_KAFKA__SASL_PASSWORD, FRAUD_KAFKA__SSL_CAFILE"
     raise BrokerRefusedError(
-        f"the Kafka broker at {servers} accepts connections, but this client's {attempt} "
-        f"within {kafka.bootstrap_timeout_ms} ms: check FRAUD_KAFKA__SECURITY_PROTOCOL and {fix}"
+        f"the Kafka broker at {servers} accepts connections, but this client's {what} did "
+        f"not succeed {waited}: check FRAUD_KAFKA__SECURITY_PROTOCOL, {check}"
     ) from None
 
 

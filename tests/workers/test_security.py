@@ -28,7 +28,7 @@ import pytest
 
 from fraud.cli import main
 from fraud.config import KafkaSettings, Settings, to_env
-from fraud.errors import BrokerRefusedError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError
 from fraud.schemas import Alert
 from tests.workers.kafka_helpers import own_topics, read_topic, send_raw
 from workers.broker import LocalBroker, free_port
@@ -106,7 +106,7 @@ def test_a_wrong_password_fails_at_once_with_one_clear_error(scram_broker, caplo
             make(kafka)
         assert time.monotonic() - started < 10
         message = str(refused.value)
-        assert f"SASL_SSL login as '{USER}' (SCRAM-SHA-512) was refused" in message
+        assert f"SASL_SSL login as '{USER}' (SCRAM-SHA-512) did not succeed" in message
         assert scram_broker.sasl_ssl_bootstrap_servers in message
         assert WRONG not in message
     assert WRONG not in caplog.text
@@ -131,7 +131,7 @@ def test_a_wrong_password_stops_a_command_with_one_line(
     assert main(["produce", str(messages)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fraud: error: the Kafka broker at "), err
-    assert "login as 'fraud-worker' (SCRAM-SHA-512) was refused" in err[0]
+    assert "login as 'fraud-worker' (SCRAM-SHA-512) did not succeed" in err[0]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +146,20 @@ def test_a_client_that_would_not_verify_or_encrypt_gets_nothing(scram_broker, ch
     kafka = _sasl_ssl(scram_broker, bootstrap_timeout_ms=3000, **changes)
     with pytest.raises(BrokerRefusedError, match="accepts connections, but this client's"):
         make_producer(kafka)
+
+
+def test_a_silent_listener_is_told_apart_from_a_refusal_and_from_no_broker():
+    """Plaintext settings and a port that accepts but never answers (a TLS listener, a
+    broker still starting): retriable BrokerUnavailableError saying so, not a refusal."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        kafka = KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{silent.getsockname()[1]}", bootstrap_timeout_ms=500
+        )
+        with pytest.raises(BrokerUnavailableError, match="accepts connections but did not") as e:
+            make_producer(kafka)
+        assert not isinstance(e.value, BrokerRefusedError) and e.value.retriable
+    with pytest.raises(BrokerUnavailableError, match="no Kafka broker answered"):
+        make_producer(kafka)  # nothing listens there now
 
 
 # -- privacy -----------------------------------------------------------------------------------
@@ -247,14 +261,13 @@ def test_fraud_serve_listens_on_loopback_only(seed_index_dir, tmp_path):
             [sys.executable, "-m", "fraud.cli", "serve"], env=env, stdout=log, stderr=log
         )
         try:
-            deadline = time.monotonic() + 60
-            while "serving on http://" not in log_path.read_text():
+            # It binds, logs "serving on", then uvicorn starts listening on that socket.
+            deadline = time.monotonic() + 90
+            while not (listening := listening_addresses(proc.pid)):
                 assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)
-            listening = listening_addresses(proc.pid)
         finally:
             stop_process(proc)
-    assert listening, "fraud serve listened on nothing"
     assert {host for host, _ in listening} == {"127.0.0.1"}
 
 
