@@ -1283,13 +1283,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool) -> None:
+    """INFO, or DEBUG with -v. kafka-python stays at INFO even then: its DEBUG lines carry
+    the records themselves (every value sent, every fetch response) and the client's
+    configuration with the SASL password, and message text never goes to a log."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("kafka", "faiss"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("faiss").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ broker that this fixture starts and stops (`make test` runs the integration test
 """
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,21 +29,9 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """Settings with topics and a group of this test's own, so tests never see each other."""
-    run = uuid.uuid4().hex[:10]
-    return KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        input_topic=f"t-{run}-in",
-        alert_topic=f"t-{run}-alerts",
-        scores_topic=f"t-{run}-scores",
-        dead_letter_topic=f"t-{run}-dlq",
-        bank_topic=f"t-{run}-bank",
-        feedback_topic=f"t-{run}-feedback",
-        history_topic=f"t-{run}-history",
-        campaign_topic=f"t-{run}-campaigns",
-        citation_topic=f"t-{run}-citations",
-        group_id=f"g-{run}",
-        batch_timeout_ms=100,
-    )
+    from tests.workers.kafka_helpers import own_topics
+
+    return own_topics(kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")

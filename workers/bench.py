@@ -22,7 +22,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings, to_env
-from workers.kafka_clients import ensure_topics, make_producer
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
 from workers.processes import stop_process
 
 
@@ -53,11 +53,9 @@ class ScoreReader:
     def __init__(self, kafka: KafkaSettings) -> None:
         # Exactly-once: a decision counts once its transaction commits, as a subscriber
         # reading with read_committed sees it.
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed" if kafka.exactly_once else "read_uncommitted",
+        isolation = "read_committed" if kafka.exactly_once else "read_uncommitted"
+        self.consumer: KafkaConsumer = make_consumer(
+            kafka, group_id=None, isolation_level=isolation
         )
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])

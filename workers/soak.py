@@ -16,6 +16,7 @@ from kafka.structs import TopicPartition
 
 from fraud.config import Settings
 from workers.bench import ScoreReader, run_settings, send_messages, start_worker
+from workers.kafka_clients import make_consumer
 from workers.processes import stop_process
 
 
@@ -32,11 +33,7 @@ class LagProbe:
 
     def __init__(self, settings: Settings) -> None:
         kafka = settings.kafka
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=kafka.group_id,
-            enable_auto_commit=False,
-        )
+        self.consumer: KafkaConsumer = make_consumer(kafka)  # never subscribes: no member
         partitions = self.consumer.partitions_for_topic(kafka.input_topic) or {0}
         self.partitions = [TopicPartition(kafka.input_topic, p) for p in sorted(partitions)]
 

@@ -85,3 +85,42 @@ def test_the_readme_documents_every_setting_with_its_default():
             assert cell == str(default).lower(), name
         elif isinstance(default, int | float) and re.fullmatch(r"[0-9.]+", cell):
             assert float(cell) == default, name
+
+
+def test_sasl_ssl_needs_credentials_and_credentials_need_sasl(tmp_path):
+    with pytest.raises(ValueError, match="SASL_SSL needs sasl_username and sasl_password"):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_username="fraud")
+    # Credentials the protocol would not send: refused rather than connecting in the clear.
+    with pytest.raises(ValueError, match="security_protocol is PLAINTEXT, which sends no"):
+        KafkaSettings(sasl_username="fraud", sasl_password="secret")  # noqa: S106
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="ssl_cafile is set but security_protocol is SASL_PL"):
+        KafkaSettings(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_username="fraud",
+            sasl_password="secret",  # noqa: S106
+            ssl_cafile=ca,
+        )
+    with pytest.raises(ValueError, match="ssl_cafile"):
+        KafkaSettings(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
+
+
+def test_the_sasl_password_is_masked_when_logged_and_handed_to_a_child(tmp_path, monkeypatch):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    secret = "s3cret-value"  # noqa: S105
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_username="fraud",
+        sasl_password=secret,
+        ssl_cafile=ca,
+    )
+    settings = Settings().model_copy(update={"kafka": kafka})
+    assert secret not in settings.model_dump_json()  # what the processes log
+    assert secret not in repr(settings) and secret not in str(settings)
+    env = to_env(settings)
+    assert env["FRAUD_KAFKA__SASL_PASSWORD"] == secret
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings().kafka == kafka

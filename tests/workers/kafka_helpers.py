@@ -2,9 +2,10 @@
 
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
@@ -14,8 +15,33 @@ from fraud.config import HistorySettings, KafkaSettings
 from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
 from workers.history import HistoryState, ensure_history_topic
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer, partition_count
+from workers.kafka_clients import (
+    connection_config,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    partition_count,
+)
 from workers.scoring_worker import ScoringWorker
+
+
+def own_topics(bootstrap_servers: str, **changes) -> KafkaSettings:
+    """Settings with topics and a group of their own, so tests never see each other."""
+    run = uuid.uuid4().hex[:10]
+    return KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        input_topic=f"t-{run}-in",
+        alert_topic=f"t-{run}-alerts",
+        scores_topic=f"t-{run}-scores",
+        dead_letter_topic=f"t-{run}-dlq",
+        bank_topic=f"t-{run}-bank",
+        feedback_topic=f"t-{run}-feedback",
+        history_topic=f"t-{run}-history",
+        campaign_topic=f"t-{run}-campaigns",
+        citation_topic=f"t-{run}-citations",
+        group_id=f"g-{run}",
+        **{"batch_timeout_ms": 100, **changes},
+    )
 
 
 def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> None:
@@ -33,9 +59,7 @@ def read_topic(
     kafka: KafkaSettings, topic: str, at_least: int, timeout_s: float = 60
 ) -> list[ConsumerRecord]:
     """Every record of partition 0 of `topic` from the start, once `at_least` have arrived."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
+    consumer = make_consumer(kafka, group_id=None)
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
@@ -56,7 +80,7 @@ def read_topic(
 
 
 def committed_offset(kafka: KafkaSettings, topic: str) -> int | None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**connection_config(kafka))
     try:
         offsets = admin.list_group_offsets({kafka.group_id: None})[kafka.group_id]
     finally:
