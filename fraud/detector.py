@@ -62,6 +62,16 @@ class Detector:
                 head.index_version,
                 index.version,
             )
+        explicit = settings.scorer.model_fields_set & {"ngram_weight", "ngram_range"}
+        if head is not None and explicit:
+            log.warning(
+                "the attention head of %s was trained with n-gram weight %g, range %s; it "
+                "keeps them: the %s set for the scorer is ignored (train again to change it)",
+                directory,
+                head.config.ngram_weight,
+                head.config.ngram_range,
+                " and ".join(sorted(explicit)),
+            )
         return cls(encoder, index, effective_scorer(settings.scorer, index), head)
 
     @property
