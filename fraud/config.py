@@ -28,6 +28,23 @@ class ScorerSettings(BaseModel):
     )
     threshold: float = Field(0.5, ge=0, le=1, description="alert when fraud score >= threshold")
     max_evidence: int = Field(5, ge=0, le=100, description="fraud references listed as evidence")
+    ngram_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="weight w of the character n-gram term in the key similarity: "
+        "(1 - w) * dense cosine + w * char n-gram TF-IDF cosine (fraud/ngrams.py); 0: off",
+    )
+    ngram_range: tuple[int, int] = Field(
+        (1, 3), description="character n-gram lengths of that term, min and max"
+    )
+
+    @model_validator(mode="after")
+    def _ngram_range_is_ordered(self) -> "ScorerSettings":
+        lo, hi = self.ngram_range
+        if not 1 <= lo <= hi <= 8:
+            raise ValueError(f"ngram_range must satisfy 1 <= min <= max <= 8, got {lo}, {hi}")
+        return self
 
 
 class HistorySettings(BaseModel):
