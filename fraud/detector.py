@@ -33,11 +33,28 @@ class Detector:
 
     def __init__(self, encoder, index: ReferenceIndex, params: ScorerSettings, head=None) -> None:
         self.encoder, self.index, self.params, self.head = encoder, index, params, head
+        if self.ngram_weight:
+            index.prepare_ngrams(self.ngram_range)
+
+    @property
+    def ngram_weight(self) -> float:
+        """The weight of the character n-gram term in the key similarity: a trained head's
+        own (it learned with it), else the scorer parameter."""
+        return self.head.config.ngram_weight if self.head else self.params.ngram_weight
+
+    @property
+    def ngram_range(self) -> tuple[int, int]:
+        return tuple(self.head.config.ngram_range if self.head else self.params.ngram_range)
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> "Detector":
+        import faiss
+
         from fraud.encoder import Encoder
 
+        # The worker and `fraud serve` build their detector here: their FAISS searches are
+        # small and must not take the encoder's cores (Settings.search_threads).
+        faiss.omp_set_num_threads(settings.search_threads)
         encoder = Encoder.from_settings(settings)
         directory = index_dir or settings.index_dir
         index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
@@ -49,6 +66,16 @@ class Detector:
                 directory,
                 head.index_version,
                 index.version,
+            )
+        explicit = settings.scorer.model_fields_set & {"ngram_weight", "ngram_range"}
+        if head is not None and explicit:
+            log.warning(
+                "the attention head of %s was trained with n-gram weight %g, range %s; it "
+                "keeps them: the %s set for the scorer is ignored (train again to change it)",
+                directory,
+                head.config.ngram_weight,
+                head.config.ngram_range,
+                " and ".join(sorted(explicit)),
             )
         return cls(encoder, index, effective_scorer(settings.scorer, index), head)
 
@@ -68,7 +95,8 @@ class Detector:
         extra_keys: Keys | None = None,
         timings: dict[str, float] | None = None,
     ) -> list[Verdict]:
-        """Verdicts for embedded messages; a head with a lexical term also needs the texts.
+        """Verdicts for embedded messages; the texts are needed too by a head with a lexical
+        term and by a key similarity with an n-gram term.
 
         extra_keys: keys beside the retrieved ones, per message (the recipient's history,
         fraud/history.py), attended to in the same softmax.
@@ -76,7 +104,16 @@ class Detector:
         """
         p = self.params
         started = time.perf_counter()
-        keys = self.index.search(queries, self.head.config.top_k if self.head else p.top_k)
+        w = self.ngram_weight
+        if w and texts is None:
+            raise ValueError("this scorer's key similarity reads the message text: pass texts")
+        keys = self.index.search(
+            queries,
+            self.head.config.top_k if self.head else p.top_k,
+            texts=texts if w else None,
+            ngram_weight=w,
+            ngram_range=self.ngram_range,
+        )
         if extra_keys is not None and extra_keys.ids.shape[1]:
             keys = keys.join(extra_keys, self.index)
         searched = time.perf_counter()
@@ -147,6 +184,7 @@ class Detector:
             "temperature": f"{p.temperature:g}",
             "null_similarity": f"{p.null_similarity:g}",
             "threshold": f"{p.threshold:g}",
+            "ngram_weight": f"{self.ngram_weight:g}",
         }
 
     def _evidence(self, keys: Keys, weights: np.ndarray, i: int, j: int) -> Evidence:

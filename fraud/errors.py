@@ -36,3 +36,10 @@ class BrokerUnavailableError(FraudError):
     """No Kafka broker answered at the configured address."""
 
     retriable = True
+
+
+class BrokerRefusedError(BrokerUnavailableError):
+    """A Kafka broker listens at the address but refused this client: a failed login or
+    TLS handshake. Trying again with the same settings fails the same way."""
+
+    retriable = False

@@ -16,8 +16,10 @@ low-rank bilinear (P q).(P k_i), or a small MLP on [q, k_i, q - k_i, q * k_i] as
 Deep Interest Network; measured on the UCI folds, both overfit (see README, Quality).
 
 It is trained with binary cross-entropy on the training split only, each training
-message masked out of its own keys. The attention weights a_i are what the evidence
-shows. Stored beside the index as head.safetensors + head.json (no pickle).
+message masked out of its own keys. s_i is the key similarity of the index search, with
+the character n-gram term when the config's ngram_weight is above 0 (fraud/ngrams.py).
+The attention weights a_i are what the evidence shows. Stored beside the index as
+head.safetensors + head.json (no pickle).
 """
 
 import json
@@ -44,11 +46,18 @@ class HeadConfig:
     heads: int = 4  # attention heads, each with its own T, tau, null key and values
     lexical: bool = True  # add the lexical model's logit (fraud/lexical.py) as a query term
     top_k: int = 32
+    # The key similarity the head was trained on: the character n-gram term's weight and
+    # lengths (fraud/ngrams.py); 0, the dense cosine alone, for a head saved before it.
+    ngram_weight: float = 0.0
+    ngram_range: tuple[int, int] = (1, 3)
     epochs: int = 80
     batch_size: int = 256
     lr: float = 1e-2
     weight_decay: float = 1e-4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ngram_range", tuple(self.ngram_range))  # a list from JSON
 
 
 class AttentionHead(nn.Module):
@@ -223,6 +232,8 @@ class TrainedHead:
         return {
             "temperature": [round(float(t), 4) for t in self.module.log_temperature.exp()],
             "null_similarity": [round(float(t), 4) for t in self.module.tau],
+            "ngram_weight": self.config.ngram_weight,
+            "ngram_range": list(self.config.ngram_range),
         }
 
     def save(self, directory: Path) -> None:
@@ -239,6 +250,43 @@ class TrainedHead:
             "index_version": self.index_version,
         }
         (directory / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def train_over_index(
+    config: HeadConfig,
+    index: ReferenceIndex,
+    queries: np.ndarray,
+    self_ids: np.ndarray,
+    texts: Sequence[str],
+    y: np.ndarray,
+    fit_ngram: bool = False,
+) -> TrainedHead:
+    """Train a head on messages that are also references of `index` (self_ids: each one's
+    reference id, or -1), each masked out of its own keys.
+
+    fit_ngram: first fit the key similarity's n-gram term by the parameter-free
+    attention's log-loss on these messages (fraud.calibration.fit_key_similarity; weight
+    0 is a candidate), and train over keys with it; otherwise the config's term.
+    """
+    from dataclasses import replace
+
+    from fraud.calibration import fit_key_similarity
+
+    if fit_ngram:
+        dense = index.search(queries, config.top_k, exclude_ids=self_ids)
+        fitted = fit_key_similarity(index, dense, texts, y)
+        config = replace(
+            config, ngram_weight=fitted["ngram_weight"], ngram_range=fitted["ngram_range"]
+        )
+    keys = index.search(
+        queries,
+        config.top_k,
+        exclude_ids=self_ids,
+        texts=texts,
+        ngram_weight=config.ngram_weight,
+        ngram_range=config.ngram_range,
+    )
+    return TrainedHead.train(config, index, queries, keys, texts, y)
 
 
 def load_head(directory: Path) -> TrainedHead | None:

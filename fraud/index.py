@@ -9,6 +9,13 @@ On disk an index is a directory of three files:
 
 Loading refuses an index built with another model, dimension or normalization.
 
+The character n-gram vectors of the references (the key similarity's n-gram term,
+fraud/ngrams.py) are not a file: they are computed from references.jsonl when a search
+first asks for the term, with an IDF fitted on the references of that snapshot. A live
+change (upsert, remove) re-vectorizes that reference only, under the same IDF; the next
+snapshot (save) fits the IDF again, as loading it does. So the directory format is unchanged, and
+an index written before the term existed gets it too.
+
 Index types (`IndexSpec`, recorded in the manifest under "index"):
 
 - flat: faiss.IndexIDMap2(IndexFlatIP), exact search. The default, and what a manifest
@@ -42,6 +49,7 @@ import numpy as np
 
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
+from fraud.ngrams import DEFAULT_NGRAM_RANGE, CharNgrams, mix, pair_cosines
 from fraud.normalize import NORMALIZATION_VERSION, normalize
 
 log = logging.getLogger(__name__)
@@ -159,10 +167,24 @@ class Reference:
             raise ValueError(f"reference {self.id}: weight must be > 0, got {self.weight}")
 
 
+@dataclass
+class _NgramVectors:
+    """The references' character n-gram vectors: row r is reference ids[r] (sorted)."""
+
+    model: CharNgrams
+    ids: np.ndarray
+    matrix: Any  # scipy.sparse.csr_matrix
+    stale: set[int]  # references changed since: re-vectorized at the next use
+
+
 @dataclass(frozen=True)
 class Keys:
     """The keys of a batch, aligned (n, m): similarity, validity, label, category code, and
     the log of each key's weight (added to its attention logit; 0 for weight 1).
+
+    The similarity is the dense cosine, mixed with the character n-gram cosine when the
+    search asked for that term (`ReferenceIndex.search`, fraud/ngrams.py): it is what the
+    attention reads and what the evidence shows.
 
     Keys come from the index (`ReferenceIndex.search`) and, for messages with a recipient,
     from that recipient's history (fraud/history.py); `vectors` and `from_history` are set
@@ -238,6 +260,7 @@ class ReferenceIndex:
         # changes were applied since this index was built or loaded.
         self.changelog_offsets: dict[int, int] = {}
         self._changes = 0
+        self._ngrams: _NgramVectors | None = None
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -307,6 +330,7 @@ class ReferenceIndex:
             self._refs[ref_id] = Reference(ref_id, item.text, item.label, item.category, source)
         self._rebuild_tables()
         self._version = None
+        self._ngrams = None  # a new snapshot: its IDF is fitted again
         self._train_if_due(progress)
         return ids.tolist()
 
@@ -320,6 +344,8 @@ class ReferenceIndex:
         self._refs[ref.id] = ref
         self._set_row(ref)
         self._changes += 1
+        if self._ngrams is not None:
+            self._ngrams.stale.add(ref.id)
         self._train_if_due()
 
     def remove(self, ref_id: int) -> bool:
@@ -335,14 +361,30 @@ class ReferenceIndex:
         self._category_code = np.delete(self._category_code, row)
         self._log_weight = np.delete(self._log_weight, row)
         self._changes += 1
+        if self._ngrams is not None:
+            self._ngrams.stale.add(ref_id)
         return True
 
-    def search(self, queries: np.ndarray, k: int, exclude_ids: np.ndarray | None = None) -> Keys:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude_ids: np.ndarray | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+        ngram_weight: float = 0.0,
+        ngram_range: tuple[int, int] = DEFAULT_NGRAM_RANGE,
+    ) -> Keys:
         """The k nearest references of each query row (fewer where the index is smaller).
 
         exclude_ids: one reference id per query (or -1) that must not be among its keys:
         a training message is never a key for itself.
+        ngram_weight > 0: the keys' similarity mixes in the character n-gram cosine of the
+        query texts (`texts`, raw, one per row) and the references (fraud/ngrams.py). The
+        keys are still the k nearest by the dense embedding. 0: the dense cosine, as is.
         """
+        if ngram_weight and texts is None:
+            raise ValueError("a search with an n-gram term needs the query texts: pass texts")
         queries = self._check_vectors(queries, "queries")
         n = len(queries)
         m = min(k + (exclude_ids is not None), len(self))
@@ -358,6 +400,11 @@ class ReferenceIndex:
         rows = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
         # A disabled reference stays in FAISS (so it can be enabled again) but is no key.
         valid = (ids >= 0) & ~self._disabled[rows] if len(self) else ids >= 0
+        if ngram_weight:
+            if len(texts) != n:
+                raise ValueError(f"{len(texts)} texts for {n} queries")
+            ngram = self.ngram_similarities(texts, np.where(valid, ids, -1), ngram_range)
+            sims = mix(np.asarray(sims, np.float32), ngram, ngram_weight)
         return Keys(
             similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=ids,
@@ -368,6 +415,52 @@ class ReferenceIndex:
             if len(self)
             else np.zeros(ids.shape, np.float32),
         )
+
+    def ngram_similarities(
+        self,
+        texts: Sequence[str],
+        ids: np.ndarray,
+        ngram_range: tuple[int, int] = DEFAULT_NGRAM_RANGE,
+    ) -> np.ndarray:
+        """(n, m) float32: the character n-gram cosine of text i and reference ids[i, j]
+        (0 where the id is -1 or not in the index)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n, m = ids.shape
+        store = self._ngram_vectors(tuple(ngram_range))
+        if not len(store.ids):
+            return np.zeros((n, m), np.float32)
+        rows = np.searchsorted(store.ids, ids).clip(0, len(store.ids) - 1)
+        found = (ids >= 0) & (store.ids[rows] == ids)
+        keys = store.matrix[np.where(found, rows, 0).ravel()]
+        cosines = pair_cosines(store.model.transform(texts), keys, m)
+        return np.where(found, cosines, 0.0).astype(np.float32)
+
+    def prepare_ngrams(self, ngram_range: tuple[int, int] = DEFAULT_NGRAM_RANGE) -> None:
+        """Vectorize the references now (a scorer that uses the term calls it at start-up,
+        so its first batch does not pay for it)."""
+        self._ngram_vectors(tuple(ngram_range))
+
+    def _ngram_vectors(self, ngram_range: tuple[int, int]) -> _NgramVectors:
+        store = self._ngrams
+        if store is None or store.model.ngram_range != ngram_range:
+            ids = self._ids.copy()
+            texts = [self._refs[int(i)].text for i in ids]
+            model = CharNgrams.fit(texts, ngram_range)
+            self._ngrams = _NgramVectors(model, ids, model.transform(texts), set())
+            if len(ids) > 10_000:
+                log.info("vectorized the character n-grams of %d references", len(ids))
+        elif store.stale:
+            from scipy import sparse
+
+            changed = np.array(sorted(store.stale), dtype=np.int64)
+            kept = ~np.isin(store.ids, changed)
+            fresh = np.array([i for i in changed if int(i) in self._refs], dtype=np.int64)
+            vectors = store.model.transform([self._refs[int(i)].text for i in fresh])
+            ids = np.concatenate([store.ids[kept], fresh])
+            order = np.argsort(ids, kind="stable")
+            matrix = sparse.vstack([store.matrix[np.flatnonzero(kept)], vectors], format="csr")
+            self._ngrams = _NgramVectors(store.model, ids[order], matrix[order], set())
+        return self._ngrams
 
     def key_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored embeddings of references `ids` (any shape of int64 ids, all present)."""
@@ -413,6 +506,7 @@ class ReferenceIndex:
         """Write the directory; applied changes become part of the snapshot's content hash."""
         if self._changes:
             self._version, self._changes = None, 0
+            self._ngrams = None  # a new snapshot: its IDF is fitted again, as load() would
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._faiss, str(directory / INDEX_FILE))

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from fraud.calibration import attention_fraud_scores, choose_threshold, fit_temperature_and_null
+from fraud.calibration import attention_fraud_scores, choose_threshold, fit_key_similarity
 from fraud.evaluation import Dataset, Split, inner_scores
-from fraud.head import HeadConfig, TrainedHead, load_head
+from fraud.head import HeadConfig, load_head, train_over_index
 from fraud.index import ReferenceIndex
 
 
@@ -36,16 +36,26 @@ def index_split(index: ReferenceIndex) -> tuple[Split, np.ndarray]:
 
 
 def calibrate(
-    index: ReferenceIndex, directory: Path, top_k: int, threshold_rule: dict[str, float]
+    index: ReferenceIndex,
+    directory: Path,
+    top_k: int,
+    threshold_rule: dict[str, float],
+    fit_ngram: bool = False,
 ) -> dict[str, Any]:
-    """Fit T and tau by log-loss, then the threshold for the scorer the index uses."""
+    """Fit T and tau by log-loss (with fit_ngram, the key similarity's n-gram term too:
+    weight and n-gram lengths, weight 0 among the candidates), then the threshold for the
+    scorer the index uses."""
     split, ids = index_split(index)
-    keys = index.search(split.X, top_k, exclude_ids=ids)
-    t, tau, loss = fit_temperature_and_null(
-        keys.similarities, keys.valid, keys.is_fraud, split.data.y
-    )
+    dense = index.search(split.X, top_k, exclude_ids=ids)
+    if fit_ngram:
+        fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y)
+    else:
+        fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y, ranges=())
+    term = {"ngram_weight": fitted["ngram_weight"], "ngram_range": list(fitted["ngram_range"])}
+    t, tau = fitted["temperature"], fitted["null_similarity"]
     head = load_head(directory)
     if head is None:
+        keys = index.search(split.X, top_k, exclude_ids=ids, texts=split.data.texts, **term)
         scores = attention_fraud_scores(keys.similarities, keys.valid, keys.is_fraud, t, tau)
     else:
         scores = _head_inner_scores(split, head.config)
@@ -55,24 +65,28 @@ def calibrate(
         null_similarity=round(tau, 6),
         top_k=top_k,
         threshold=round(threshold, 6),
+        **term,
     )
     index.save(directory)
     return {
-        "temperature": t,
-        "null_similarity": tau,
-        "log_loss": loss,
+        **fitted,
         "threshold": threshold,
         "threshold_for": "trained head" if head else "attention",
     }
 
 
 def train(
-    index: ReferenceIndex, directory: Path, config: HeadConfig, threshold_rule: dict[str, float]
+    index: ReferenceIndex,
+    directory: Path,
+    config: HeadConfig,
+    threshold_rule: dict[str, float],
+    fit_ngram: bool = False,
 ) -> dict[str, Any]:
-    """Train the attention head on all references; threshold from inner cross-validation."""
+    """Train the attention head on all references (with fit_ngram, over a key similarity
+    whose n-gram term is fitted first); threshold from inner cross-validation."""
     split, ids = index_split(index)
-    keys = index.search(split.X, config.top_k, exclude_ids=ids)
-    head = TrainedHead.train(config, index, split.X, keys, split.data.texts, split.data.y)
+    head = train_over_index(config, index, split.X, ids, split.data.texts, split.data.y, fit_ngram)
+    config = head.config
     threshold = choose_threshold(_head_inner_scores(split, config), split.data.y, **threshold_rule)
     head.save(directory)
     index.scorer_params["threshold"] = round(threshold, 6)

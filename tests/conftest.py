@@ -5,8 +5,7 @@ broker that this fixture starts and stops (`make test` runs the integration test
 """
 
 import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,33 +27,11 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def kafka_settings(kafka_bootstrap: str, kafka_settings_for) -> KafkaSettings:
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """Settings with topics and a group of this test's own, so tests never see each other."""
-    return kafka_settings_for(kafka_bootstrap)
+    from tests.workers.kafka_helpers import own_topics
 
-
-@pytest.fixture
-def kafka_settings_for() -> Callable[[str], KafkaSettings]:
-    """Makes kafka_settings for another broker (a test's own, e.g. one it stops)."""
-
-    def make(bootstrap_servers: str) -> KafkaSettings:
-        run = uuid.uuid4().hex[:10]
-        return KafkaSettings(
-            bootstrap_servers=bootstrap_servers,
-            input_topic=f"t-{run}-in",
-            alert_topic=f"t-{run}-alerts",
-            scores_topic=f"t-{run}-scores",
-            dead_letter_topic=f"t-{run}-dlq",
-            bank_topic=f"t-{run}-bank",
-            feedback_topic=f"t-{run}-feedback",
-            history_topic=f"t-{run}-history",
-            campaign_topic=f"t-{run}-campaigns",
-            citation_topic=f"t-{run}-citations",
-            group_id=f"g-{run}",
-            batch_timeout_ms=100,
-        )
-
-    return make
+    return own_topics(kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,30 @@ def test_calibrate_then_train_write_into_the_index(seed_index_dir, tmp_path, cap
 
 
 @pytest.mark.model
+def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir, tmp_path, capsys):
+    import shutil
+
+    idx = tmp_path / "idx"
+    shutil.copytree(seed_index_dir, idx)
+    assert main(["calibrate", "--index", str(idx), "--ngram"]) == 0
+    scorer = json.loads((idx / "manifest.json").read_text())["scorer"]
+    assert 0 <= scorer["ngram_weight"] <= 1 and len(scorer["ngram_range"]) == 2
+    assert main(["train", "--index", str(idx), "--epochs", "5", "--ngram"]) == 0
+    head = json.loads((idx / "head.json").read_text())["config"]
+    # Both fit the term on the same references with the same keys: the same choice.
+    assert (head["ngram_weight"], head["ngram_range"]) == (
+        scorer["ngram_weight"],
+        scorer["ngram_range"],
+    )
+    (idx / "head.json").unlink()  # back to the parameter-free scorer, with a term forced
+    capsys.readouterr()
+    text = "URGENT: your Northbank card is blocked, verify at nb-secure-check.com"
+    assert main(["score", "--index", str(idx), "--json", "--ngram-weight", "0.4", text]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["evidence"] and verdict["score"] > 0.5
+
+
+@pytest.mark.model
 def test_a_verdict_reads_with_bank_and_history_evidence(detector):
     from fraud.cli import format_verdict
     from fraud.schemas import Evidence, Verdict

@@ -22,10 +22,13 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings, to_env
-from workers.kafka_clients import ensure_topics, make_producer
+from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.processes import stop_process
 
 
-def _send(kafka: KafkaSettings, texts: Sequence[str], prefix: str, rate: float | None) -> dict:
+def send_messages(
+    kafka: KafkaSettings, texts: Sequence[str], prefix: str, rate: float | None
+) -> dict:
     """Send texts as messages at `rate` per second (None: at once); {id: Kafka timestamp}."""
     producer = make_producer(kafka, linger_ms=1)
     try:
@@ -48,8 +51,11 @@ class ScoreReader:
     """Reads the scores topic as decisions arrive: {message id: Kafka timestamp}."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
+        # Exactly-once: a decision counts once its transaction commits, as a subscriber
+        # reading with read_committed sees it.
+        isolation = "read_committed" if kafka.exactly_once else "read_uncommitted"
+        self.consumer: KafkaConsumer = make_consumer(
+            kafka, group_id=None, isolation_level=isolation
         )
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])
@@ -72,16 +78,46 @@ class ScoreReader:
         self.consumer.close(autocommit=False)
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _peak_rss_bytes(pid: int) -> int:
+def peak_rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
+    """Settings for a measured run: topics and a consumer group of its own (the input topic
+    with one partition per worker), every decision published, metrics on a free port."""
+    run = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    topics = ("input", "scores", "alert", "dead_letter", "history")
+    names = {f"{t}_topic": f"{run}-{t.replace('_', '-')}" for t in topics}
+    k = settings.kafka.model_copy(
+        update={**names, "group_id": run, "publish_scores": True, **kafka}
+    )
+    ensure_topics(k, [k.input_topic], partitions=workers)
+    ensure_topics(k, [k.scores_topic, k.alert_topic])
+    result = settings.model_copy(update={"kafka": k, "metrics_port": 0})
+    if workers > 1 and settings.encoder_threads is None:
+        # Each process gets its share of the cores: torch's default (all cores each)
+        # oversubscribes them.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        result = result.model_copy(update={"encoder_threads": threads})
+    return result
+
+
+def start_worker(settings: Settings, log) -> subprocess.Popen:
+    """A `fraud worker` process with `settings`, its output to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraud.cli", "worker"],
+        env={**os.environ, **to_env(settings)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def end_to_end_bench(
@@ -90,61 +126,38 @@ def end_to_end_bench(
     n_saturation: int = 1000,
     n_latency: int = 500,
     workers: int = 1,
+    exactly_once: bool = False,
 ) -> dict:
     """Start `workers` worker processes (one consumer group, an input topic with as many
-    partitions) on settings' broker and index, then measure."""
-    run = uuid.uuid4().hex[:8]
-    kafka = settings.kafka.model_copy(
-        update={
-            "input_topic": f"bench-{run}-in",
-            "scores_topic": f"bench-{run}-scores",
-            "alert_topic": f"bench-{run}-alerts",
-            "dead_letter_topic": f"bench-{run}-dlq",
-            "history_topic": f"bench-{run}-history",
-            "group_id": f"bench-{run}",
-            "publish_scores": True,
-        }
-    )
-    ensure_topics(kafka, [kafka.input_topic], partitions=workers)
-    ensure_topics(kafka, [kafka.scores_topic, kafka.alert_topic])
-    worker_settings = settings.model_copy(update={"kafka": kafka, "metrics_port": 0})
-    if workers > 1 and settings.encoder_threads is None:
-        # Each process gets its share of the cores: torch's default (all cores each)
-        # oversubscribes them.
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        worker_settings = worker_settings.model_copy(update={"encoder_threads": threads})
+    partitions) on settings' broker and index, then measure; with `exactly_once`, in the
+    workers' transactional mode."""
+    worker_settings = run_settings(settings, "bench", workers, exactly_once=exactly_once)
+    kafka = worker_settings.kafka
     rng = np.random.default_rng(0)
     pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
     with tempfile.TemporaryFile("w+") as log:
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "fraud.cli", "worker"],
-                env={**os.environ, **to_env(worker_settings)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            for _ in range(workers)
-        ]
+        procs = [start_worker(worker_settings, log) for _ in range(workers)]
         reader = ScoreReader(kafka)
-        cpu = lambda: sum(_cpu_seconds(p.pid) for p in procs)  # noqa: E731
+        cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
         try:
             # One warm-up message per partition, so every worker has loaded its model.
-            warm = _send(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
+            warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
             reader.wait_for(list(warm), timeout_s=180)
 
             cpu0, wall0 = cpu(), time.monotonic()
-            sent = _send(kafka, pick(n_saturation), "sat", None)
+            sent = send_messages(kafka, pick(n_saturation), "sat", None)
             done = reader.wait_for(list(sent), timeout_s=600)
             cpu1, wall1 = cpu(), time.monotonic()
             span_s = (max(done.values()) - min(sent.values())) / 1000
             saturation = n_saturation / span_s
 
             rate = saturation / 2
-            sent = _send(kafka, pick(n_latency), "half", rate)
+            sent = send_messages(kafka, pick(n_latency), "half", rate)
             done = reader.wait_for(list(sent), timeout_s=600)
             latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
             return {
                 "workers": workers,
+                "exactly_once": exactly_once,
                 "saturation_messages_per_s": round(saturation, 1),
                 "latency_at_half_saturation": {
                     "rate_per_s": round(rate, 1),
@@ -152,7 +165,7 @@ def end_to_end_bench(
                     "p99_ms": round(float(np.percentile(latency_ms, 99)), 1),
                 },
                 "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
-                "worker_peak_rss_mib": round(max(_peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),
+                "worker_peak_rss_mib": round(max(peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),
                 "messages": {"saturation": n_saturation, "latency": n_latency},
             }
         except BaseException:
@@ -162,10 +175,6 @@ def end_to_end_bench(
         finally:
             reader.close()
             for p in procs:
-                p.terminate()
+                p.terminate()  # all at once: they finish their batches in parallel
             for p in procs:
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop_process(p)

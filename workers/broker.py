@@ -8,15 +8,23 @@ deploy/kafka/pom.xml (`make kafka-jars`). Usage:
 
 Or `python -m workers.broker` to run one in the foreground until Ctrl-C.
 
+With `scram_user=(name, password)` it also listens with SASL_SSL (TLS, SCRAM-SHA-512 login)
+on its own port, with a throwaway CA made by Java's keytool: how the clients' security
+settings are tested against a real broker.
+
+    with LocalBroker(scram_user=("fraud", "s3cret")) as broker:
+        broker.sasl_ssl_bootstrap_servers, broker.ca_file
+
 Fault tests stop and start the same broker again: `stop(keep_data=True)` (a controlled
 shutdown) or `kill()` (a crash), then `start()`, which brings it back on the same ports with
-the same data. `advertised_port` puts something in front of it (a test's TCP proxy): the
-broker tells clients to connect there, so every connection after the bootstrap one goes
-through it.
+the same data. `advertised_port` puts something in front of its PLAINTEXT listener (a test's
+TCP proxy): the broker tells clients to connect there, so every connection after the
+bootstrap one goes through it.
 """
 
 import base64
 import logging
+import secrets
 import shutil
 import signal
 import socket
@@ -73,6 +81,7 @@ class LocalBroker:
         heap: str = "384m",
         start_timeout_s: float = 90.0,
         java: str = "java",
+        scram_user: tuple[str, str] | None = None,
         advertised_port: int | None = None,
     ) -> None:
         self.lib_dir, self.heap, self.start_timeout_s, self.java = (
@@ -81,9 +90,11 @@ class LocalBroker:
             start_timeout_s,
             java,
         )
+        self.scram_user = scram_user
         # Chosen now, not at start(): a proxy in front of the broker needs the port first,
         # and a restarted broker comes back where its clients left it.
         self.port, self.controller_port = free_port(), free_port()
+        self.sasl_ssl_port = free_port() if scram_user is not None else 0
         self.advertised_port = advertised_port or self.port
         self.data_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
@@ -91,6 +102,18 @@ class LocalBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener (with scram_user): TLS, then a SCRAM-SHA-512 login."""
+        assert self.sasl_ssl_port, "broker not started with scram_user"  # noqa: S101
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM certificate of the CA that signed the SASL_SSL listener's certificate."""
+        assert self.data_dir is not None and self.sasl_ssl_port, "no SASL_SSL listener"  # noqa: S101
+        return self.data_dir / "ca.pem"
 
     @property
     def log_file(self) -> Path:
@@ -150,6 +173,23 @@ class LocalBroker:
         if shutil.which(self.java) is None:
             raise ConfigError(f"'{self.java}' not found: the local broker needs Java 17+")
         self.data_dir = Path(tempfile.mkdtemp(prefix="fraud-kafka-"))
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{self.advertised_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        security: list[str] = []
+        format_args: list[str] = []
+        if self.scram_user is not None:
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
+            advertised.append(listeners[-1])
+            protocols.append("SASL_SSL:SASL_SSL")
+            try:
+                security = self._sasl_ssl_config()
+            except BaseException:
+                self._cleanup()
+                raise
+            name, password = self.scram_user
+            # KRaft keeps SCRAM credentials in the metadata log: written at format time.
+            format_args = ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         config = self.data_dir / "server.properties"
         config.write_text(
             "\n".join(
@@ -157,12 +197,13 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"listeners={','.join(listeners)},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.advertised_port}",
+                    f"advertised.listeners={','.join(advertised)}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listener.security.protocol.map={','.join(protocols)}",
+                    *security,
                     f"log.dirs={self.data_dir / 'logs'}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -182,7 +223,15 @@ class LocalBroker:
             _LOG4J_CONFIG.format(log=self.data_dir / "broker.log")
         )
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)),
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id(),
+                "-c",
+                str(config),
+                *format_args,
+            ),
             capture_output=True,
             text=True,
             timeout=120,
@@ -192,6 +241,45 @@ class LocalBroker:
             raise BrokerUnavailableError(
                 f"kafka storage format failed: {fmt.stderr.strip()[-500:]}"
             )
+
+    def _sasl_ssl_config(self) -> list[str]:
+        """A throwaway CA and a server certificate for 127.0.0.1 and localhost, made with
+        Java's keytool (the broker needs Java anyway); the broker settings that use them."""
+        assert self.data_dir is not None  # noqa: S101
+        keytool = Path(shutil.which(self.java) or self.java).resolve().parent / "keytool"
+        ca_store, server_store = self.data_dir / "ca.p12", self.data_dir / "server.p12"
+        csr, crt = self.data_dir / "server.csr", self.data_dir / "server.crt"
+        password = secrets.token_hex(16)
+        key = ["-keyalg", "EC", "-groupname", "secp256r1", "-validity", "2"]
+        ca = ["-keystore", str(ca_store), "-storetype", "PKCS12", "-storepass", password]
+        server = ["-keystore", str(server_store), "-storetype", "PKCS12", "-storepass", password]
+        steps = [
+            ["-genkeypair", *ca, "-alias", "ca", "-dname", "CN=fraud-test-ca", *key,
+             "-ext", "bc:c", "-ext", "KeyUsage:c=keyCertSign,cRLSign"],
+            ["-exportcert", *ca, "-alias", "ca", "-rfc", "-file", str(self.data_dir / "ca.pem")],
+            ["-genkeypair", *server, "-alias", "server", "-dname", "CN=localhost", *key],
+            ["-certreq", *server, "-alias", "server", "-file", str(csr)],
+            ["-gencert", *ca, "-alias", "ca", "-infile", str(csr), "-outfile", str(crt),
+             "-rfc", "-validity", "2", "-ext", "SAN=IP:127.0.0.1,DNS:localhost"],
+            ["-importcert", *server, "-alias", "ca", "-noprompt",
+             "-file", str(self.data_dir / "ca.pem")],
+            ["-importcert", *server, "-alias", "server", "-file", str(crt)],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run([str(keytool), *step], capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                raise BrokerUnavailableError(
+                    f"keytool {step[0]} failed: {(done.stderr or done.stdout).strip()[-500:]}"
+                )
+        return [
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PKCS12",
+            f"listener.name.sasl_ssl.ssl.keystore.location={server_store}",
+            f"listener.name.sasl_ssl.ssl.keystore.password={password}",
+            f"listener.name.sasl_ssl.ssl.key.password={password}",
+        ]
 
     def _wait_ready(self) -> None:
         from kafka import KafkaAdminClient

@@ -20,7 +20,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
-from fraud.errors import BrokerUnavailableError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,73 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF_MAX_MS = 1000
 
 
-def _unreachable(servers: str) -> BrokerUnavailableError:
-    return BrokerUnavailableError(
-        f"no Kafka broker answered at {servers}: start one (`python -m workers.broker`) "
-        "or set FRAUD_KAFKA__BOOTSTRAP_SERVERS"
+def connection_config(kafka: KafkaSettings) -> dict:
+    """What every client needs to reach and log in to the brokers: the address and the
+    security settings. Each client this project builds starts from it, so none can
+    connect in the clear where the settings ask for TLS and SCRAM."""
+    config: dict = dict(
+        bootstrap_servers=kafka.bootstrap_servers,
+        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+        security_protocol=kafka.security_protocol,
     )
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # noqa: S101 (KafkaSettings checked it)
+        config.update(
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_plain_username=kafka.sasl_username,
+            sasl_plain_password=kafka.sasl_password.get_secret_value(),
+        )
+    if kafka.security_protocol.endswith("SSL"):
+        config.update(
+            ssl_cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            ssl_check_hostname=kafka.ssl_check_hostname,
+        )
+    return config
+
+
+def _connect(cls, kafka: KafkaSettings, config: dict):
+    """`cls(**config)`; a client that could not bootstrap raises one error saying why.
+
+    kafka-python reports a refused login or TLS handshake only in its log, then times out
+    as if no broker were there (KafkaTimeoutError). A plain TCP connection to the first
+    address tells the two apart: something listens there, so it refused this client.
+    """
+    try:
+        return cls(**config)
+    except KafkaTimeoutError:
+        pass
+    servers = kafka.bootstrap_servers
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {servers}: start one (`python -m workers.broker`) "
+            "or set FRAUD_KAFKA__BOOTSTRAP_SERVERS"
+        ) from None
+    waited = f"within {kafka.bootstrap_timeout_ms} ms"
+    if kafka.security_protocol == "PLAINTEXT":
+        raise BrokerUnavailableError(
+            f"the Kafka broker at {servers} accepts connections but did not answer {waited}: "
+            "still starting, or does the listener want TLS (FRAUD_KAFKA__SECURITY_PROTOCOL)?"
+        ) from None
+    if kafka.security_protocol == "SSL":
+        what, check = "TLS handshake", "FRAUD_KAFKA__SSL_CAFILE"
+    else:
+        what = (
+            f"{kafka.security_protocol} login as '{kafka.sasl_username}' ({kafka.sasl_mechanism})"
+        )
+        check = "FRAUD_KAFKA__SASL_USERNAME, FRAUD_KAFKA__SASL_PASSWORD, FRAUD_KAFKA__SSL_CAFILE"
+    raise BrokerRefusedError(
+        f"the Kafka broker at {servers} accepts connections, but this client's {what} did "
+        f"not succeed {waited}: check FRAUD_KAFKA__SECURITY_PROTOCOL, {check}"
+    ) from None
 
 
 def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
     """A group consumer that never commits on its own: the worker commits what it finished."""
     config = dict(
-        bootstrap_servers=kafka.bootstrap_servers,
-        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+        **connection_config(kafka),
         group_id=kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -53,17 +108,13 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
         max_partition_fetch_bytes=max(1_048_576, kafka.max_message_bytes * 2),
     )
     config.update(overrides)
-    try:
-        return KafkaConsumer(**config)
-    except KafkaTimeoutError:
-        raise _unreachable(kafka.bootstrap_servers) from None
+    return _connect(KafkaConsumer, kafka, config)
 
 
 def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
     """An idempotent producer that waits for all in-sync replicas (acks=all)."""
     config = dict(
-        bootstrap_servers=kafka.bootstrap_servers,
-        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+        **connection_config(kafka),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -72,10 +123,7 @@ def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
         max_request_size=max(1_048_576, kafka.max_message_bytes * 4),
     )
     config.update(overrides)
-    try:
-        return KafkaProducer(**config)
-    except KafkaTimeoutError:
-        raise _unreachable(kafka.bootstrap_servers) from None
+    return _connect(KafkaProducer, kafka, config)
 
 
 def make_transactional_clients(kafka: KafkaSettings) -> tuple[KafkaConsumer, KafkaProducer]:
@@ -98,14 +146,9 @@ def ensure_topics(
     configs: dict[str, str] | None = None,
 ) -> None:
     """Create any of `topics` that do not exist yet (idempotent), with topic `configs`."""
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=kafka.bootstrap_servers,
-            bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
-            request_timeout_ms=10_000,
-        )
-    except KafkaTimeoutError:
-        raise _unreachable(kafka.bootstrap_servers) from None
+    admin = _connect(
+        KafkaAdminClient, kafka, dict(**connection_config(kafka), request_timeout_ms=10_000)
+    )
     try:
         missing = sorted(set(topics) - set(admin.list_topics()))
         if missing:

@@ -29,7 +29,7 @@ from contextlib import closing
 import numpy as np
 
 from fraud.config import Settings, to_env
-from workers.bench import _cpu_seconds, _peak_rss_bytes
+from workers.bench import cpu_seconds, peak_rss_bytes
 
 READY_TIMEOUT_S = 300.0
 PHASE_TIMEOUT_S = 600.0
@@ -216,9 +216,9 @@ async def _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
     await _wait_ready(host, port, proc)
     await _closed_loop(host, port, pick(2 * concurrency), concurrency)  # warm-up
 
-    cpu0, own0, load0 = _cpu_seconds(proc.pid), time.process_time(), os.getloadavg()[0]
+    cpu0, own0, load0 = cpu_seconds(proc.pid), time.process_time(), os.getloadavg()[0]
     seconds = await _closed_loop(host, port, pick(n_saturation), concurrency)
-    cpu1, own1 = _cpu_seconds(proc.pid), time.process_time()
+    cpu1, own1 = cpu_seconds(proc.pid), time.process_time()
     saturation = n_saturation / seconds
 
     rate = saturation / 2
@@ -233,7 +233,7 @@ async def _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
         },
         "server_cpu_cores_at_saturation": round((cpu1 - cpu0) / seconds, 2),
         "load_generator_cpu_cores_at_saturation": round((own1 - own0) / seconds, 3),
-        "server_peak_rss_mib": round(_peak_rss_bytes(proc.pid) / 2**20, 1),
+        "server_peak_rss_mib": round(peak_rss_bytes(proc.pid) / 2**20, 1),
         "load_average_1m_before": round(load0, 2),
         "requests": {"saturation": n_saturation, "latency": n_latency},
         "concurrency": concurrency,

@@ -82,7 +82,9 @@ def test_no_held_out_text_is_ever_in_its_folds_index_or_threshold_fit():
     [
         EmbeddingLogReg,
         lambda: AttentionVariant("a"),
+        lambda: AttentionVariant("a", ngram=True),
         lambda: LearnedAttentionVariant(epochs=10, lexical=False),
+        lambda: LearnedAttentionVariant(fit_ngram=True, epochs=10, lexical=False),
     ],
 )
 def test_variants_learn_the_synthetic_signal(make):

@@ -48,6 +48,14 @@ def test_a_variant_scores_within_tolerance_of_its_original(detector):
     rows = evasion_table(detector, CASES)
     assert len(rows) == sum(len(c.variants) for c in CASES)
     moved = [r for r in rows if abs(r.diff) > TOLERANCE]
+    # The README's evasion table: pytest tests/fraud/test_evasion.py -k tolerance -s
+    print("\n| trick | variants | normalized to the original's text | mean abs diff | max |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, s in summary_by_kind(rows, TOLERANCE).items():
+        print(
+            f"| {kind} | {s['variants']} | {s['same_text']} | {s['mean_abs_diff']:.3f} "
+            f"| {s['max_abs_diff']:.3f} |"
+        )
     assert not moved, markdown_table(moved)
 
 

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
@@ -20,8 +21,33 @@ from fraud.config import HistorySettings, KafkaSettings, Settings, to_env
 from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
 from workers.history import HistoryState, ensure_history_topic
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer, partition_count
+from workers.kafka_clients import (
+    connection_config,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    partition_count,
+)
 from workers.scoring_worker import ScoringWorker
+
+
+def own_topics(bootstrap_servers: str, **changes) -> KafkaSettings:
+    """Settings with topics and a group of their own, so tests never see each other."""
+    run = uuid.uuid4().hex[:10]
+    return KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        input_topic=f"t-{run}-in",
+        alert_topic=f"t-{run}-alerts",
+        scores_topic=f"t-{run}-scores",
+        dead_letter_topic=f"t-{run}-dlq",
+        bank_topic=f"t-{run}-bank",
+        feedback_topic=f"t-{run}-feedback",
+        history_topic=f"t-{run}-history",
+        campaign_topic=f"t-{run}-campaigns",
+        citation_topic=f"t-{run}-citations",
+        group_id=f"g-{run}",
+        **{"batch_timeout_ms": 100, **changes},
+    )
 
 
 def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> None:
@@ -54,15 +80,9 @@ class Decisions:
     how many decisions each message id has, and when each decision was written."""
 
     def __init__(self, kafka: KafkaSettings, isolation_level: str = "read_uncommitted") -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level=isolation_level,
-            # Back within a second of a broker that returns: kafka-python's own default
-            # (30 s) would charge this reader's backoff to the worker's recovery time.
-            reconnect_backoff_max_ms=1000,
-        )
+        # Back within a second of a broker that returns (make_consumer's backoff), so no
+        # reconnect delay of this reader's is charged to the worker's recovery time.
+        self.consumer = make_consumer(kafka, group_id=None, isolation_level=isolation_level)
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])
         self.consumer.seek_to_beginning(tp)
@@ -100,9 +120,7 @@ def read_topic(
     kafka: KafkaSettings, topic: str, at_least: int, timeout_s: float = 60
 ) -> list[ConsumerRecord]:
     """Every record of partition 0 of `topic` from the start, once `at_least` have arrived."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
+    consumer = make_consumer(kafka, group_id=None)
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
@@ -123,7 +141,7 @@ def read_topic(
 
 
 def committed_offset(kafka: KafkaSettings, topic: str) -> int | None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**connection_config(kafka))
     try:
         offsets = admin.list_group_offsets({kafka.group_id: None})[kafka.group_id]
     finally:

@@ -18,9 +18,11 @@ TEXTS = [
 
 
 @pytest.mark.integration
-def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings):
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings, exactly_once):
     settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
-    result = end_to_end_bench(settings, TEXTS, n_saturation=20, n_latency=10)
+    result = end_to_end_bench(settings, TEXTS, 20, 10, exactly_once=exactly_once)
+    assert result["exactly_once"] is exactly_once
     assert result["saturation_messages_per_s"] > 0
     latency = result["latency_at_half_saturation"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
@@ -46,3 +48,18 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
     out = capsys.readouterr().out
     assert "encoder alone" in out and "encoder variants" in out
+
+
+@pytest.mark.integration
+def test_a_short_soak_decides_every_message_and_ends_with_no_lag(
+    seed_index_dir, kafka_settings, tmp_path
+):
+    from workers.soak import soak
+
+    settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
+    result = soak(settings, TEXTS, 20, 3, sample_every_s=1, log_path=tmp_path / "worker.log")
+    assert result["messages_sent"] == 60 and result["messages_decided"] == 60
+    assert result["lag_end"] == 0 and result["worker_errors"] == 0
+    assert len(result["samples"]) >= 3  # start, at least one while sending, end
+    assert result["rss_mib_start"] > 100  # a process that loaded a transformer
+    assert result["worker_exit_code"] == 0  # stopped by SIGTERM, cleanly

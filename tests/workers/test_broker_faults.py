@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fraud.config import KafkaSettings, Settings
-from tests.workers.kafka_helpers import Decisions, produce_messages, start_worker
+from tests.workers.kafka_helpers import Decisions, own_topics, produce_messages, start_worker
 from tests.workers.tcp_proxy import TcpProxy
 from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics
@@ -108,9 +108,7 @@ def _survives(
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_the_broker_stopped_and_started_again_loses_nothing(
-    broker, kafka_settings_for, seed_index_dir, tmp_path, how
-):
+def test_the_broker_stopped_and_started_again_loses_nothing(broker, seed_index_dir, tmp_path, how):
     """A controlled shutdown (SIGTERM) or a crash (SIGKILL); the broker comes back on the
     same port with the same data after OUTAGE_S."""
 
@@ -124,7 +122,7 @@ def test_the_broker_stopped_and_started_again_loses_nothing(
         return time.time()
 
     log = _survives(
-        kafka_settings_for(broker.bootstrap_servers),
+        own_topics(broker.bootstrap_servers),
         seed_index_dir,
         tmp_path,
         f"broker {how} + restart",
@@ -133,9 +131,7 @@ def test_the_broker_stopped_and_started_again_loses_nothing(
     assert "ECONNREFUSED" in log  # the worker did try the broker while it was down
 
 
-def test_the_broker_paused_past_the_request_timeout_loses_nothing(
-    broker, kafka_settings_for, seed_index_dir, tmp_path
-):
+def test_the_broker_paused_past_the_request_timeout_loses_nothing(broker, seed_index_dir, tmp_path):
     """SIGSTOP: connections stay open and nothing answers, so the clients' requests time
     out (REQUEST_TIMEOUT_MS) rather than fail; SIGCONT after OUTAGE_S."""
 
@@ -146,7 +142,7 @@ def test_the_broker_paused_past_the_request_timeout_loses_nothing(
         return time.time()
 
     log = _survives(
-        kafka_settings_for(broker.bootstrap_servers),
+        own_topics(broker.bootstrap_servers),
         seed_index_dir,
         tmp_path,
         "broker SIGSTOP/SIGCONT",
@@ -155,7 +151,7 @@ def test_the_broker_paused_past_the_request_timeout_loses_nothing(
     assert "Request timed out" in log  # the pause outlasted the clients' request timeout
 
 
-def test_the_network_cut_and_restored_loses_nothing(kafka_settings_for, seed_index_dir, tmp_path):
+def test_the_network_cut_and_restored_loses_nothing(seed_index_dir, tmp_path):
     """Every connection between the worker and the broker goes through a TCP proxy (the
     worker bootstraps through it, and the broker advertises it); the proxy drops them all
     and refuses new ones for OUTAGE_S."""
@@ -170,7 +166,7 @@ def test_the_network_cut_and_restored_loses_nothing(kafka_settings_for, seed_ind
             return time.time()
 
         _survives(
-            kafka_settings_for(f"127.0.0.1:{proxy.port}"),
+            own_topics(f"127.0.0.1:{proxy.port}"),
             seed_index_dir,
             tmp_path,
             "network cut + restored",
