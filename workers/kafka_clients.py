@@ -132,15 +132,20 @@ def offsets_after(records: list) -> dict[TopicPartition, OffsetAndMetadata]:
 def commit_through(consumer: KafkaConsumer, records: list) -> bool:
     """Commit, per partition, the offset after the last of `records`: what was finished.
 
-    False when the group was rebalancing: the partitions are moving and their new owner
-    replays these records (at-least-once; the outputs they produced carry the same keys).
-    """
+    False when the group was rebalancing (commit_offsets)."""
+    return commit_offsets(consumer, offsets_after(records))
+
+
+def commit_offsets(consumer: KafkaConsumer, offsets: dict) -> bool:
+    """Commit `offsets`; False when the group was rebalancing. A partition that moved is
+    replayed by its new owner from its last committed offset (at-least-once; the outputs
+    carry the same keys); for one this consumer keeps, the caller commits again later."""
     try:
-        consumer.commit(offsets_after(records))
+        consumer.commit(offsets)
     except (CommitFailedError, RebalanceInProgressError) as e:
         log.warning(
-            "commit of %d records lost to a rebalance (%s): they will be replayed",
-            len(records),
+            "commit of %d partitions' offsets lost to a rebalance (%s)",
+            len(offsets),
             type(e).__name__,
         )
         return False

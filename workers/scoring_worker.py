@@ -45,13 +45,17 @@ from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
-    commit_through,
+    commit_offsets,
     offsets_after,
     send_dead_letter,
     subscribe_when_known,
 )
 
 log = logging.getLogger(__name__)
+
+# While a batch is being encoded, how often (ms) the next batch's poll looks whether the
+# encoding is done.
+ENCODED_CHECK_MS = 5
 
 FLUSH_TIMEOUT_S = 60.0
 
@@ -134,6 +138,8 @@ class ScoringWorker:
                 batch = self.start(records) if records else None
                 if in_flight is not None:
                     self.finish(in_flight)
+                elif batch is None and self.outputs.unsaved:
+                    self.outputs.commit([])  # idle: retry a commit a rebalance refused
                 in_flight = batch
                 self._set_lag()
             if in_flight is not None:
@@ -152,12 +158,21 @@ class ScoringWorker:
         the one being encoded, are their new owner's to read again from the committed
         offset; those of partitions kept stay. The consumer may fetch a kept partition
         again from its committed offset: records already taken are skipped.
+
+        The batch also ends as soon as the one in flight is encoded: that one is then
+        finished at once rather than after the whole wait, and this one goes to the encoder
+        (under load, a batch lasts as long as an encoding; idle, the timeout).
         """
         batch: list[ConsumerRecord] = []
         assignments = self.partitions.assignments
         deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
+        encoding = in_flight.encoded if in_flight is not None else None
         while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
             remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if encoding is not None:
+                if encoding.done():
+                    break
+                remaining_ms = min(remaining_ms, ENCODED_CHECK_MS)
             if remaining_ms <= 0:
                 break
             polled = self.consumer.poll(
@@ -303,6 +318,7 @@ class Outputs:
 
     def __init__(self, producer: KafkaProducer, consumer: KafkaConsumer, exactly_once: bool):
         self.producer, self.consumer, self.exactly_once = producer, consumer, exactly_once
+        self.unsaved: dict = {}  # at-least-once: offsets whose commit a rebalance refused
         if exactly_once:
             producer.init_transactions()
 
@@ -329,8 +345,12 @@ class Outputs:
     def commit(self, records: list[ConsumerRecord]) -> None:
         """Make the batch's input offsets (and, exactly-once, its outputs) durable."""
         if not self.exactly_once:
-            if records:
-                commit_through(self.consumer, records)
+            # Offsets a rebalance refused go again with the next commit, for the partitions
+            # still this worker's: the consumer does not hand their records out twice.
+            offsets = {**self.unsaved, **offsets_after(records)}
+            owned = self.consumer.assignment()
+            offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+            self.unsaved = offsets if offsets and not commit_offsets(self.consumer, offsets) else {}
             return
         try:
             if records:
