@@ -13,8 +13,11 @@ worker's thread) while the encoder moves on to N+1.
 Rebalances: a rebalance can happen while a batch is in hand (a worker joins or leaves).
 The records of partitions that moved are dropped from the batches in hand and are their
 new owner's to replay from the committed offset; the records of partitions kept are
-finished. A commit refused because the group is rebalancing is logged, and the new owner
-replays those records: duplicates with the same keys and alert ids, nothing lost.
+finished. A commit refused because the group is rebalancing is logged and kept: for the
+partitions this worker still owns it goes again with the next commit, on an idle loop,
+or before the worker leaves (the consumer does not hand those records out again); for
+the partitions that moved, the new owner replays the records: duplicates with the same
+keys and alert ids, nothing lost.
 
 Recipient history (fraud/history.py): with a HistoryState, messages that carry a
 `recipient` are scored with that recipient's earlier suspicious messages as extra keys;
@@ -144,12 +147,29 @@ class ScoringWorker:
                 self._set_lag()
             if in_flight is not None:
                 self.finish(in_flight)
+            self._commit_unsaved_before_leaving()
         finally:
             self.metrics.worker_up.set(0)
             self._encoder_thread.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _commit_unsaved_before_leaving(self) -> None:
+        """A commit a rebalance refused gets one more try before the worker leaves the
+        group: a poll finishes the rebalance (GroupConsumer), and the offsets of the
+        partitions still this worker's are committed. Records that poll fetches are not
+        used and not committed: their partitions' next owner reads them."""
+        if not self.outputs.unsaved:
+            return
+        self.consumer.poll(timeout_ms=self.kafka.batch_timeout_ms, max_records=1)
+        self.outputs.commit([])
+        if self.outputs.unsaved:
+            log.warning(
+                "offsets of %d partitions left uncommitted at shutdown: their next owner "
+                "replays those records",
+                len(self.outputs.unsaved),
+            )
 
     def poll_batch(self, in_flight: "Batch | None" = None) -> list[ConsumerRecord]:
         """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill.
@@ -187,6 +207,8 @@ class ScoringWorker:
                 self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
             for records in polled.values():
                 for r in records:
+                    if r.partition not in self.partitions.owned:
+                        continue  # fetched before a rebalance that took it away
                     if r.offset >= self._next_offset.get(r.partition, -1):
                         batch.append(r)
                         self._next_offset[r.partition] = r.offset + 1
