@@ -8,7 +8,9 @@ dead-letter topic with its original bytes and the reason in a header.
 
 Pipelining: the encoder runs on its own thread. While it embeds batch N, the worker polls
 and decodes batch N+1; then it scores, publishes and commits N (in input order, on the
-worker's thread) while the encoder moves on to N+1.
+worker's thread) while the encoder moves on to N+1. The worker keeps polling until N is
+encoded, with its partitions paused once N+1 is full, so an encoding that outlasts
+max_poll_interval_ms does not put the worker out of the group.
 
 Rebalances: a rebalance can happen while a batch is in hand (a worker joins or leaves).
 The records of partitions that moved are dropped from the batches in hand and are their
@@ -146,6 +148,7 @@ class ScoringWorker:
                 in_flight = batch
                 self._set_lag()
             if in_flight is not None:
+                self._wait_polling(in_flight, [])
                 self.finish(in_flight)
             self._commit_unsaved_before_leaving()
         finally:
@@ -174,17 +177,13 @@ class ScoringWorker:
     def poll_batch(self, in_flight: "Batch | None" = None) -> list[ConsumerRecord]:
         """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill.
 
-        A rebalance while it fills: records of partitions that moved, in this batch and in
-        the one being encoded, are their new owner's to read again from the committed
-        offset; those of partitions kept stay. The consumer may fetch a kept partition
-        again from its committed offset: records already taken are skipped.
-
         The batch also ends as soon as the one in flight is encoded: that one is then
         finished at once rather than after the whole wait, and this one goes to the encoder
         (under load, a batch lasts as long as an encoding; idle, the timeout).
+
+        It does not end before the one in flight is encoded, though (_wait_polling).
         """
         batch: list[ConsumerRecord] = []
-        assignments = self.partitions.assignments
         deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
         encoding = in_flight.encoded if in_flight is not None else None
         while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
@@ -195,24 +194,57 @@ class ScoringWorker:
                 remaining_ms = min(remaining_ms, ENCODED_CHECK_MS)
             if remaining_ms <= 0:
                 break
-            polled = self.consumer.poll(
-                timeout_ms=remaining_ms, max_records=self.kafka.max_batch - len(batch)
-            )
-            self.partitions.apply()  # a new assignment's history, before any record is used
-            if self.partitions.assignments != assignments:
-                owned, assignments = self.partitions.owned, self.partitions.assignments
-                batch = [r for r in batch if r.partition in owned]
-                if in_flight is not None:
-                    in_flight.keep(owned)
-                self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
-            for records in polled.values():
-                for r in records:
-                    if r.partition not in self.partitions.owned:
-                        continue  # fetched before a rebalance that took it away
-                    if r.offset >= self._next_offset.get(r.partition, -1):
-                        batch.append(r)
-                        self._next_offset[r.partition] = r.offset + 1
+            self._poll_into(batch, in_flight, remaining_ms)
+        if in_flight is not None:
+            self._wait_polling(in_flight, batch)
         return batch
+
+    def _wait_polling(self, in_flight: "Batch", batch: list[ConsumerRecord]) -> None:
+        """Poll on, with the partitions paused, until the batch in flight is encoded.
+
+        An encoding can take longer than max_poll_interval_ms (a slow machine, a large
+        batch). A worker that stopped polling meanwhile would be put out of the group by
+        kafka-python's heartbeat thread at every such batch, its partitions moved away and
+        back, its commits refused. Paused partitions fetch nothing, so the batch does not
+        grow; a rebalance is still handled (_poll_into).
+        """
+        if in_flight.encoded is None or in_flight.encoded.done():
+            return
+        try:
+            while not in_flight.encoded.done():
+                self.consumer.pause(*self.consumer.assignment())
+                self._poll_into(batch, in_flight, ENCODED_CHECK_MS)
+        finally:
+            self.consumer.resume(*self.consumer.paused())
+
+    def _poll_into(
+        self, batch: list[ConsumerRecord], in_flight: "Batch | None", timeout_ms: int
+    ) -> None:
+        """One poll; its new records are appended to `batch`.
+
+        A rebalance during the poll: records of partitions that moved, in `batch` and in
+        the one being encoded, are their new owner's to read again from the committed
+        offset; those of partitions kept stay. The consumer may fetch a kept partition
+        again from its committed offset: records already taken are skipped.
+        """
+        assignments = self.partitions.assignments
+        polled = self.consumer.poll(
+            timeout_ms=timeout_ms, max_records=max(self.kafka.max_batch - len(batch), 1)
+        )
+        self.partitions.apply()  # a new assignment's history, before any record is used
+        owned = self.partitions.owned
+        if self.partitions.assignments != assignments:
+            batch[:] = [r for r in batch if r.partition in owned]
+            if in_flight is not None:
+                in_flight.keep(owned)
+            self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
+        for records in polled.values():
+            for r in records:
+                if r.partition not in owned:
+                    continue  # fetched before a rebalance that took it away
+                if r.offset >= self._next_offset.get(r.partition, -1):
+                    batch.append(r)
+                    self._next_offset[r.partition] = r.offset + 1
 
     def start(self, records: list[ConsumerRecord]) -> "Batch":
         """Decode a batch, dead-letter what is malformed, and hand the texts to the
@@ -352,12 +384,20 @@ class Outputs:
         """Wait for the batch's sends (at-least-once: each must be acknowledged)."""
         if self.exactly_once:
             return  # commit_transaction flushes, and fails if any send failed
-        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-        failures = [
-            f.exception or TimeoutError(f"no acknowledgement within {FLUSH_TIMEOUT_S:.0f}s")
-            for f in futures
-            if not f.succeeded()
-        ]
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        try:
+            self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        except KafkaError as e:
+            # kafka-python 3.0.12's flush() gives up with UnknownError("Future not done")
+            # when a batch it waits on is split and sent again (the broker refused it as
+            # too large); each send's own future follows the split and tells how it ended.
+            log.debug("producer flush: %r; waiting on each send", e)
+        failures = []
+        for f in futures:
+            try:
+                f.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except KafkaError as e:  # refused, or no acknowledgement in time
+                failures.append(e)
         if failures:
             raise PublishError(
                 f"{len(failures)} records of the batch were not acknowledged by the broker "
