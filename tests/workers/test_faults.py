@@ -184,9 +184,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     kafka = kafka_settings.model_copy(
         update={"publish_scores": True, "exactly_once": exactly_once, "max_batch": MAX_BATCH}
     )
-    settings = Settings().model_copy(
-        update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": 0}
-    )
+    settings = _worker_settings(kafka, seed_index_dir)
     ensure_topics(kafka, [kafka.input_topic, kafka.scores_topic])
     ids = _produce(kafka, MESSAGES)
     isolation = "read_committed" if exactly_once else "read_uncommitted"
