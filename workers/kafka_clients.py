@@ -4,7 +4,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -19,7 +19,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
-from fraud.errors import BrokerRefusedError, BrokerUnavailableError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError, FraudError
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,42 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
     )
     config.update(overrides)
     return _connect(GroupConsumer, kafka, config)
+
+
+FLUSH_TIMEOUT_S = 60.0
+
+
+class PublishError(FraudError):
+    """The broker did not acknowledge some sends: what produced them is not committed."""
+
+    retriable = True
+
+
+def await_sends(producer: KafkaProducer, futures: Iterable, what: str) -> None:
+    """Wait until the broker acknowledged each of `futures` (sends of `producer`); raise
+    PublishError naming `what` when any was refused or not acknowledged in time.
+
+    kafka-python 3.0.12's flush() gives up with UnknownError("Future not done") when a
+    batch it waits on is split and sent again (the broker refused it as too large), and
+    flush() never reports a refused send at all; each send's own future follows the
+    split and tells how it ended.
+    """
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    try:
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as e:
+        log.debug("producer flush: %r; waiting on each send", e)
+    failures = []
+    for f in futures:
+        try:
+            f.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except KafkaError as e:  # refused, or no acknowledgement in time
+            failures.append(e)
+    if failures:
+        raise PublishError(
+            f"{len(failures)} records of {what} were not acknowledged by the broker "
+            f"(first: {failures[0]!r}): not committing"
+        )
 
 
 def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:

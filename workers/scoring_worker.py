@@ -43,13 +43,16 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
-from fraud.errors import FraudError, SchemaError
+from fraud.errors import SchemaError
 from fraud.history import Arrival, score_in_order
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
+    FLUSH_TIMEOUT_S,
+    PublishError,
+    await_sends,
     commit_offsets,
     offsets_after,
     send_dead_letter,
@@ -61,14 +64,6 @@ log = logging.getLogger(__name__)
 # While a batch is being encoded, how often (ms) the next batch's poll looks whether the
 # encoding is done.
 ENCODED_CHECK_MS = 5
-
-FLUSH_TIMEOUT_S = 60.0
-
-
-class PublishError(FraudError):
-    """The broker did not acknowledge a batch's output: the batch is not committed."""
-
-    retriable = True
 
 
 @dataclass
@@ -384,25 +379,7 @@ class Outputs:
         """Wait for the batch's sends (at-least-once: each must be acknowledged)."""
         if self.exactly_once:
             return  # commit_transaction flushes, and fails if any send failed
-        deadline = time.monotonic() + FLUSH_TIMEOUT_S
-        try:
-            self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-        except KafkaError as e:
-            # kafka-python 3.0.12's flush() gives up with UnknownError("Future not done")
-            # when a batch it waits on is split and sent again (the broker refused it as
-            # too large); each send's own future follows the split and tells how it ended.
-            log.debug("producer flush: %r; waiting on each send", e)
-        failures = []
-        for f in futures:
-            try:
-                f.get(timeout=max(deadline - time.monotonic(), 0.001))
-            except KafkaError as e:  # refused, or no acknowledgement in time
-                failures.append(e)
-        if failures:
-            raise PublishError(
-                f"{len(failures)} records of the batch were not acknowledged by the broker "
-                f"(first: {failures[0]!r}): not committing, the batch will be replayed"
-            )
+        await_sends(self.producer, futures, "the batch")
 
     def commit(self, records: list[ConsumerRecord]) -> None:
         """Make the batch's input offsets (and, exactly-once, its outputs) durable."""
