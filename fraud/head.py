@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fraud.index import Keys, ReferenceIndex
-from fraud.lexical import LexicalModel
+from fraud.errors import DataError
+from fraud.index import Keys, ReferenceIndex, sha256_file
+from fraud.lexical import LEXICAL_WEIGHTS, LexicalModel
 
 HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
 
@@ -244,10 +245,13 @@ class TrainedHead:
         save_file(state, directory / HEAD_WEIGHTS)
         if self.lexical is not None:
             self.lexical.save(directory)
+        weights = [HEAD_WEIGHTS] + ([LEXICAL_WEIGHTS] if self.lexical is not None else [])
         meta = {
             "config": asdict(self.config),
             "categories": self.categories,
             "index_version": self.index_version,
+            # Like the index manifest: load_head refuses weights changed after this.
+            "sha256": {name: sha256_file(directory / name) for name in weights},
         }
         (directory / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -297,6 +301,13 @@ def load_head(directory: Path) -> TrainedHead | None:
     if not (directory / HEAD_CONFIG).is_file():
         return None
     meta = json.loads((directory / HEAD_CONFIG).read_text())
+    # A head.json written before the digests were recorded has none to check.
+    for name, recorded in meta.get("sha256", {}).items():
+        if sha256_file(directory / name) != recorded:
+            raise DataError(
+                f"{directory / name}: its SHA-256 does not match {HEAD_CONFIG}'s: the trained "
+                "head was changed or damaged after it was written; refusing to load it"
+            )
     module = AttentionHead(HeadConfig(**meta["config"]))
     module.load_state_dict(load_file(directory / HEAD_WEIGHTS))
     lexical = LexicalModel.load(directory) if module.config.lexical else None

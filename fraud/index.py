@@ -500,7 +500,7 @@ class ReferenceIndex:
 
     @staticmethod
     def _file_digests(directory: Path) -> dict[str, str]:
-        return {name: _sha256(directory / name) for name in (INDEX_FILE, REFERENCES_FILE)}
+        return {name: sha256_file(directory / name) for name in (INDEX_FILE, REFERENCES_FILE)}
 
     def save(self, directory: Path) -> None:
         """Write the directory; applied changes become part of the snapshot's content hash."""
@@ -698,7 +698,8 @@ def seed_references_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "seed_references.csv"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file of an index directory (DataError when it is missing)."""
     if not path.is_file():
         raise DataError(f"{path}: missing: the index directory is incomplete, rebuild it")
     h = hashlib.sha256()

@@ -18,7 +18,7 @@ from fraud.bank import BankChange, apply_change, change_key, decode_change, enco
 from fraud.config import KafkaSettings
 from fraud.errors import DataError, SchemaError
 from fraud.index import Reference, ReferenceIndex
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.kafka_clients import await_sends, ensure_topics, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ def publish_index(kafka: KafkaSettings, index: ReferenceIndex, directory: Path |
             )
             for i, v in zip(ids, vectors, strict=True)
         ]
-        producer.flush(timeout=60)
-        for f in futures:
-            f.get(timeout=0)
+        await_sends(producer, futures, "the reference bank")
     finally:
         producer.close(timeout=10)
     if directory is not None:

@@ -35,6 +35,7 @@ from fraud.index import ReferenceIndex
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import COMPACTED, BankFollower, ensure_bank_topic
 from workers.kafka_clients import (
+    await_sends,
     commit_through,
     ensure_topics,
     make_consumer,
@@ -319,9 +320,7 @@ class FeedbackProcessor:
         self.changes += len(usable)
 
     def _await(self, futures: list) -> None:
-        self.producer.flush(timeout=60)
-        for f in futures:
-            f.get(timeout=0)  # a refused send raises: nothing is committed
+        await_sends(self.producer, futures, "the verdicts' changes")  # else no commit
 
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []

@@ -168,6 +168,12 @@ class PartitionListener(ConsumerRebalanceListener):
         if self._pending is None:
             return
         now, self._pending = self._pending, None
+        log.info(
+            "assigned partitions %s of %s (assignment %d)",
+            sorted(now),
+            self.input_topic,
+            self.assignments,
+        )
         if self.state is not None:
             if self.owned - now:
                 self.state.forget(sorted(self.owned - now))

@@ -4,7 +4,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -20,7 +20,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
-from fraud.errors import BrokerRefusedError, BrokerUnavailableError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError, FraudError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,49 @@ def _connect(cls, kafka: KafkaSettings, config: dict):
     ) from None
 
 
+# How long one poll() of a GroupConsumer goes on driving a rebalance that is under way.
+JOIN_WAIT_S = 10.0
+
+
+class GroupConsumer(KafkaConsumer):
+    """KafkaConsumer whose poll() carries a rebalance under way to its end.
+
+    kafka-python 3.0.12 runs a group join (JoinGroup, then SyncGroup) as a task that
+    outlives a poll() whose timeout ran out, and finishes it (member state back to
+    stable, the new assignment applied, heartbeats resumed) only if a later poll() is
+    waiting on it when it completes:
+    - a task that completed between two polls is dropped and a fresh JoinGroup sent (a
+      leader's fresh JoinGroup starts yet another rebalance: seen 17 in a row with 1 ms
+      polls);
+    - a later poll() waits on it only while `need_rejoin()` holds. After its first join a
+      subscribing leader rejoins once because the topic metadata changed (its first
+      assignment used metadata from before the subscription), and its own assignment
+      clears that reason while the task is out; if the poll gives up then, the member
+      stays "rebalancing" for good: every commit is refused with
+      RebalanceInProgressError and the broker drops it once heartbeats stop.
+    The scoring worker polls for a few milliseconds while a batch is being encoded, and
+    met the second case at about every other start (tests/workers/test_group_consumer.py).
+
+    So poll() does not return mid-rebalance: it goes on driving the join (asking for it
+    again when kafka-python would not) for up to JOIN_WAIT_S, which is what a rebalance
+    waiting for a slow member, or a broker that went away mid-join, can cost one poll.
+    """
+
+    def poll(self, timeout_ms=0, max_records=None, update_offsets=True):
+        records = super().poll(
+            timeout_ms=timeout_ms, max_records=max_records, update_offsets=update_offsets
+        )
+        coordinator = self._coordinator
+        if self.config["group_id"] is None:
+            return records
+        deadline = time.monotonic() + JOIN_WAIT_S
+        while coordinator.rebalance_in_progress() and time.monotonic() < deadline:
+            if not coordinator.need_rejoin():
+                coordinator.request_rejoin()
+            coordinator.poll(timeout_ms=100)
+        return records
+
+
 def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
     """A group consumer that never commits on its own: the worker commits what it finished."""
     config = dict(
@@ -108,7 +151,43 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
         max_partition_fetch_bytes=max(1_048_576, kafka.max_message_bytes * 2),
     )
     config.update(overrides)
-    return _connect(KafkaConsumer, kafka, config)
+    return _connect(GroupConsumer, kafka, config)
+
+
+FLUSH_TIMEOUT_S = 60.0
+
+
+class PublishError(FraudError):
+    """The broker did not acknowledge some sends: what produced them is not committed."""
+
+    retriable = True
+
+
+def await_sends(producer: KafkaProducer, futures: Iterable, what: str) -> None:
+    """Wait until the broker acknowledged each of `futures` (sends of `producer`); raise
+    PublishError naming `what` when any was refused or not acknowledged in time.
+
+    kafka-python 3.0.12's flush() gives up with UnknownError("Future not done") when a
+    batch it waits on is split and sent again (the broker refused it as too large), and
+    flush() never reports a refused send at all; each send's own future follows the
+    split and tells how it ended.
+    """
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    try:
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as e:
+        log.debug("producer flush: %r; waiting on each send", e)
+    failures = []
+    for f in futures:
+        try:
+            f.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except KafkaError as e:  # refused, or no acknowledgement in time
+            failures.append(e)
+    if failures:
+        raise PublishError(
+            f"{len(failures)} records of {what} were not acknowledged by the broker "
+            f"(first: {failures[0]!r}): not committing"
+        )
 
 
 def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
@@ -183,27 +262,33 @@ def offsets_after(records: list) -> dict[TopicPartition, OffsetAndMetadata]:
 def commit_through(consumer: KafkaConsumer, records: list) -> bool:
     """Commit, per partition, the offset after the last of `records`: what was finished.
 
-    False when the group was rebalancing: the partitions are moving and their new owner
-    replays these records (at-least-once; the outputs they produced carry the same keys).
+    False when the group was rebalancing or the broker unreachable (commit_offsets)."""
+    return commit_offsets(consumer, offsets_after(records))
+
+
+def commit_offsets(consumer: KafkaConsumer, offsets: dict) -> bool:
+    """Commit `offsets`; False when the group was rebalancing. A partition that moved is
+    replayed by its new owner from its last committed offset (at-least-once; the outputs
+    carry the same keys); for one this consumer keeps, the caller commits again later.
 
     False too when the broker could not be reached (stopped, paused, cut off: a retriable
-    error, after request_timeout_ms at most). kafka-python 3 gives up on a commit then
-    rather than waiting for the broker; the consumer keeps its position, so the next
-    commit of these partitions covers these records, and a crash before it replays them.
+    error, after request_timeout_ms at most): kafka-python 3 gives up on a commit then
+    rather than waiting for the broker, and raised it out of the worker's loop. The
+    caller commits again later, as for a partition it keeps.
     """
     try:
-        consumer.commit(offsets_after(records))
+        consumer.commit(offsets)
     except (CommitFailedError, RebalanceInProgressError) as e:
         log.warning(
-            "commit of %d records lost to a rebalance (%s): they will be replayed",
-            len(records),
+            "commit of %d partitions' offsets lost to a rebalance (%s)",
+            len(offsets),
             type(e).__name__,
         )
         return False
     except RetriableError as e:
         log.warning(
-            "commit of %d records failed, the broker unreachable (%s): the next commit covers them",
-            len(records),
+            "commit of %d partitions' offsets failed, the broker unreachable (%s)",
+            len(offsets),
             e,
         )
         return False

@@ -8,13 +8,18 @@ dead-letter topic with its original bytes and the reason in a header.
 
 Pipelining: the encoder runs on its own thread. While it embeds batch N, the worker polls
 and decodes batch N+1; then it scores, publishes and commits N (in input order, on the
-worker's thread) while the encoder moves on to N+1.
+worker's thread) while the encoder moves on to N+1. The worker keeps polling until N is
+encoded, with its partitions paused once N+1 is full, so an encoding that outlasts
+max_poll_interval_ms does not put the worker out of the group.
 
 Rebalances: a rebalance can happen while a batch is in hand (a worker joins or leaves).
 The records of partitions that moved are dropped from the batches in hand and are their
 new owner's to replay from the committed offset; the records of partitions kept are
-finished. A commit refused because the group is rebalancing is logged, and the new owner
-replays those records: duplicates with the same keys and alert ids, nothing lost.
+finished. A commit refused because the group is rebalancing is logged and kept: for the
+partitions this worker still owns it goes again with the next commit, on an idle loop,
+or before the worker leaves (the consumer does not hand those records out again); for
+the partitions that moved, the new owner replays the records: duplicates with the same
+keys and alert ids, nothing lost.
 
 Recipient history (fraud/history.py): with a HistoryState, messages that carry a
 `recipient` are scored with that recipient's earlier suspicious messages as extra keys;
@@ -38,14 +43,17 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
-from fraud.errors import FraudError, SchemaError
+from fraud.errors import SchemaError
 from fraud.history import Arrival, score_in_order
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
-    commit_through,
+    FLUSH_TIMEOUT_S,
+    PublishError,
+    await_sends,
+    commit_offsets,
     offsets_after,
     send_dead_letter,
     subscribe_when_known,
@@ -53,13 +61,9 @@ from workers.kafka_clients import (
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 60.0
-
-
-class PublishError(FraudError):
-    """The broker did not acknowledge a batch's output: the batch is not committed."""
-
-    retriable = True
+# While a batch is being encoded, how often (ms) the next batch's poll looks whether the
+# encoding is done.
+ENCODED_CHECK_MS = 5
 
 
 @dataclass
@@ -134,10 +138,14 @@ class ScoringWorker:
                 batch = self.start(records) if records else None
                 if in_flight is not None:
                     self.finish(in_flight)
+                elif batch is None and self.outputs.unsaved:
+                    self.outputs.commit([])  # idle: retry a commit a rebalance refused
                 in_flight = batch
                 self._set_lag()
             if in_flight is not None:
+                self._wait_polling(in_flight, [])
                 self.finish(in_flight)
+            self._commit_unsaved_before_leaving()
         finally:
             self.metrics.worker_up.set(0)
             self._encoder_thread.shutdown(wait=True, cancel_futures=True)
@@ -145,37 +153,93 @@ class ScoringWorker:
     def stop(self) -> None:
         self.stop_event.set()
 
+    def _commit_unsaved_before_leaving(self) -> None:
+        """A commit a rebalance refused gets one more try before the worker leaves the
+        group: a poll finishes the rebalance (GroupConsumer), and the offsets of the
+        partitions still this worker's are committed. Records that poll fetches are not
+        used and not committed: their partitions' next owner reads them."""
+        if not self.outputs.unsaved:
+            return
+        self.consumer.poll(timeout_ms=self.kafka.batch_timeout_ms, max_records=1)
+        self.outputs.commit([])
+        if self.outputs.unsaved:
+            log.warning(
+                "offsets of %d partitions left uncommitted at shutdown: their next owner "
+                "replays those records",
+                len(self.outputs.unsaved),
+            )
+
     def poll_batch(self, in_flight: "Batch | None" = None) -> list[ConsumerRecord]:
         """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill.
 
-        A rebalance while it fills: records of partitions that moved, in this batch and in
+        The batch also ends as soon as the one in flight is encoded: that one is then
+        finished at once rather than after the whole wait, and this one goes to the encoder
+        (under load, a batch lasts as long as an encoding; idle, the timeout).
+
+        It does not end before the one in flight is encoded, though (_wait_polling).
+        """
+        batch: list[ConsumerRecord] = []
+        deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
+        encoding = in_flight.encoded if in_flight is not None else None
+        while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if encoding is not None:
+                if encoding.done():
+                    break
+                remaining_ms = min(remaining_ms, ENCODED_CHECK_MS)
+            if remaining_ms <= 0:
+                break
+            self._poll_into(batch, in_flight, remaining_ms)
+        if in_flight is not None:
+            self._wait_polling(in_flight, batch)
+        return batch
+
+    def _wait_polling(self, in_flight: "Batch", batch: list[ConsumerRecord]) -> None:
+        """Poll on, with the partitions paused, until the batch in flight is encoded.
+
+        An encoding can take longer than max_poll_interval_ms (a slow machine, a large
+        batch). A worker that stopped polling meanwhile would be put out of the group by
+        kafka-python's heartbeat thread at every such batch, its partitions moved away and
+        back, its commits refused. Paused partitions fetch nothing, so the batch does not
+        grow; a rebalance is still handled (_poll_into).
+        """
+        if in_flight.encoded is None or in_flight.encoded.done():
+            return
+        try:
+            while not in_flight.encoded.done():
+                self.consumer.pause(*self.consumer.assignment())
+                self._poll_into(batch, in_flight, ENCODED_CHECK_MS)
+        finally:
+            self.consumer.resume(*self.consumer.paused())
+
+    def _poll_into(
+        self, batch: list[ConsumerRecord], in_flight: "Batch | None", timeout_ms: int
+    ) -> None:
+        """One poll; its new records are appended to `batch`.
+
+        A rebalance during the poll: records of partitions that moved, in `batch` and in
         the one being encoded, are their new owner's to read again from the committed
         offset; those of partitions kept stay. The consumer may fetch a kept partition
         again from its committed offset: records already taken are skipped.
         """
-        batch: list[ConsumerRecord] = []
         assignments = self.partitions.assignments
-        deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
-        while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                break
-            polled = self.consumer.poll(
-                timeout_ms=remaining_ms, max_records=self.kafka.max_batch - len(batch)
-            )
-            self.partitions.apply()  # a new assignment's history, before any record is used
-            if self.partitions.assignments != assignments:
-                owned, assignments = self.partitions.owned, self.partitions.assignments
-                batch = [r for r in batch if r.partition in owned]
-                if in_flight is not None:
-                    in_flight.keep(owned)
-                self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
-            for records in polled.values():
-                for r in records:
-                    if r.offset >= self._next_offset.get(r.partition, -1):
-                        batch.append(r)
-                        self._next_offset[r.partition] = r.offset + 1
-        return batch
+        polled = self.consumer.poll(
+            timeout_ms=timeout_ms, max_records=max(self.kafka.max_batch - len(batch), 1)
+        )
+        self.partitions.apply()  # a new assignment's history, before any record is used
+        owned = self.partitions.owned
+        if self.partitions.assignments != assignments:
+            batch[:] = [r for r in batch if r.partition in owned]
+            if in_flight is not None:
+                in_flight.keep(owned)
+            self._next_offset = {p: o for p, o in self._next_offset.items() if p in owned}
+        for records in polled.values():
+            for r in records:
+                if r.partition not in owned:
+                    continue  # fetched before a rebalance that took it away
+                if r.offset >= self._next_offset.get(r.partition, -1):
+                    batch.append(r)
+                    self._next_offset[r.partition] = r.offset + 1
 
     def start(self, records: list[ConsumerRecord]) -> "Batch":
         """Decode a batch, dead-letter what is malformed, and hand the texts to the
@@ -303,6 +367,7 @@ class Outputs:
 
     def __init__(self, producer: KafkaProducer, consumer: KafkaConsumer, exactly_once: bool):
         self.producer, self.consumer, self.exactly_once = producer, consumer, exactly_once
+        self.unsaved: dict = {}  # at-least-once: offsets whose commit a rebalance refused
         if exactly_once:
             producer.init_transactions()
 
@@ -314,23 +379,17 @@ class Outputs:
         """Wait for the batch's sends (at-least-once: each must be acknowledged)."""
         if self.exactly_once:
             return  # commit_transaction flushes, and fails if any send failed
-        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-        failures = [
-            f.exception or TimeoutError(f"no acknowledgement within {FLUSH_TIMEOUT_S:.0f}s")
-            for f in futures
-            if not f.succeeded()
-        ]
-        if failures:
-            raise PublishError(
-                f"{len(failures)} records of the batch were not acknowledged by the broker "
-                f"(first: {failures[0]!r}): not committing, the batch will be replayed"
-            )
+        await_sends(self.producer, futures, "the batch")
 
     def commit(self, records: list[ConsumerRecord]) -> None:
         """Make the batch's input offsets (and, exactly-once, its outputs) durable."""
         if not self.exactly_once:
-            if records:
-                commit_through(self.consumer, records)
+            # Offsets a rebalance refused go again with the next commit, for the partitions
+            # still this worker's: the consumer does not hand their records out twice.
+            offsets = {**self.unsaved, **offsets_after(records)}
+            owned = self.consumer.assignment()
+            offsets = {tp: o for tp, o in offsets.items() if tp in owned}
+            self.unsaved = offsets if offsets and not commit_offsets(self.consumer, offsets) else {}
             return
         try:
             if records:

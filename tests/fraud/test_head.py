@@ -4,6 +4,7 @@ import pytest
 from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText
 from fraud.detector import Detector
+from fraud.errors import DataError
 from fraud.head import HeadConfig, TrainedHead, load_head
 from fraud.index import ReferenceIndex
 from tests.conftest import unit_vectors
@@ -44,6 +45,18 @@ def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
     assert (loaded.lexical is not None) == lexical
     assert np.allclose(loaded.score(index, X, keys, texts)[0], scores)
     assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.pkl"))
+
+
+@pytest.mark.parametrize("name", ["head.safetensors", "lexical.safetensors"])
+def test_head_weights_changed_after_saving_are_refused(tmp_path, name):
+    _, head, *_ = _trained(lexical=True)
+    head.save(tmp_path)
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # one bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match head.json's"):
+        load_head(tmp_path)
 
 
 def test_no_head_in_a_plain_index_directory(tmp_path):

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
@@ -61,14 +62,22 @@ def send_raw(kafka: KafkaSettings, topic: str, values: list[bytes | None]) -> No
         producer.close(timeout=10)
 
 
+def scam_message(i: int, prefix: str = "m") -> tuple[str, bytes]:
+    """Message number i, well formed: its id (<prefix>-<i>) and its JSON."""
+    message_id = f"{prefix}-{i}"
+    value = {"id": message_id, "text": f"message {i}: your parcel fee is due, pay now"}
+    return message_id, json.dumps(value).encode()
+
+
 def produce_messages(kafka: KafkaSettings, n: int, first: int = 0) -> list[str]:
-    """n well-formed messages on the input topic, keyed by their ids m-<first> onwards."""
+    """n messages on the input topic, keyed by their ids m-<first> onwards."""
     producer = make_producer(kafka)
-    ids = [f"m-{i}" for i in range(first, first + n)]
+    ids = []
     try:
-        for i, message_id in zip(range(first, first + n), ids, strict=True):
-            value = {"id": message_id, "text": f"message {i}: your parcel fee is due, pay now"}
-            producer.send(kafka.input_topic, json.dumps(value).encode(), key=message_id.encode())
+        for i in range(first, first + n):
+            message_id, value = scam_message(i)
+            producer.send(kafka.input_topic, value, key=message_id.encode())
+            ids.append(message_id)
         producer.flush(30)
     finally:
         producer.close(timeout=10)
@@ -104,6 +113,14 @@ class Decisions:
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+def worker_settings(kafka: KafkaSettings, index_dir: Path, metrics_port: int = 0) -> Settings:
+    """A `fraud worker`'s settings: `kafka`, the index at `index_dir`, metrics on a port of
+    its own (0: a free one)."""
+    return Settings().model_copy(
+        update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
+    )
 
 
 def start_worker(settings: Settings, log) -> subprocess.Popen:

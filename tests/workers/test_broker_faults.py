@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from fraud.config import KafkaSettings, Settings
-from tests.workers.kafka_helpers import Decisions, own_topics, produce_messages, start_worker
+from fraud.config import KafkaSettings
+from tests.workers.kafka_helpers import (
+    Decisions,
+    own_topics,
+    produce_messages,
+    start_worker,
+    worker_settings,
+)
 from tests.workers.tcp_proxy import TcpProxy
 from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics
@@ -63,9 +69,7 @@ def _survives(
             "request_timeout_ms": REQUEST_TIMEOUT_MS,
         }
     )
-    settings = Settings().model_copy(
-        update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": 0}
-    )
+    settings = worker_settings(kafka, seed_index_dir)
     ensure_topics(kafka, [kafka.input_topic, kafka.scores_topic])
     ids = produce_messages(kafka, MESSAGES // 2)
     decisions = Decisions(kafka)
