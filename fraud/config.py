@@ -114,6 +114,12 @@ class KafkaSettings(BaseModel):
     )
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     request_timeout_ms: int = Field(30_000, ge=1000)
+    session_timeout_ms: int = Field(
+        45_000,
+        ge=6000,
+        description="a worker that stops heartbeating (killed, hung) loses its partitions "
+        "after this; the broker's group.min.session.timeout.ms is 6000 by default",
+    )
     exactly_once: bool = Field(
         False,
         description="write each batch's outputs and input offsets in one Kafka transaction; "

@@ -145,6 +145,8 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
         auto_offset_reset="earliest",
         max_poll_records=kafka.max_batch,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=min(3000, kafka.session_timeout_ms // 3),
         request_timeout_ms=kafka.request_timeout_ms,
         reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         fetch_max_bytes=max(52_428_800, kafka.max_message_bytes * 4),

@@ -121,7 +121,12 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     seed_index_dir, kafka_settings, tmp_path, exactly_once
 ):
     kafka = kafka_settings.model_copy(
-        update={"publish_scores": True, "exactly_once": exactly_once, "max_batch": MAX_BATCH}
+        update={
+            "publish_scores": True,
+            "exactly_once": exactly_once,
+            "max_batch": MAX_BATCH,
+            "session_timeout_ms": 6000,  # the killed worker's partitions move sooner
+        }
     )
     settings = worker_settings(kafka, seed_index_dir)
     ensure_topics(kafka, [kafka.input_topic, kafka.scores_topic])

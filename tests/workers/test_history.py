@@ -90,7 +90,8 @@ def test_a_campaign_the_bank_lacks_is_caught_in_one_recipients_history_not_elsew
 def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     detector, encoder, seed_index_dir, kafka_settings, tmp_path
 ):
-    kafka = kafka_settings.model_copy(update={"publish_scores": True})
+    # session_timeout_ms: the killed worker's partitions move sooner.
+    kafka = kafka_settings.model_copy(update={"publish_scores": True, "session_timeout_ms": 6000})
     ensure_topics(kafka, [kafka.input_topic], partitions=2)
     settings = Settings().model_copy(
         update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": 0, "history": HISTORY}
