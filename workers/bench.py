@@ -9,7 +9,6 @@ on this machine's clock.
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,9 +20,9 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from fraud.config import KafkaSettings, Settings, to_env
+from fraud.config import KafkaSettings, Settings
 from workers.kafka_clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from workers.processes import start_worker, stop_process
 
 
 def send_messages(
@@ -83,11 +82,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_bytes(pid: int) -> int:
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A size field of /proc/PID/status (VmRSS, VmHWM...) in bytes; 0 if absent."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return proc_status_bytes(pid, "VmHWM")
 
 
 def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
@@ -108,16 +112,6 @@ def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> 
         threads = max(1, (os.cpu_count() or 1) // workers)
         result = result.model_copy(update={"encoder_threads": threads})
     return result
-
-
-def start_worker(settings: Settings, log) -> subprocess.Popen:
-    """A `fraud worker` process with `settings`, its output to `log`."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", "worker"],
-        env={**os.environ, **to_env(settings)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def end_to_end_bench(

@@ -1,6 +1,10 @@
 """Child processes of the project's commands and tests (workers, services)."""
 
+import os
 import subprocess
+import sys
+
+from fraud.config import Settings, to_env
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
@@ -13,3 +17,14 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_worker(settings: Settings, log) -> subprocess.Popen:
+    """A `fraud worker` process with `settings` (as FRAUD_* variables), its output to the
+    file `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraud.cli", "worker"],
+        env={**os.environ, **to_env(settings)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

@@ -15,16 +15,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import Settings
-from workers.bench import ScoreReader, run_settings, send_messages, start_worker
+from workers.bench import ScoreReader, proc_status_bytes, run_settings, send_messages
 from workers.kafka_clients import make_consumer
-from workers.processes import stop_process
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from workers.processes import start_worker, stop_process
 
 
 class LagProbe:
@@ -77,7 +70,7 @@ def soak(
                 samples.append(
                     {
                         "t_s": round(time.monotonic() - start, 1),
-                        "rss_mib": round(rss_bytes(proc.pid) / 2**20, 1),
+                        "rss_mib": round(proc_status_bytes(proc.pid, "VmRSS") / 2**20, 1),
                         "lag": probe.lag(),
                     }
                 )

@@ -2,9 +2,6 @@
 `fraud worker` processes and check their decisions (the fault tests' oracle)."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,7 +15,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from fraud.config import HistorySettings, KafkaSettings, Settings, to_env
+from fraud.config import HistorySettings, KafkaSettings, Settings
 from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
 from workers.history import HistoryState, ensure_history_topic
@@ -120,16 +117,6 @@ def worker_settings(kafka: KafkaSettings, index_dir: Path, metrics_port: int = 0
     its own (0: a free one)."""
     return Settings().model_copy(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
-    )
-
-
-def start_worker(settings: Settings, log) -> subprocess.Popen:
-    """A `fraud worker` process with `settings`, writing its log to the file `log`."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", "worker"],
-        env={**os.environ, **to_env(settings)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
     )
 
 

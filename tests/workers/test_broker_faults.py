@@ -24,13 +24,12 @@ from tests.workers.kafka_helpers import (
     Decisions,
     own_topics,
     produce_messages,
-    start_worker,
     worker_settings,
 )
 from tests.workers.tcp_proxy import TcpProxy
 from workers.broker import LocalBroker, free_port
 from workers.kafka_clients import ensure_topics
-from workers.processes import stop_process
+from workers.processes import start_worker, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 

@@ -24,12 +24,11 @@ from tests.workers.kafka_helpers import (
     produce_messages,
     running_worker,
     scam_message,
-    start_worker,
     worker_settings,
 )
 from workers.broker import free_port
 from workers.kafka_clients import ensure_topics, make_producer
-from workers.processes import stop_process
+from workers.processes import start_worker, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
