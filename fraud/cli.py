@@ -752,19 +752,27 @@ def _pipeline_settings(args: argparse.Namespace, settings: Settings, encoder, st
     """For the benchmarks through Kafka: settings with a broker (`--bootstrap-servers`, or a
     local one started for the run) and the seed set indexed into a temporary directory;
     both are cleaned up when `stack` closes."""
-    import tempfile
-
-    from fraud.index import build_index, seed_references_path
     from workers.broker import LocalBroker
 
     kafka = settings.kafka
     if not args.bootstrap_servers:
         broker = stack.enter_context(LocalBroker())
         kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers})
+    index_dir = _seed_index_dir(settings, encoder, stack)
+    return settings.model_copy(update={"kafka": kafka, "index_dir": index_dir})
+
+
+def _seed_index_dir(settings: Settings, encoder, stack) -> Path:
+    """The seed set indexed with `encoder` into a temporary directory that `stack` removes:
+    the index the benchmarks score against."""
+    import tempfile
+
+    from fraud.index import build_index, seed_references_path
+
     index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "index"
     items = read_labeled_csv(seed_references_path())
     build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
-    return settings.model_copy(update={"kafka": kafka, "index_dir": index_dir})
+    return index_dir
 
 
 def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
@@ -800,14 +808,13 @@ def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
     """`fraud serve` under load from this process, against the encoder alone."""
     import json
     import os
-    import tempfile
     import time
+    from contextlib import ExitStack
 
     from rich.console import Console
     from rich.table import Table
 
     from fraud.bench import encoder_bench
-    from fraud.index import build_index, seed_references_path
     from workers.serve_bench import serve_bench
 
     if not args.csv:
@@ -831,10 +838,8 @@ def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
     enc["cpu_cores"] = round((time.process_time() - cpu) / (time.perf_counter() - wall), 2)
     best = max(enc["rows"], key=lambda r: r["messages_per_s"])
     configured = next(r for r in enc["rows"] if r["batch_size"] == settings.encode_batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        index_dir = Path(tmp) / "index"
-        items = read_labeled_csv(seed_references_path())
-        build_index(encoder, items, "seed", settings.scorer.model_dump(), False).save(index_dir)
+    with ExitStack() as stack:
+        index_dir = _seed_index_dir(settings, encoder, stack)
         del encoder  # the service loads its own
         console.print("fraud serve under load ...")
         report["serve"] = r = serve_bench(
