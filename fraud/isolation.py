@@ -11,6 +11,11 @@ Halves are tried left to right, depth first: every input is worked on after all 
 inputs before it, which is what state that follows input order (a recipient's history,
 fraud/history.py) needs. The scoring worker, `fraud serve` and the feedback processor
 all isolate failures with `isolate`.
+
+Splitting helps only when some inputs work. When the model itself is broken, every input
+fails, and a worker that isolated them would empty its input into the dead-letter topic.
+`check_model` tells the two apart with a known-good probe: the worker and the feedback
+processor stop instead (ModelBrokenError, one line), without committing.
 """
 
 import traceback
@@ -19,8 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from fraud.errors import FraudError
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Texts any working model and index score: one for each encoder of a routed pair
+# (fraud/routing.py), Latin script and not.
+PROBE_TEXTS = (
+    "Your parcel is waiting at the depot: pay the redelivery fee today",
+    "您的包裹在仓库等待派送，请今天支付运费",
+)
+
+
+class ModelBrokenError(FraudError):
+    """A batch failed and so did a known-good probe: the model (or the index) fails on
+    every message. Isolating would dead-letter every input; the process stops instead,
+    without committing, and says so in one line."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,19 @@ def _attempt(group: list[T], attempt: Callable[[Sequence[T]], Sequence[R]]) -> l
     if len(results) != len(group):
         raise ValueError(f"{len(results)} results for {len(group)} inputs")
     return results
+
+
+def check_model(run: Callable[[list[str]], object], error: Exception, what: str) -> None:
+    """After `what` failed with `error`: raise ModelBrokenError if `run(PROBE_TEXTS)` (the
+    caller's encoding and scoring of known-good texts) fails too."""
+    try:
+        run(list(PROBE_TEXTS))
+    except Exception as e:  # noqa: BLE001 (whatever it is, the model is broken)
+        raise ModelBrokenError(
+            f"{what} failed ({type(error).__name__} at {raised_at(error)}) and so did a "
+            f"known-good probe ({type(e).__name__} at {raised_at(e)}): the model or index "
+            "is broken; stopping without committing"
+        ) from None
 
 
 def raised_at(error: BaseException) -> str:

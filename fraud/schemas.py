@@ -20,7 +20,8 @@ DECODE_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema",
 # decoding: scoring_error, the record decoded but encoding or scoring it raised (isolated
 # from its batch, fraud/isolation.py; a verdict the feedback processor failed on, too);
 # unknown_message, a verdict on a message the feedback processor never saw.
-DEAD_LETTER_REASONS = (*DECODE_REASONS, "scoring_error", "unknown_message")
+SCORING_ERROR = "scoring_error"
+DEAD_LETTER_REASONS = (*DECODE_REASONS, SCORING_ERROR, "unknown_message")
 _ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
 # Arrays and objects nested deeper than this are refused: no message needs it, and the
 # alert that carries the passthrough fields could not be serialized past 255 levels.

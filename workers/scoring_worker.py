@@ -48,11 +48,11 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
-from fraud.errors import FraudError, SchemaError
+from fraud.errors import SchemaError
 from fraud.history import Arrival, score_in_order
-from fraud.isolation import Failure, isolate, raised_at
+from fraud.isolation import Failure, ModelBrokenError, check_model, isolate, raised_at
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
-from fraud.schemas import Alert, Message, parse_message
+from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
@@ -70,20 +70,6 @@ log = logging.getLogger(__name__)
 # While a batch is being encoded, how often (ms) the next batch's poll looks whether the
 # encoding is done.
 ENCODED_CHECK_MS = 5
-# The dead-letter reason of a message whose encoding or scoring raised (fraud/schemas.py).
-SCORING_ERROR = "scoring_error"
-# Scored when a batch fails, to tell a broken model from a message that breaks it: texts any
-# working model and index score, one for each encoder of a routed pair (fraud/routing.py).
-PROBE_TEXTS = (
-    "Your parcel is waiting at the depot: pay the redelivery fee today",
-    "您的包裹在仓库等待派送，请今天支付运费",
-)
-
-
-class ModelBrokenError(FraudError):
-    """A batch failed and so did a known-good probe: the model (or the index) fails on
-    every message. Dead-lettering would empty the input topic into the dead-letter topic;
-    the worker stops instead, without committing, and says so in one line."""
 
 
 @dataclass
@@ -466,17 +452,14 @@ class ScoringWorker:
             raised_at(error),
         )
         try:
-            probe = list(PROBE_TEXTS)
-            queries = self._encode(probe, range(len(probe)))
-            self.detector.score_embeddings(queries, probe)
-        except Exception as e:
+            check_model(self._score_probe, error, f"{what} a batch")
+        except ModelBrokenError:
             self.metrics.batch_failures.labels("fatal").inc()
-            raise ModelBrokenError(
-                f"{what} a batch failed ({type(error).__name__} at {raised_at(error)}) and so "
-                f"did a known-good probe ({type(e).__name__} at {raised_at(e)}): the model "
-                "or index is broken; stopping without committing (the batch is replayed)"
-            ) from None
+            raise
         self.metrics.batch_failures.labels("isolated").inc()
+
+    def _score_probe(self, texts: list[str]) -> None:
+        self.detector.score_embeddings(self._encode(texts, range(len(texts))), texts)
 
     def _dead_letter(self, failed: "Failed"):
         """A message whose encoding or scoring raised, to the dead-letter topic: the
