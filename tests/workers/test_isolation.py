@@ -128,9 +128,16 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
     def sample(name: str, **labels: str) -> float | None:
         return samples.get((name, tuple(sorted(labels.items()))))
 
+    failures = sample("fraud_batch_failures_total", outcome="isolated")
+    classes = sorted(dict(r.headers)["dead_letter_error"].decode() for r in dead)
+    print(
+        f"poisoned messages: {len(values)} sent, {len(decisions)} decided, {len(dead)} "
+        f"dead-lettered ({', '.join(classes)}); {failures:.0f} batch failures isolated; "
+        f"worker alive {alive}, healthy {healthy}"
+    )
     assert sample("fraud_dead_letters_total", reason="scoring_error") == len(poisoned)
     assert sample("fraud_messages_scored_total") == decided
-    assert sample("fraud_batch_failures_total", outcome="isolated") >= 3  # it struck mid-batch
+    assert failures >= 3  # encoding and scoring of the first batch, encoding of the later
     assert sample("fraud_batch_failures_total", outcome="fatal") == 0
     # Never the text: the injected exceptions quote it, the worker logs their class only.
     assert ENCODE_POISON not in text and SCORE_POISON not in text and "2.99" not in text
@@ -151,11 +158,17 @@ def test_an_encoder_failing_on_every_message_stops_the_worker_without_committing
         finally:
             stop_process(worker)
     text = log_path.read_text()
+    committed = committed_offset(kafka, kafka.input_topic)
+    dead = read_topic(kafka, kafka.dead_letter_topic, 0, timeout_s=2)
+    print(
+        f"broken encoder: {len(values)} messages; exit code {returncode}; committed offset "
+        f"{committed}; {len(dead)} dead letters"
+    )
     assert returncode == 2, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     (line,) = [line for line in text.splitlines() if line.startswith("fraud: error:")]
     assert "known-good probe" in line and "InjectedEncodingFault" in line
     assert re.search(r"encoding a batch of \d+ messages failed", text)  # it struck a batch
-    assert committed_offset(kafka, kafka.input_topic) is None  # nothing committed
-    assert read_topic(kafka, kafka.dead_letter_topic, 0, timeout_s=2) == []  # none lost there
+    assert committed is None  # nothing committed
+    assert dead == []  # nothing emptied into the dead-letter topic either
     assert read_topic(kafka, kafka.scores_topic, 0, timeout_s=2) == []
