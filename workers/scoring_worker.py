@@ -343,11 +343,10 @@ class ScoringWorker:
             return [], []
         queries, encoded, failed = self._encodings(batch)
         arrivals = [_arrival(record, message) for record, message in good]
-        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
 
         def attempt(rows: Sequence[int]) -> list[Decided]:
             try:
-                return self._score_rows(batch, queries, encoded, arrivals, rows, scored_at)
+                return self._score_rows(batch, queries, encoded, arrivals, rows)
             except Exception:
                 self._forget(arrivals[encoded[r]] for r in rows)
                 raise
@@ -410,7 +409,6 @@ class ScoringWorker:
         encoded: list[int],
         arrivals: list[Arrival],
         rows: Sequence[int],
-        scored_at: str,
     ) -> list["Decided"]:
         """Score queries[rows] in input order, with the recipients' history, and build
         their decisions (the messages are batch.good[encoded[row]])."""
@@ -424,6 +422,7 @@ class ScoringWorker:
             [m.text for _, m in picked],
             timings=batch.stage.seconds,
         )
+        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         elapsed_ms = (time.monotonic() - batch.started) * 1000
         decided = []
         for (record, message), verdict in zip(picked, verdicts, strict=True):
