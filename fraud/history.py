@@ -109,6 +109,20 @@ class RecipientHistory:
             self._changed[old] = shard  # a tombstone in the changelog
             self.evicted += 1
 
+    def forget(self, arrival: Arrival) -> None:
+        """Drop `arrival`'s own entry, if it has one: a message whose scoring failed, and
+        that the worker dead-letters, leaves no key behind (the changelog gets the change)."""
+        recipient = arrival.recipient
+        entries = self._entries.get(recipient or "")
+        if not entries or all(e.message_id != arrival.message_id for e in entries):
+            return
+        kept = [e for e in entries if e.message_id != arrival.message_id]
+        if kept:
+            self._put(recipient, self._shard[recipient], kept)
+        else:
+            self._pop(recipient)
+        self._changed[recipient] = arrival.shard
+
     def take_changes(self) -> dict[str, tuple[int, list[HistoryEntry] | None]]:
         """Recipients changed since the last call: (shard, entries, or None if evicted)."""
         changes = {r: (shard, self._entries.get(r)) for r, shard in self._changed.items()}

@@ -25,6 +25,8 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 # The stages of a batch, each timed per batch: a fixed set, used as a label.
 STAGES = ("decode", "encode", "search", "attention", "publish", "commit")
+# How a batch whose encoding or scoring raised ended (fraud_batch_failures_total).
+BATCH_FAILURE_OUTCOMES = ("isolated", "fatal")
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,17 @@ class WorkerMetrics:
     index_fraud_references: Gauge
     model_info: Info
     worker_up: Gauge
+    batch_failures: Counter
 
 
 def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
+    metrics = _worker_metrics(registry)
+    for outcome in BATCH_FAILURE_OUTCOMES:  # at 0 from the start, so rate() sees the first
+        metrics.batch_failures.labels(outcome)
+    return metrics
+
+
+def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
     return WorkerMetrics(
         messages_consumed=Counter(
             "fraud_messages_consumed", "Records read from the input topic.", registry=registry
@@ -153,6 +163,14 @@ def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
         worker_up=Gauge(
             "fraud_worker_up",
             "1 while the worker's scoring loop runs.",
+            registry=registry,
+        ),
+        batch_failures=Counter(
+            "fraud_batch_failures",
+            "Batches whose encoding or scoring raised, by outcome: isolated (split until the "
+            "failing messages were found; the rest scored) or fatal (a known-good probe "
+            "failed too: the model is broken, the worker stops without committing).",
+            ["outcome"],
             registry=registry,
         ),
     )

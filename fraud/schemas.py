@@ -14,8 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fraud.errors import SchemaError
 
 SCHEMA_VERSION = 2  # 2: evidence source/message_id, retroactive, campaign_id
-# Dead-letter reasons: a small fixed set, used as a header value and a metric label.
-DEAD_LETTER_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
+# Why a record could not be decoded: the reasons parse_message raises.
+DECODE_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
+# Dead-letter reasons: a small fixed set, used as a header value and a metric label. Beyond
+# decoding: scoring_error, the record decoded but encoding or scoring it raised (isolated
+# from its batch, fraud/isolation.py; a verdict the feedback processor failed on, too);
+# unknown_message, a verdict on a message the feedback processor never saw.
+SCORING_ERROR = "scoring_error"
+DEAD_LETTER_REASONS = (*DECODE_REASONS, SCORING_ERROR, "unknown_message")
 _ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
 # Arrays and objects nested deeper than this are refused: no message needs it, and the
 # alert that carries the passthrough fields could not be serialized past 255 levels.
@@ -38,7 +44,7 @@ class Message(BaseModel):
 
 
 def parse_message(raw: bytes | None, max_bytes: int) -> Message:
-    """Decode one Kafka record value, or raise SchemaError with one of DEAD_LETTER_REASONS.
+    """Decode one Kafka record value, or raise SchemaError with one of DECODE_REASONS.
 
     Nothing else escapes, whatever the bytes: the worker dead-letters a SchemaError and
     would crash (then replay the same record) on anything else. The size is checked

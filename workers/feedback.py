@@ -12,6 +12,16 @@ reported campaign to the campaigns topic as it grows, and, when a verdict confir
 campaign member as fraud, raises retroactive alerts on the members that were let through
 and now cross the threshold. It is a single process (its group has one member at a time):
 campaigns need the view of every partition at once.
+
+One failing verdict or decision never stops it (fraud/isolation.py, as in the scoring
+worker). A verdict whose text the encoder fails on, or whose processing raises, goes to
+the dead-letter topic (reason scoring_error, the exception class in a header): a verdict is
+an analyst's work, and a record of the processor's own input, so it is kept for replay. A
+decision whose text fails to encode, or a campaign member whose re-scoring fails, is
+logged (message id and exception class, never the text), counted in `skipped` and left
+out: decisions are the workers' outputs, already delivered, and a campaign only misses one
+member. An encoder that fails a known-good probe too is broken: the processor stops with
+one line (ModelBrokenError), committing nothing.
 """
 
 import json
@@ -32,7 +42,8 @@ from fraud.detector import Detector
 from fraud.errors import SchemaError
 from fraud.feedback import parse_verdict, verdict_reference
 from fraud.index import ReferenceIndex
-from fraud.schemas import Alert, Message, parse_message
+from fraud.isolation import Failure, check_model, isolate, raised_at
+from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
 from workers.bank import COMPACTED, BankFollower, ensure_bank_topic
 from workers.kafka_clients import (
     await_sends,
@@ -175,6 +186,7 @@ class FeedbackProcessor:
         self.stop_event = threading.Event()
         self.changes = 0
         self.retroactive_alerts = 0
+        self.skipped = 0  # decisions and campaign members whose encoding or scoring raised
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -200,10 +212,14 @@ class FeedbackProcessor:
         ]
         if not ready:
             return []
-        vectors = self.encoder.encode([self.recent.text(a.message_id) for a, _ in ready])
+        texts = [self.recent.text(a.message_id) for a, _ in ready]
+        vectors = self._each(self.encoder.encode, texts, "encoding decisions' texts")
         grown: dict[str, Campaign] = {}
         for (alert, ts), vector in zip(ready, vectors, strict=True):
             del self.undecided[alert.message_id]
+            if isinstance(vector, Failure):
+                self._skip(alert.message_id, vector, "placed in no campaign")
+                continue
             recipient = alert.passthrough.get("recipient")
             member = Member(
                 alert.message_id,
@@ -245,9 +261,13 @@ class FeedbackProcessor:
                 if m.message_id != message_id and m.message_id in self.recent.messages
             ]
             messages = [self.recent.messages[m.message_id] for m in members]
-            verdicts = self.detector.score([m.text for m in messages]) if messages else []
+            texts = [m.text for m in messages]
+            verdicts = self._each(self.detector.score, texts, "re-scoring a campaign")
             scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             for member, message, verdict in zip(members, messages, verdicts, strict=True):
+                if isinstance(verdict, Failure):
+                    self._skip(message.id, verdict, "not re-scored")
+                    continue
                 if not verdict.is_alert:
                     continue
                 alert = self.detector.alert(
@@ -276,7 +296,7 @@ class FeedbackProcessor:
         if any(b'"text"' not in (r.value or b"") for r in records):
             # A verdict without its text: give the input topic's latest messages a moment.
             self.track(self.recent.poll(timeout_ms=500))
-        futures, usable, confirmed = [], [], []
+        futures, pending, confirmed = [], [], []
         for record in records:
             try:
                 verdict = parse_verdict(record.value)
@@ -286,38 +306,96 @@ class FeedbackProcessor:
                         "unknown_message",
                         f"no text for message {verdict.message_id}: give it in the verdict",
                     )
-                usable.append((verdict_reference(verdict, text), record.timestamp))
-                if verdict.verdict == "legit":
-                    futures += self._disable_repeat_offenders(verdict)
-                else:
-                    confirmed.append(verdict.message_id)
+                pending.append((record, verdict, verdict_reference(verdict, text)))
             except SchemaError as e:
                 futures.append(
                     send_dead_letter(
                         self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
                     )
                 )
-        if usable:
-            vectors = self.encoder.encode([ref.text for ref, _ in usable])
-            for (ref, verdict_ms), vector in zip(usable, vectors, strict=True):
-                value = encode_upsert(ref, vector, self.encoder.name, verdict_ms)
-                futures.append(
-                    self.producer.send(self.kafka.bank_topic, value, key=change_key(ref.id))
-                )
-                log.info(
-                    "verdict -> reference %d (%s, %s) by %s",
-                    ref.id,
-                    ref.label,
-                    ref.category,
-                    ref.changed_by,
-                )
+            except Exception as e:  # one verdict's fault: dead-lettered, never stopping here
+                futures.append(self._dead_letter(record, Failure(e)))
+        texts = [ref.text for _, _, ref in pending]
+        vectors = self._each(self.encoder.encode, texts, "encoding verdicts' texts")
+        usable = 0
+        for (record, verdict, ref), vector in zip(pending, vectors, strict=True):
+            if isinstance(vector, Failure):
+                futures.append(self._dead_letter(record, vector))
+                continue
+            try:
+                futures += self._apply(verdict, ref, vector, record.timestamp)
+            except Exception as e:  # one verdict's fault: dead-lettered, never stopping here
+                futures.append(self._dead_letter(record, Failure(e)))
+                continue
+            usable += 1
+            if verdict.verdict == "fraud":
+                confirmed.append(verdict.message_id)
         self._await(futures)
         if confirmed:
             self._await(self._retroactive(confirmed))
         # If a rebalance takes the commit, the verdicts are replayed: harmless (the same
         # reference ids; citations are sets; a retroactive alert has the same id again).
         commit_through(self.consumer, records)
-        self.changes += len(usable)
+        self.changes += usable
+
+    def _apply(self, verdict, ref, vector: np.ndarray, verdict_ms: int) -> list:
+        """One verdict's bank changes: the references its false positive disables, then
+        its own reference. Returns the send futures."""
+        futures = self._disable_repeat_offenders(verdict) if verdict.verdict == "legit" else []
+        value = encode_upsert(ref, vector, self.encoder.name, verdict_ms)
+        futures.append(self.producer.send(self.kafka.bank_topic, value, key=change_key(ref.id)))
+        log.info(
+            "verdict -> reference %d (%s, %s) by %s",
+            ref.id,
+            ref.label,
+            ref.category,
+            ref.changed_by,
+        )
+        return futures
+
+    # -- one failing verdict or decision never stops the processor -------------------
+
+    def _each(self, work, texts: list[str], what: str) -> list:
+        """work(texts) (encode or score: one result per text) for the texts together,
+        or, when that raises, the Failure of each text that fails alone and the others'
+        results (fraud/isolation.py). ModelBrokenError if a known-good probe fails too."""
+        if not texts:
+            return []
+        try:
+            return list(work(texts))
+        except Exception as e:
+            log.error(
+                "%s (%d) failed (%s at %s): probing the model, then splitting them to find "
+                "the ones that fail",
+                what,
+                len(texts),
+                type(e).__name__,
+                raised_at(e),
+            )
+            check_model(work, e, what)
+            return isolate(texts, work, e)
+
+    def _dead_letter(self, record, failure: Failure):
+        """A verdict whose processing raised: to the dead-letter topic with the exception's
+        class and where it was raised (never its text: it could quote the message)."""
+        return send_dead_letter(
+            self.producer,
+            self.kafka.dead_letter_topic,
+            record,
+            SCORING_ERROR,
+            f"the verdict raised {failure.error_class} at {failure.where}",
+            error_class=failure.error_class,
+        )
+
+    def _skip(self, message_id: str, failure: Failure, outcome: str) -> None:
+        self.skipped += 1
+        log.error(
+            "message %s %s: %s raised at %s",
+            message_id,
+            outcome,
+            failure.error_class,
+            failure.where,
+        )
 
     def _await(self, futures: list) -> None:
         await_sends(self.producer, futures, "the verdicts' changes")  # else no commit

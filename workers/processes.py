@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from fraud.config import Settings, to_env
 
@@ -19,11 +20,13 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
             proc.wait()
 
 
-def start_worker(settings: Settings, log) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, log, command: Sequence[str] = ("-m", "fraud.cli", "worker")
+) -> subprocess.Popen:
     """A `fraud worker` process with `settings` (as FRAUD_* variables), its output to the
-    file `log`."""
+    file `log`. `command`: the Python arguments that start it (a test's wrapper module)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", "worker"],
+        [sys.executable, *command],
         env={**os.environ, **to_env(settings)},
         stdout=log,
         stderr=subprocess.STDOUT,

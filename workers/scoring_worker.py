@@ -4,7 +4,11 @@ Delivery is at-least-once. Input offsets are committed only after the broker has
 acknowledged every alert, score record and dead letter produced from them; a crash
 before the commit replays the batch, and a replayed alert carries the same key and
 alert id as the first. A bad record never stops the worker: it goes to the
-dead-letter topic with its original bytes and the reason in a header.
+dead-letter topic with its original bytes and the reason in a header. That holds for a
+record that decodes but whose encoding or scoring raises, too: the batch is split until
+that message is found (fraud/isolation.py), it is dead-lettered (reason scoring_error),
+and the rest is scored and committed. A model that fails a known-good probe as well is
+broken: the worker stops then, without committing, rather than dead-letter everything.
 
 Pipelining: the encoder runs on its own thread. While it embeds batch N, the worker polls
 and decodes batch N+1; then it scores, publishes and commits N (in input order, on the
@@ -31,11 +35,12 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -45,8 +50,9 @@ from fraud.config import KafkaSettings, Settings
 from fraud.detector import Detector
 from fraud.errors import SchemaError
 from fraud.history import Arrival, score_in_order
+from fraud.isolation import Failure, ModelBrokenError, check_model, isolate, raised_at
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
-from fraud.schemas import Alert, Message, parse_message
+from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
@@ -271,27 +277,12 @@ class ScoringWorker:
 
     def finish(self, batch: "Batch") -> BatchResult:
         """Score a batch in input order, publish its decisions, wait for the acks, and
-        commit its offsets."""
+        commit its offsets. A message whose encoding or scoring raised goes to the
+        dead-letter topic instead (_decide)."""
         stage = batch.stage
         result = BatchResult(consumed=len(batch.records))
-        good = batch.good
-        verdicts = []
-        if batch.encoded is not None:
-            queries, stage.seconds["encode"] = batch.encoded.result()
-            stage.lap(None)  # waiting for the encoder thread is not a stage of this batch
-            if batch.rows is not None:  # a rebalance took some of its partitions
-                queries = queries[batch.rows]
-            texts = [m.text for _, m in good]
-            arrivals = [_arrival(record, message) for record, message in good]
-            history = None
-            if self.history is not None:
-                history = self.history.history
-                self.history.seen(arrivals)
-            if good:
-                verdicts = score_in_order(
-                    self.detector, history, arrivals, queries, texts, timings=stage.seconds
-                )
-        stage.lap(None)  # search and attention were timed inside
+        decided, failed = self._decide(batch)
+        stage.lap(None)  # encode, search and attention were timed inside
         self.outputs.begin()
         futures = [
             send_dead_letter(
@@ -299,20 +290,16 @@ class ScoringWorker:
             )
             for record, e in batch.dead
         ]
+        futures += [self._dead_letter(f) for f in failed]
         if self.history is not None:
             futures += self.history.publish_changes(self.producer)
-        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        elapsed_ms = (time.monotonic() - batch.started) * 1000
-        for (_record, message), verdict in zip(good, verdicts, strict=True):
-            alert = self.detector.alert(
-                message, verdict, scored_at=scored_at, processing_ms=elapsed_ms
-            )
-            payload, key = alert.to_bytes(), message.id.encode("utf-8")
-            if alert.is_alert:
-                futures.append(self.producer.send(self.kafka.alert_topic, payload, key=key))
-                result.alerts.append(alert)
+        for d in decided:
+            key = d.message.id.encode("utf-8")
+            if d.alert.is_alert:
+                futures.append(self.producer.send(self.kafka.alert_topic, d.payload, key=key))
+                result.alerts.append(d.alert)
             if self.kafka.publish_scores:
-                futures.append(self.producer.send(self.kafka.scores_topic, payload, key=key))
+                futures.append(self.producer.send(self.kafka.scores_topic, d.payload, key=key))
 
         self.outputs.flush(futures)
         stage.lap("publish")
@@ -321,22 +308,172 @@ class ScoringWorker:
         stage.lap("commit")
         for name, seconds in stage.seconds.items():
             self.metrics.stage_duration.labels(name).observe(seconds)
-        for (record, _), verdict in zip(good, verdicts, strict=True):
-            self.metrics.scores.observe(verdict.score)
-            if record.timestamp and record.timestamp > 0:
-                self.metrics.end_to_end_latency.observe(max(acked - record.timestamp / 1000, 0))
+        for d in decided:
+            self.metrics.scores.observe(d.alert.score)
+            if d.record.timestamp and d.record.timestamp > 0:
+                self.metrics.end_to_end_latency.observe(max(acked - d.record.timestamp / 1000, 0))
 
-        result.scored, result.dead_letters = len(good), len(batch.dead)
-        self.metrics.messages_scored.inc(len(good))
+        result.scored, result.dead_letters = len(decided), len(batch.dead) + len(failed)
+        self.metrics.messages_scored.inc(len(decided))
         for alert in result.alerts:
             self.metrics.alerts_published.labels(alert.category or "none").inc()
         for _, e in batch.dead:
             self.metrics.dead_letters.labels(e.reason).inc()
+        self.metrics.dead_letters.labels(SCORING_ERROR).inc(len(failed))
         latency = time.monotonic() - batch.started
         for _ in batch.records:
             self.metrics.processing_latency.observe(latency)
         self._set_history_gauges()
         return result
+
+    # -- encoding and scoring, one failing message isolated --------------------------------
+
+    def _decide(self, batch: "Batch") -> tuple[list["Decided"], list["Failed"]]:
+        """The decision on each decoded message of `batch`, in input order, and the
+        messages whose encoding or scoring raised.
+
+        The fast path is one encoding (on the encoder thread, started by start()) and
+        one scoring call for the whole batch. When either raises, a known-good probe
+        tells a broken model (ModelBrokenError: the worker stops, nothing committed)
+        from a message that breaks it; then the batch is split until the failing
+        messages are found (fraud/isolation.py) and the rest is scored.
+        """
+        good = batch.good
+        if not good:
+            return [], []
+        queries, encoded, failed = self._encodings(batch)
+        arrivals = [_arrival(record, message) for record, message in good]
+
+        def attempt(rows: Sequence[int]) -> list[Decided]:
+            try:
+                return self._score_rows(batch, queries, encoded, arrivals, rows)
+            except Exception:
+                self._forget(arrivals[encoded[r]] for r in rows)
+                raise
+
+        rows = list(range(len(encoded)))
+        outcomes: list[Decided | Failure] = []
+        if rows:
+            try:
+                outcomes = list(attempt(rows))
+            except Exception as e:
+                self._batch_failed("scoring", e, len(rows))
+                outcomes = isolate(rows, attempt, e)
+        decided = []
+        for row, outcome in zip(rows, outcomes, strict=True):
+            i = encoded[row]
+            if isinstance(outcome, Failure):
+                failed.append(Failed(*good[i], "scoring", outcome))
+            else:
+                decided.append(outcome)
+        failed.sort(key=lambda f: (f.record.partition, f.record.offset))
+        if self.history is not None:
+            self.history.seen([_arrival(d.record, d.message) for d in decided])
+        return decided, failed
+
+    def _encodings(self, batch: "Batch") -> tuple[np.ndarray, list[int], list["Failed"]]:
+        """The batch's query embeddings: (queries, which message of batch.good each row
+        is, the messages that could not be encoded)."""
+        good = batch.good
+        try:
+            queries, batch.stage.seconds["encode"] = batch.encoded.result()
+        except Exception as e:
+            batch.stage.lap(None)  # waiting for the encoder thread is not a stage of this batch
+            self._batch_failed("encoding", e, len(good))
+            texts = [m.text for _, m in good]
+            outcomes = isolate(range(len(good)), lambda rows: self._encode(texts, rows), e)
+            batch.stage.lap("encode")
+            encoded, vectors, failed = [], [], []
+            for i, outcome in enumerate(outcomes):
+                if isinstance(outcome, Failure):
+                    failed.append(Failed(*good[i], "encoding", outcome))
+                else:
+                    encoded.append(i)
+                    vectors.append(outcome)
+            queries = np.array(vectors, np.float32).reshape(len(vectors), self.detector.encoder.dim)
+            return queries, encoded, failed
+        batch.stage.lap(None)  # waiting for the encoder thread is not a stage of this batch
+        if batch.rows is not None:  # a rebalance took some of its partitions
+            queries = queries[batch.rows]
+        return queries, list(range(len(good))), []
+
+    def _encode(self, texts: list[str], rows: Sequence[int]) -> np.ndarray:
+        """Embed texts[rows] on the encoder thread (the model is used from one thread)."""
+        chosen = [texts[i] for i in rows]
+        return self._encoder_thread.submit(self.detector.encoder.encode, chosen).result()
+
+    def _score_rows(
+        self,
+        batch: "Batch",
+        queries: np.ndarray,
+        encoded: list[int],
+        arrivals: list[Arrival],
+        rows: Sequence[int],
+    ) -> list["Decided"]:
+        """Score queries[rows] in input order, with the recipients' history, and build
+        their decisions (the messages are batch.good[encoded[row]])."""
+        picked = [batch.good[encoded[r]] for r in rows]
+        history = None if self.history is None else self.history.history
+        verdicts = score_in_order(
+            self.detector,
+            history,
+            [arrivals[encoded[r]] for r in rows],
+            queries[list(rows)],
+            [m.text for _, m in picked],
+            timings=batch.stage.seconds,
+        )
+        scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        elapsed_ms = (time.monotonic() - batch.started) * 1000
+        decided = []
+        for (record, message), verdict in zip(picked, verdicts, strict=True):
+            alert = self.detector.alert(
+                message, verdict, scored_at=scored_at, processing_ms=elapsed_ms
+            )
+            decided.append(Decided(record, message, alert, alert.to_bytes()))
+        return decided
+
+    def _forget(self, arrivals: Iterable[Arrival]) -> None:
+        """A group whose scoring raised leaves no history behind: its messages are scored
+        again in smaller groups, in input order, and those that fail alone never count."""
+        if self.history is not None:
+            for arrival in arrivals:
+                self.history.history.forget(arrival)
+
+    def _batch_failed(self, what: str, error: Exception, size: int) -> None:
+        """A batch's encoding or scoring raised: stop if the model fails a known-good
+        probe too (ModelBrokenError), else go on to isolate the failing messages."""
+        log.error(
+            "%s a batch of %d messages failed (%s at %s): probing the model, then splitting "
+            "the batch to find the messages that fail",
+            what,
+            size,
+            type(error).__name__,
+            raised_at(error),
+        )
+        try:
+            check_model(self._score_probe, error, f"{what} a batch")
+        except ModelBrokenError:
+            self.metrics.batch_failures.labels("fatal").inc()
+            raise
+        self.metrics.batch_failures.labels("isolated").inc()
+
+    def _score_probe(self, texts: list[str]) -> None:
+        self.detector.score_embeddings(self._encode(texts, range(len(texts))), texts)
+
+    def _dead_letter(self, failed: "Failed"):
+        """A message whose encoding or scoring raised, to the dead-letter topic: the
+        exception class in a header, where it was raised in the detail, never the
+        exception's text (it could quote the message)."""
+        failure = failed.failure
+        return send_dead_letter(
+            self.producer,
+            self.kafka.dead_letter_topic,
+            failed.record,
+            SCORING_ERROR,
+            f"{failed.stage} message {failed.message.id} raised {failure.error_class} "
+            f"at {failure.where}",
+            error_class=failure.error_class,
+        )
 
     def _bank_changed(self) -> None:
         set_index_gauges(self.metrics, self.detector)
@@ -415,6 +552,26 @@ class Outputs:
             raise PublishError(
                 f"the batch's transaction failed ({e!r}): stopping; its records are replayed"
             ) from e
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A message scored: its decision, and the decision's bytes as published."""
+
+    record: ConsumerRecord
+    message: Message
+    alert: Alert
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A message whose encoding or scoring raised, found by isolating it from its batch."""
+
+    record: ConsumerRecord
+    message: Message
+    stage: str  # "encoding" or "scoring"
+    failure: Failure
 
 
 @dataclass

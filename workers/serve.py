@@ -32,6 +32,10 @@ file) protect /v1/* when set, compared in constant time; body, batch and text li
 answer 413 and 422; bad JSON 422 (or 400 for bytes that are not UTF-8), a body that is
 not JSON 415, an overfull queue 503. The message text is never logged: the access log is
 off, and a failure logs the message id and the error's class only.
+
+A message whose scoring raises fails its own request only: the batch it was in is split
+until it is found (fraud/isolation.py), its batchmates get their decisions, and its request
+gets 500 with an error id, which the log line about it carries.
 """
 
 import asyncio
@@ -43,6 +47,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fraud.config import ServeSettings, Settings
 from fraud.detector import Detector
 from fraud.errors import ConfigError, SchemaError
+from fraud.isolation import Failure, isolate, raised_at
 from fraud.metrics import (
     ServeMetrics,
     WorkerMetrics,
@@ -101,7 +107,25 @@ EXAMPLE = {
 
 
 class ScoringFailed(Exception):
-    """A message could not be scored (the scoring thread logged why)."""
+    """A message could not be scored: the scoring thread logged why under `error_id`
+    (with the message id and the exception's class, never its text)."""
+
+    def __init__(self, message_id: str, error_id: str) -> None:
+        super().__init__(f"message {message_id} could not be scored (error id {error_id})")
+        self.message_id, self.error_id = message_id, error_id
+
+    @classmethod
+    def logged(cls, message_id: str, error: BaseException) -> "ScoringFailed":
+        """A new error id for `error`, logged with the message id."""
+        error_id = uuid.uuid4().hex[:16]
+        log.error(
+            "message %s could not be scored (%s at %s): error id %s",
+            message_id,
+            type(error).__name__,
+            raised_at(error),
+            error_id,
+        )
+        return cls(message_id, error_id)
 
 
 class Scorer:
@@ -123,27 +147,33 @@ class Scorer:
         self.on_publish_error = on_publish_error
         set_index_gauges(metrics, detector)
 
-    def score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert | None]:
-        """Decisions for a batch, in order; None for a message that could not be scored.
-        A batch that fails is scored again one message at a time, so one bad message
-        does not fail its batchmates. `arrived`: each message's time.monotonic()."""
+    def score(
+        self, messages: Sequence[Message], arrived: Sequence[float]
+    ) -> list[Alert | ScoringFailed]:
+        """Decisions for a batch, in order; ScoringFailed (logged with an error id) for a
+        message that could not be scored. A batch that fails is split until the messages
+        that fail alone are found (fraud/isolation.py), so one bad message does not fail
+        its batchmates. `arrived`: each message's time.monotonic()."""
         self.poll_bank()
         try:
             return list(self._score(messages, arrived))
         except Exception as e:  # logged without its message: it could quote the text
             log.error(
-                "scoring a batch of %d failed (%s): scoring its messages one at a time",
+                "scoring a batch of %d failed (%s at %s): splitting it to find the messages "
+                "that fail",
                 len(messages),
                 type(e).__name__,
+                raised_at(e),
             )
-        out: list[Alert | None] = []
-        for message, at in zip(messages, arrived, strict=True):
-            try:
-                out.extend(self._score([message], [at]))
-            except Exception as e:
-                log.error("message %s could not be scored (%s)", message.id, type(e).__name__)
-                out.append(None)
-        return out
+            self.metrics.batch_failures.labels("isolated").inc()
+            items = list(zip(messages, arrived, strict=True))
+            outcomes = isolate(
+                items, lambda group: self._score([m for m, _ in group], [a for _, a in group]), e
+            )
+        return [
+            ScoringFailed.logged(message.id, o.error) if isinstance(o, Failure) else o
+            for (message, _), o in zip(items, outcomes, strict=True)
+        ]
 
     def _score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert]:
         m = self.metrics
@@ -381,14 +411,14 @@ class Batcher:
                     [p.arrived for p in batch],
                 )
             except Exception as e:  # Scorer.score catches what scoring raises: a bug here
-                log.error("the scoring thread failed (%s)", type(e).__name__)
-                results = [None] * len(batch)
+                log.error("the scoring thread failed (%s at %s)", type(e).__name__, raised_at(e))
+                results = [ScoringFailed.logged(p.message.id, e) for p in batch]
             self.last_progress = time.monotonic()
             for p, alert in zip(batch, results, strict=True):
                 if p.future.done():
                     continue
-                if alert is None:
-                    p.future.set_exception(ScoringFailed(p.message.id))
+                if isinstance(alert, ScoringFailed):
+                    p.future.set_exception(alert)
                 else:
                     p.future.set_result(alert)
 
@@ -431,6 +461,23 @@ class Problem(BaseModel):
     """Why a request was refused."""
 
     detail: str
+
+
+class ScoringProblem(Problem):
+    """A message of the request could not be scored: the service's log says why under
+    `error_id` (the message's text is never logged)."""
+
+    error_id: str
+
+
+async def _scoring_failed(request: Request, exc: ScoringFailed) -> JSONResponse:
+    """500 for the one request whose message could not be scored, with its error id."""
+    body = ScoringProblem(
+        detail=f"message {exc.message_id} could not be scored: the service's log has "
+        f"why, under error id {exc.error_id}",
+        error_id=exc.error_id,
+    )
+    return JSONResponse(body.model_dump(), status_code=500)
 
 
 class ScoreBatchResponse(BaseModel):
@@ -655,25 +702,21 @@ def create_app(
     )
     app.add_middleware(Guard, max_bytes=serve.max_request_bytes, tokens=tokens, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(ScoringFailed, _scoring_failed)
     ScoreRequest, ScoreBatchRequest = request_models(serve)
     security = [Security(HTTPBearer(auto_error=False))] if tokens else []
     refused: dict[int | str, dict[str, Any]] = {
         400: {"model": Problem, "description": "the body is not UTF-8 JSON"},
         413: {"model": Problem, "description": "the body is larger than the limit"},
         415: {"model": Problem, "description": "the body is not JSON"},
-        500: {"model": Problem, "description": "a message could not be scored"},
+        500: {"model": ScoringProblem, "description": "a message could not be scored"},
         503: {"model": Problem, "description": "loading, stopping, or the queue is full"},
     }
     if tokens:
         refused[401] = {"model": Problem, "description": "no valid bearer token"}
 
     async def decide(messages: list[Message]) -> list[Alert]:
-        try:
-            return await batcher.submit(messages)
-        except ScoringFailed as e:
-            raise HTTPException(
-                500, detail=f"message {e} could not be scored: see the service's log"
-            ) from None
+        return await batcher.submit(messages)  # ScoringFailed: 500 (_scoring_failed)
 
     @app.post(
         "/v1/score",

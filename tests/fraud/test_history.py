@@ -54,6 +54,22 @@ def test_least_recently_seen_recipients_are_evicted_with_a_tombstone():
     assert h.take_changes() == {}
 
 
+def test_forget_drops_one_messages_entry_and_records_the_change():
+    h = RecipientHistory(HistorySettings())
+    for i in range(3):
+        h.remember(_arrival(i, shard=2), _entry(i))
+    h.take_changes()
+    h.forget(_arrival(1, shard=2))  # a message whose scoring failed after it was remembered
+    assert [e.message_id for e in h.entries("r")] == ["m0", "m2"] and h.entry_count() == 2
+    assert [e.message_id for e in h.take_changes()["r"][1]] == ["m0", "m2"]
+    h.forget(_arrival(7))  # never remembered: nothing changes
+    assert h.take_changes() == {}
+    h.forget(_arrival(0, shard=2))
+    h.forget(_arrival(2, shard=2))
+    assert len(h) == 0 and h.entry_count() == 0 and h.memory_bytes() == 0
+    assert h.take_changes() == {"r": (2, None)}  # a tombstone
+
+
 def test_forget_shards_drops_only_those_partitions():
     h = RecipientHistory(HistorySettings())
     h.remember(_arrival(0, "a", shard=0), _entry(0))

@@ -1,6 +1,7 @@
 """Analyst verdicts reach every worker through the bank, on the real broker."""
 
 import json
+import logging
 import time
 from contextlib import ExitStack
 
@@ -204,3 +205,62 @@ def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, k
     (record,) = read_topic(kafka, kafka.bank_topic, 1)
     ref = decode_change(record.key, record.value).reference
     assert (ref.id, ref.text, ref.label) == (reference_id_for("early-1"), SEEN, "legit")
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+class PoisonedEncoder:
+    """The real encoder, raising on a batch that holds a text with `marker` (quoting it, as
+    a real fault could): a bug that one input triggers."""
+
+    def __init__(self, encoder, marker: str) -> None:
+        self.encoder, self.marker = encoder, marker
+
+    def encode(self, texts, *args, **kwargs):
+        if any(self.marker in t for t in texts):
+            raise InjectedFault(f"cannot encode {texts!r}")
+        return self.encoder.encode(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+
+def test_a_verdict_or_decision_that_fails_is_isolated_and_the_processor_goes_on(
+    encoder, kafka_settings, caplog
+):
+    kafka = kafka_settings
+    marker = "zq-poison"
+    verdicts = [
+        AnalystVerdict(message_id="v-1", verdict="fraud", category="delivery", text=NOVEL_SCAM),
+        AnalystVerdict(message_id="v-2", verdict="legit", text=f"lunch at noon? {marker}"),
+        AnalystVerdict(message_id="v-3", verdict="legit", text=LOOKALIKE),
+    ]
+    processor = FeedbackProcessor(kafka, PoisonedEncoder(encoder, marker))
+    with caplog.at_level(logging.INFO), running_processor(processor):
+        # A decision whose text the encoder fails on, for campaign tracking.
+        produce(kafka, kafka.input_topic, [{"id": "d-1", "text": f"win big {marker}"}])
+        producer = make_producer(kafka)
+        producer.send(kafka.alert_topic, _alert_citing("d-1", 1), key=b"d-1").get(30)
+        # Then three verdicts sent together, the middle one failing.
+        for v in verdicts:
+            producer.send(kafka.feedback_topic, v.to_bytes(), key=v.message_id.encode())
+        producer.flush(30)
+        producer.close(timeout=10)
+        deadline = time.monotonic() + 30
+        while processor.changes < 2 or processor.skipped < 1:
+            assert time.monotonic() < deadline, "the verdicts and the decision were not seen"
+            time.sleep(0.05)
+    # The processor ran on to the end (running_processor fails the test on what it raised).
+    changes = read_topic(kafka, kafka.bank_topic, 2)
+    ids = {decode_change(r.key, r.value).reference.id for r in changes}
+    assert ids == {reference_id_for("v-1"), reference_id_for("v-3")}
+    (dead,) = read_topic(kafka, kafka.dead_letter_topic, 1)
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert headers["dead_letter_reason"] == "scoring_error"
+    assert headers["dead_letter_error"] == "InjectedFault"
+    assert dead.value == verdicts[1].to_bytes()  # the verdict, kept for replay
+    assert processor.skipped == 1  # the decision, logged and left out of the campaigns
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "d-1" in logged and marker not in logged  # the id and the class, never the text

@@ -409,6 +409,57 @@ def test_a_message_that_fails_to_score_does_not_fail_its_batchmates(detector):
         assert client.post("/v1/score", json=messages[1]).status_code == 500
 
 
+def test_a_poisoned_request_gets_500_with_an_error_id_and_its_batchmates_their_decisions(
+    detector, caplog
+):
+    poisoned_batches = []
+
+    class Picky:  # the real encoder, failing on one text as a bug on one input would
+        name, dim = detector.encoder.name, detector.encoder.dim
+
+        def encode(self, texts):
+            if any("poison" in t for t in texts):
+                poisoned_batches.append(len(texts))
+                raise ValueError(f"cannot encode {texts!r}")  # quotes the text
+            return detector.encoder.encode(texts)
+
+    from fraud.detector import Detector
+
+    picky = Detector(Picky(), detector.index, detector.params)
+    app, _ = _app(picky, ServeSettings(max_batch=8, batch_wait_ms=1000))
+    texts = [f"{SCAM} ref {i}" if i % 2 else f"{LEGIT} ({i})" for i in range(8)]
+    texts[3] = "poison pill: you won a prize"
+    with (
+        caplog.at_level(logging.INFO),
+        running_server(app) as base,
+        httpx2.Client(base_url=base) as client,
+    ):
+
+        def post(i: int) -> httpx2.Response:
+            return client.post("/v1/score", json={"id": f"p-{i}", "text": texts[i]})
+
+        with ThreadPoolExecutor(len(texts)) as pool:  # concurrent: scored as one batch
+            answers = list(pool.map(post, range(len(texts))))
+        page = client.get("/metrics").text
+    assert max(poisoned_batches) > 1  # the poisoned message shared a batch
+    failed = answers[3]
+    assert failed.status_code == 500, failed.text
+    error_id = failed.json()["error_id"]
+    assert error_id in failed.json()["detail"] and "p-3" in failed.json()["detail"]
+    good = [i for i in range(len(texts)) if i != 3]
+    expected = detector.score([texts[i] for i in good])
+    for i, verdict in zip(good, expected, strict=True):
+        assert answers[i].status_code == 200, answers[i].text
+        assert answers[i].json()["message_id"] == f"p-{i}"
+        assert answers[i].json()["score"] == pytest.approx(verdict.score, abs=0.02)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    (line,) = [line for line in logged.splitlines() if error_id in line]
+    assert "p-3" in line and "ValueError" in line
+    assert "poison" not in logged  # the id and the class, never the text
+    assert _sample(page, 'fraud_batch_failures_total{outcome="isolated"}') >= 1
+    assert _sample(page, 'fraud_http_requests_total{code="500",route="/v1/score"}') == 1
+
+
 def test_a_full_queue_answers_503(detector):
     scoring, release = threading.Event(), threading.Event()
 

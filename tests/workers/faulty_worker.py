@@ -1,0 +1,101 @@
+"""A real `fraud worker` process with a fault injected, for tests/workers/test_isolation.py.
+
+    python -m tests.workers.faulty_worker [--encode-poison TEXT] [--score-poison TEXT]
+                                          [--decision-poison ID] [--broken]
+
+It wraps the detector that `fraud worker` builds (Detector.from_settings), then runs the
+real command (fraud.cli main(["worker"])): the worker's code is untouched, and no test
+hook lives in production code. The faults, each like a bug that one input triggers:
+
+- --encode-poison TEXT: the encoder raises InjectedEncodingFault on a batch holding a text
+  that contains TEXT (on the encoder thread, as a real encoder fault would);
+- --score-poison TEXT: scoring (Detector.score_embeddings) raises InjectedScoringFault on
+  a batch holding such a text;
+- --decision-poison ID: building the decision of message ID raises InjectedDecisionFault,
+  after its scoring has left it in its recipient's history;
+- --broken: every encoding raises InjectedEncodingFault once the worker has started (a
+  broken model).
+
+Each exception's text quotes the message, as a real one could: the worker must not log it.
+"""
+
+import argparse
+import sys
+
+from fraud.cli import main
+from fraud.detector import Detector
+
+
+class InjectedEncodingFault(RuntimeError):
+    pass
+
+
+class InjectedScoringFault(RuntimeError):
+    pass
+
+
+class InjectedDecisionFault(RuntimeError):
+    pass
+
+
+class FaultyEncoder:
+    """The real encoder, raising on the texts `poisoned` picks."""
+
+    def __init__(self, encoder, poisoned) -> None:
+        self._encoder, self._poisoned = encoder, poisoned
+
+    def encode(self, texts, *args, **kwargs):
+        for text in texts:
+            if self._poisoned(text):
+                raise InjectedEncodingFault(f"cannot encode {text!r}")
+        return self._encoder.encode(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+
+def inject(detector: Detector, args: argparse.Namespace) -> Detector:
+    if args.broken:
+        detector.encoder = FaultyEncoder(detector.encoder, lambda text: True)
+    elif args.encode_poison:
+        detector.encoder = FaultyEncoder(detector.encoder, lambda text: args.encode_poison in text)
+    if args.score_poison:
+        score_embeddings = detector.score_embeddings
+
+        def scoring(queries, texts=None, *rest, **kwargs):
+            for text in texts or ():
+                if args.score_poison in text:
+                    raise InjectedScoringFault(f"cannot score {text!r}")
+            return score_embeddings(queries, texts, *rest, **kwargs)
+
+        detector.score_embeddings = scoring
+    if args.decision_poison:
+        alert = detector.alert
+
+        def decision(message, verdict, **fields):
+            if message.id == args.decision_poison:
+                raise InjectedDecisionFault(f"cannot build the decision on {message.text!r}")
+            return alert(message, verdict, **fields)
+
+        detector.alert = decision
+    return detector
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="faulty_worker")
+    parser.add_argument("--encode-poison")
+    parser.add_argument("--score-poison")
+    parser.add_argument("--decision-poison")
+    parser.add_argument("--broken", action="store_true")
+    args = parser.parse_args(argv)
+    build = Detector.from_settings.__func__
+
+    def from_settings(cls, settings, index_dir=None):
+        return inject(build(cls, settings, index_dir), args)
+
+    Detector.from_settings = classmethod(from_settings)
+    return main(["worker"])
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
