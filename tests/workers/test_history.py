@@ -54,7 +54,9 @@ def test_a_campaign_the_bank_lacks_is_caught_in_one_recipients_history_not_elsew
 ):
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
     ensure_topics(kafka, [kafka.input_topic], partitions=2)
-    alone = detector.score(CAMPAIGN)
+    # One at a time, as the worker gets them below: a bf16 embedding moves slightly with
+    # the padding its batchmates impose (issue 21), and the comparison is at 1e-6.
+    alone = [detector.score([text])[0] for text in CAMPAIGN]
     assert not any(v.is_alert for v in alone), [v.score for v in alone]  # the precondition
 
     with (
