@@ -606,7 +606,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     kafka = settings.kafka
     create_topics(kafka, args.partitions)
     print(f"topics ready ({kafka.input_topic}: {args.partitions} partitions)")
-    index, done = setup_index(settings, _encoder(settings), force=args.force)
+    index, done = setup_index(settings, lambda: _encoder(settings), force=args.force)
     print(done)
     _print_info(index.manifest(), settings.index_dir)
     return 0

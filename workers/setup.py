@@ -55,12 +55,14 @@ def bank_is_empty(kafka: KafkaSettings) -> bool:
     return sum(end_offsets(kafka).values()) == 0
 
 
-def setup_index(settings: Settings, encoder, force: bool = False) -> tuple[ReferenceIndex, str]:
+def setup_index(settings: Settings, make_encoder, force: bool = False):
     """Link settings.index_dir to the bank by the rules of the module docstring; returns
-    the index written and a line saying what was done."""
+    the index written and a line saying what was done. `make_encoder()` is called only
+    when the index is built or loaded (a refusal comes before the model is loaded)."""
     kafka, directory = settings.kafka, Path(settings.index_dir)
     holds_index = bool(index_files_in(directory))
     if bank_is_empty(kafka):
+        encoder = make_encoder()
         if holds_index:
             index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
             what = f"the index in {directory}"
@@ -78,5 +80,6 @@ def setup_index(settings: Settings, encoder, force: bool = False) -> tuple[Refer
             f"{directory} to an empty bank (another --bank-topic), or add --force to "
             "replace it with the bank's snapshot"
         )
+    encoder = make_encoder()
     index = snapshot(kafka, encoder.name, encoder.dim, directory, force=force)
     return index, f"bank already filled: snapshot at offsets {index.changelog_offsets}"
