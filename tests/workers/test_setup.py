@@ -145,3 +145,43 @@ def test_the_readmes_using_it_sequence_scores_with_the_users_index(
     assert decision["threshold"] == pytest.approx(threshold)
     assert ready["scorer_reason"] == "trained_head" and ready["references"] == references
     print(f"README sequence: {time.monotonic() - started:.1f} s")
+
+
+def test_readyz_of_the_worker_and_of_serve_say_which_scorer_answers_and_why(detector):
+    """A trained head that no longer matches the index is not used, and both readiness
+    endpoints say so (fraud/detector.py, ScorerChoice)."""
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from fraud.config import ServeSettings
+    from fraud.detector import Detector, ScorerChoice
+    from fraud.metrics import build_serve_metrics
+    from workers.http import serve_metrics
+    from workers.scoring_worker import readiness
+    from workers.serve import Scorer, create_app
+
+    why = ScorerChoice("stale_head", "the trained head was trained on index version x: not used")
+    stale = Detector(detector.encoder, detector.index, detector.params, None, why)
+    server = serve_metrics(
+        CollectorRegistry(), "127.0.0.1", 0, lambda: True, lambda: readiness(stale, True)
+    )
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/readyz"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            worker = json.loads(r.read())
+    finally:
+        server.shutdown()
+    assert worker["ready"] and worker["scorer"] == "attention"
+    assert worker["scorer_reason"] == "stale_head" and "not used" in worker["detail"]
+
+    registry = CollectorRegistry()
+    metrics = build_serve_metrics(registry)
+    app = create_app(ServeSettings(), lambda: Scorer(stale, metrics.scoring), registry, metrics)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while (r := client.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, r.json()
+            time.sleep(0.05)
+    assert r.json()["scorer_reason"] == "stale_head" and "not used" in r.json()["scorer_detail"]
+    (info,) = metrics.scoring.model_info.collect()[0].samples  # fraud_model_info
+    assert info.labels["scorer"] == "attention" and info.labels["scorer_reason"] == "stale_head"
