@@ -141,7 +141,8 @@ def write_index_dir(
 ) -> None:
     """Write `index` (and a new trained `head`) as `directory`, all at once, keeping the
     user's own files there; see the module docstring for what is refused and carried."""
-    directory = Path(directory)
+    # A symbolic link to the directory stays one: what is replaced is where it points.
+    directory = Path(os.path.realpath(directory))
     check_writable(directory, index, force)
     keep_head = head is None and (loaded_from(directory, index) or linked_to(directory, index.bank))
     parent = directory.parent
@@ -149,6 +150,8 @@ def write_index_dir(
     new = parent / f".{directory.name}.new-{secrets.token_hex(4)}"
     try:
         new.mkdir()
+        if directory.is_dir():
+            shutil.copymode(directory, new)  # the replaced directory's permissions
         _assemble(new, directory, index, head, keep_head)
         replace_directory(new, directory)
     except OSError as e:

@@ -92,6 +92,17 @@ def test_a_directory_of_the_users_files_only_gets_the_index_beside_them(tmp_path
     assert (tmp_path / "README.txt").read_text() == "my bank"
 
 
+def test_a_symbolic_link_to_the_directory_stays_a_link_to_the_new_index(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    _index(8).save(real)
+    link.symlink_to(real)
+    loaded = _load(link)
+    loaded.add([LabeledText("one more", "legit", None)], unit_vectors(1, DIM, 5), "t")
+    loaded.save(link)
+    assert link.is_symlink() and len(_load(real)) == 9
+    assert sorted(os.listdir(tmp_path)) == ["link", "real"]
+
+
 def test_the_index_a_command_loaded_is_updated_in_place_and_keeps_its_head(tmp_path):
     loaded, _ = _with_head(tmp_path)
     loaded.scorer_params["temperature"] = 0.07  # e.g. `fraud calibrate`
