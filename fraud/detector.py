@@ -6,6 +6,7 @@ The worker, the CLI and the HTTP service (workers/serve.py) all score through it
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,63 @@ def effective_scorer(settings: ScorerSettings, index: ReferenceIndex) -> ScorerS
     return ScorerSettings(**{**settings.model_dump(), **stored, **explicit})
 
 
-class Detector:
-    """Scores messages: the trained attention head when the index has one (fraud train),
-    else the parameter-free attention scorer."""
+@dataclass(frozen=True)
+class ScorerChoice:
+    """Which scorer a detector uses and why: `reason` is one of a fixed set (a metric
+    label): trained_head, no_head, stale_head; `detail` says it in a sentence (/readyz)."""
 
-    def __init__(self, encoder, index: ReferenceIndex, params: ScorerSettings, head=None) -> None:
+    reason: str
+    detail: str
+
+    @property
+    def scorer(self) -> str:
+        return "learned attention head" if self.reason == "trained_head" else "attention"
+
+
+def choose_head(directory: Path, index: ReferenceIndex):
+    """(the trained head to score with, or None; ScorerChoice) for the index loaded from
+    `directory`.
+
+    A head is used only with the index version it was trained on. Bank changes applied at
+    run time ("abc+3") come after this choice and do not undo it; a directory whose index
+    changed since the head was trained (`fraud index add`, a snapshot of a bank that moved
+    on) gets the parameter-free scorer, with the manifest's own parameters and threshold,
+    and an error in the log, until `fraud train` trains the head again.
+    """
+    head = load_head(directory)
+    if head is None:
+        return None, ScorerChoice("no_head", f"no trained head in {directory}")
+    if head.index_version != index.version:
+        choice = ScorerChoice(
+            "stale_head",
+            f"the trained head of {directory} was trained on index version "
+            f"{head.index_version}, the index is {index.version}: it is not used; the "
+            f"parameter-free attention scores until `fraud train --index {directory}` "
+            "trains it again",
+        )
+        log.error("%s", choice.detail)
+        return None, choice
+    return head, ScorerChoice("trained_head", f"trained head of index version {index.version}")
+
+
+class Detector:
+    """Scores messages: the trained attention head when the index has one trained on it
+    (fraud train), else the parameter-free attention scorer (`choice` says which, why)."""
+
+    def __init__(
+        self,
+        encoder,
+        index: ReferenceIndex,
+        params: ScorerSettings,
+        head=None,
+        choice: ScorerChoice | None = None,
+    ) -> None:
         self.encoder, self.index, self.params, self.head = encoder, index, params, head
+        self.choice = choice or (
+            ScorerChoice("trained_head", "trained head")
+            if head
+            else ScorerChoice("no_head", "no trained head")
+        )
         if self.ngram_weight:
             index.prepare_ngrams(self.ngram_range)
 
@@ -58,15 +110,7 @@ class Detector:
         encoder = Encoder.from_settings(settings)
         directory = index_dir or settings.index_dir
         index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
-        head = load_head(directory)
-        if head is not None and head.index_version != index.version:
-            log.warning(
-                "the attention head of %s was trained on index version %s, the index is now "
-                "%s: retrain it with `fraud train`",
-                directory,
-                head.index_version,
-                index.version,
-            )
+        head, choice = choose_head(directory, index)
         explicit = settings.scorer.model_fields_set & {"ngram_weight", "ngram_range"}
         if head is not None and explicit:
             log.warning(
@@ -77,7 +121,12 @@ class Detector:
                 head.config.ngram_range,
                 " and ".join(sorted(explicit)),
             )
-        return cls(encoder, index, effective_scorer(settings.scorer, index), head)
+        params = effective_scorer(settings.scorer, index)
+        if head is not None and head.threshold is not None:
+            # The head's own threshold, unless one was set explicitly (flag or variable).
+            if "threshold" not in settings.scorer.model_fields_set:
+                params = params.model_copy(update={"threshold": head.threshold})
+        return cls(encoder, index, params, head, choice)
 
     @property
     def model(self) -> str:
@@ -180,6 +229,7 @@ class Detector:
             "model": self.model,
             "index_version": self.index.version,
             "scorer": "learned attention head" if self.head else "attention",
+            "scorer_reason": self.choice.reason,
             "top_k": str(self.head.config.top_k if self.head else p.top_k),
             "temperature": f"{p.temperature:g}",
             "null_similarity": f"{p.null_similarity:g}",

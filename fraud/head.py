@@ -18,8 +18,11 @@ Deep Interest Network; measured on the UCI folds, both overfit (see README, Qual
 It is trained with binary cross-entropy on the training split only, each training
 message masked out of its own keys. s_i is the key similarity of the index search, with
 the character n-gram term when the config's ngram_weight is above 0 (fraud/ngrams.py).
-The attention weights a_i are what the evidence shows. Stored beside the index as
-head.safetensors + head.json (no pickle).
+The attention weights a_i are what the evidence shows. Stored in the index directory as
+head.safetensors + head.json (+ lexical.safetensors; no pickle), covered by the index
+manifest's digests (fraud/index_dir.py). head.json records the index version the head was
+trained on, and its own alert threshold: a head is only used with that version of the
+index (fraud/detector.py), and its threshold only with the head.
 """
 
 import json
@@ -32,10 +35,11 @@ import torch
 from torch import nn
 
 from fraud.errors import DataError
-from fraud.index import Keys, ReferenceIndex, sha256_file
+from fraud.index import MANIFEST_FILE, Keys, ReferenceIndex, read_manifest, verify_files
 from fraud.lexical import LEXICAL_WEIGHTS, LexicalModel
 
 HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
+HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS, LEXICAL_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def _tensors(q, key_vectors, sims, value_ids, valid, lexical, log_weights):
 
 class TrainedHead:
     """An AttentionHead with the fraud categories it learned values for, scoring against a
-    ReferenceIndex."""
+    ReferenceIndex; `threshold` is the alert threshold chosen for it (`fraud train`)."""
 
     def __init__(
         self,
@@ -142,9 +146,10 @@ class TrainedHead:
         categories: list[str],
         index_version: str,
         lexical: LexicalModel | None = None,
+        threshold: float | None = None,
     ) -> None:
         self.module, self.categories, self.index_version = module, categories, index_version
-        self.config, self.lexical = module.config, lexical
+        self.config, self.lexical, self.threshold = module.config, lexical, threshold
 
     def inputs(
         self,
@@ -237,7 +242,9 @@ class TrainedHead:
             "ngram_range": list(self.config.ngram_range),
         }
 
-    def save(self, directory: Path) -> None:
+    def write_files(self, directory: Path) -> None:
+        """Write the head's files into `directory`, which fraud/index_dir.py is assembling
+        (its manifest then records their digests): write_index_dir(dir, index, head)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -245,13 +252,11 @@ class TrainedHead:
         save_file(state, directory / HEAD_WEIGHTS)
         if self.lexical is not None:
             self.lexical.save(directory)
-        weights = [HEAD_WEIGHTS] + ([LEXICAL_WEIGHTS] if self.lexical is not None else [])
         meta = {
             "config": asdict(self.config),
             "categories": self.categories,
             "index_version": self.index_version,
-            # Like the index manifest: load_head refuses weights changed after this.
-            "sha256": {name: sha256_file(directory / name) for name in weights},
+            "threshold": self.threshold,
         }
         (directory / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -294,21 +299,29 @@ def train_over_index(
 
 
 def load_head(directory: Path) -> TrainedHead | None:
-    """The head stored in an index directory, or None when there is none."""
+    """The head stored in an index directory, or None when there is none. Its files must
+    be the ones the index manifest records (DataError, one line, otherwise)."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    if not (directory / HEAD_CONFIG).is_file():
+    present = [name for name in HEAD_FILES if (directory / name).exists()]
+    if not present and not (directory / MANIFEST_FILE).is_file():
         return None
+    manifest = read_manifest(directory)
+    listed = [name for name in HEAD_FILES if name in (manifest.get("files") or {})]
+    if not present and not listed:
+        return None
+    if unlisted := sorted(set(present) - set(listed)):
+        raise DataError(
+            f"{directory}: {', '.join(unlisted)} not covered by the index manifest (copied "
+            f"in, or written by an older version): train the head again with `fraud train "
+            f"--index {directory}`, or remove them"
+        )
+    verify_files(directory, manifest, listed)  # a missing or changed file: refused
     meta = json.loads((directory / HEAD_CONFIG).read_text())
-    # A head.json written before the digests were recorded has none to check.
-    for name, recorded in meta.get("sha256", {}).items():
-        if sha256_file(directory / name) != recorded:
-            raise DataError(
-                f"{directory / name}: its SHA-256 does not match {HEAD_CONFIG}'s: the trained "
-                "head was changed or damaged after it was written; refusing to load it"
-            )
     module = AttentionHead(HeadConfig(**meta["config"]))
     module.load_state_dict(load_file(directory / HEAD_WEIGHTS))
     lexical = LexicalModel.load(directory) if module.config.lexical else None
-    return TrainedHead(module.eval(), meta["categories"], meta["index_version"], lexical)
+    return TrainedHead(
+        module.eval(), meta["categories"], meta["index_version"], lexical, meta.get("threshold")
+    )

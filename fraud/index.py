@@ -1,13 +1,19 @@
 """The reference index: labeled reference messages in a FAISS inner-product index.
 
-On disk an index is a directory of three files:
+On disk an index is a directory (format 3):
 
     index.faiss       the FAISS index, int64 ids (see "Index types" below)
     references.jsonl  one JSON object per reference: id, text, label, category, source
+    head.json, head.safetensors, lexical.safetensors
+                      a trained attention head, when `fraud train` made one (fraud/head.py)
     manifest.json     model, dim, normalization version, counts, scorer parameters,
-                      index type and its parameters, ...
+                      index type and its parameters, the bank it is linked to, and the
+                      SHA-256 of every other file above
 
-Loading refuses an index built with another model, dimension or normalization.
+Loading refuses an index built with another model, dimension or normalization, a manifest
+of an older format (one that did not cover every file), and a file that is missing or does
+not match its digest. Writing goes through fraud/index_dir.py: atomic, and never over
+another index or a user's own files.
 
 The character n-gram vectors of the references (the key similarity's n-gram term,
 fraud/ngrams.py) are not a file: they are computed from references.jsonl when a search
@@ -54,7 +60,9 @@ from fraud.normalize import NORMALIZATION_VERSION, normalize
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: the manifest records the SHA-256 of each file
+# 2: the manifest records the SHA-256 of index.faiss and references.jsonl;
+# 3: of every file of the directory, the trained head's included, and the bank it is linked to
+FORMAT_VERSION = 3
 INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
 INDEX_TYPES = ("flat", "ivf")
 HNSW_QUANTIZER_M = 32  # links per node of the ivf coarse quantizer (an HNSW over centroids)
@@ -259,6 +267,13 @@ class ReferenceIndex:
         # The bank changelog (issue 5): the next offset to apply, per partition, and how many
         # changes were applied since this index was built or loaded.
         self.changelog_offsets: dict[int, int] = {}
+        # Which bank those offsets are in: {"topic", "cluster_id"}, set by `fraud index
+        # publish` and `fraud index snapshot` (workers/bank.py).
+        self.bank: dict[str, str] | None = None
+        # Where load() read this index from: (directory, SHA-256 of its manifest.json), so
+        # a command may write it back there unless the directory changed meanwhile
+        # (fraud/index_dir.py).
+        self.origin: tuple[Path, str] | None = None
         self._changes = 0
         self._ngrams: _NgramVectors | None = None
 
@@ -496,42 +511,34 @@ class ReferenceIndex:
             "scorer": self.scorer_params,
             "created_at": self.created_at,
             "changelog_offsets": {str(p): o for p, o in sorted(self.changelog_offsets.items())},
+            "bank": self.bank,
         }
 
-    @staticmethod
-    def _file_digests(directory: Path) -> dict[str, str]:
-        return {name: sha256_file(directory / name) for name in (INDEX_FILE, REFERENCES_FILE)}
+    def save(self, directory: Path, *, force: bool = False) -> None:
+        """Write the index to `directory`, atomically, keeping a user's own files there;
+        refused when it holds another index, unless `force` (fraud/index_dir.py)."""
+        from fraud.index_dir import write_index_dir
 
-    def save(self, directory: Path) -> None:
-        """Write the directory; applied changes become part of the snapshot's content hash."""
+        write_index_dir(directory, self, force=force)
+
+    def write_files(self, directory: Path) -> None:
+        """Write index.faiss and references.jsonl into `directory` (which fraud/index_dir.py
+        is assembling). Applied changes become part of the snapshot's content hash."""
         if self._changes:
             self._version, self._changes = None, 0
             self._ngrams = None  # a new snapshot: its IDF is fitted again, as load() would
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._faiss, str(directory / INDEX_FILE))
         with (directory / REFERENCES_FILE).open("w", encoding="utf-8") as f:
             for ref_id in sorted(self._refs):
                 f.write(json.dumps(asdict(self._refs[ref_id]), ensure_ascii=False) + "\n")
-        # The manifest goes last: a directory with a manifest is a complete index. It
-        # records each file's SHA-256, and load() refuses files that do not match.
-        manifest = {**self.manifest(), "files": self._file_digests(directory)}
-        (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: Path, *, model: str, dim: int) -> "ReferenceIndex":
-        """Load an index directory, refusing one built for another encoder."""
+        """Load an index directory, refusing one built for another encoder, of an older
+        format, or with a file that does not match the manifest."""
         directory = Path(directory)
         manifest_path = directory / MANIFEST_FILE
-        if not manifest_path.is_file():
-            raise DataError(
-                f"{directory}: not an index directory (no {MANIFEST_FILE}): "
-                "create one with `fraud index build`"
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{manifest_path}: not valid JSON ({e})") from None
+        manifest = read_manifest(directory)
         built = (manifest.get("model"), manifest.get("dim"))
         if built != (model, dim):
             raise IndexMismatchError(
@@ -544,18 +551,7 @@ class ReferenceIndex:
                 f"v{manifest.get('normalization_version')}, this version uses "
                 f"v{NORMALIZATION_VERSION}: rebuild it with `fraud index build`"
             )
-        recorded_files = manifest.get("files")
-        if not isinstance(recorded_files, dict):
-            raise IndexMismatchError(
-                f"{directory}: the manifest records no file digests (an index written before "
-                f"format {FORMAT_VERSION}): rebuild it with `fraud index build`"
-            )
-        for name, digest in cls._file_digests(directory).items():
-            if recorded_files.get(name) != digest:
-                raise DataError(
-                    f"{directory / name}: its SHA-256 does not match the manifest's: the index "
-                    "was changed or damaged after it was written; refusing to load it"
-                )
+        verify_files(directory, manifest)
         # A manifest without "index" (written before index types existed) is a flat index.
         recorded = manifest.get("index") or {}
         try:
@@ -566,6 +562,8 @@ class ReferenceIndex:
         index.created_at = manifest.get("created_at", index.created_at)
         offsets = manifest.get("changelog_offsets", {})
         index.changelog_offsets = {int(p): int(o) for p, o in offsets.items()}
+        index.bank = manifest.get("bank")
+        index.origin = (directory.resolve(), sha256_file(manifest_path))
         index._faiss = faiss.read_index(str(directory / INDEX_FILE))
         with (directory / REFERENCES_FILE).open(encoding="utf-8") as f:
             refs = [Reference(**json.loads(line)) for line in f if line.strip()]
@@ -696,6 +694,63 @@ def encode_with_progress(encoder, texts: list[str], progress: bool) -> np.ndarra
 def seed_references_path() -> Path:
     """The seed reference set the team wrote, shipped inside the package."""
     return Path(__file__).resolve().parent / "data" / "seed_references.csv"
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of an index directory; DataError, in one line saying what to do, when
+    there is none or it is not JSON."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        aside = sorted(directory.parent.glob(f".{directory.name}.old-*"))
+        if aside and not directory.exists():  # see fraud/index_dir.py, replace_directory
+            raise DataError(
+                f"{directory}: missing: a write of it was interrupted; the index it held is "
+                f"in {aside[-1]}: rename that back to {directory}"
+            )
+        raise DataError(
+            f"{directory}: not an index directory (no {MANIFEST_FILE}): "
+            "create one with `fraud index build`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not an index manifest (a JSON object)")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], names=None) -> None:
+    """Refuse (DataError, one line) a directory of an older format, or whose files (all
+    the manifest lists, or `names` among them) are missing or differ from their SHA-256."""
+    directory = Path(directory)
+    version, files = manifest.get("format_version", 1), manifest.get("files")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{directory}: an index directory of format {version}, written by a newer "
+            f"version of fraud-stream (this one reads format {FORMAT_VERSION}): upgrade it"
+        )
+    rebuild = (
+        f"rebuild it with `fraud index build --out {directory} --force` (and `fraud train` "
+        "again if it had a trained head)"
+    )
+    if version < FORMAT_VERSION:
+        raise DataError(
+            f"{directory}: an index directory of format {version}, from before its manifest "
+            f"covered every file (format {FORMAT_VERSION}): {rebuild}"
+        )
+    if not isinstance(files, dict):
+        raise DataError(f"{directory}: the manifest records no file digests: {rebuild}")
+    if not {INDEX_FILE, REFERENCES_FILE} <= files.keys():
+        raise DataError(f"{directory / MANIFEST_FILE}: lists no {INDEX_FILE} or {REFERENCES_FILE}")
+    for name in files if names is None else names:
+        if sha256_file(directory / name) != files[name]:
+            raise DataError(
+                f"{directory / name}: its SHA-256 does not match the manifest's: the index "
+                "was changed or damaged after it was written; refusing to load it (rebuild "
+                "it, or restore the file)"
+            )
 
 
 def sha256_file(path: Path) -> str:

@@ -1,8 +1,12 @@
 """`fraud calibrate` and `fraud train`: fit the scorer on an index's own references.
 
 Both treat the references as the training data, each one masked out of its own keys,
-and write what they fit into the index directory (the manifest's scorer parameters, and
-head.safetensors for a trained head), so the worker and `fraud score` use it as is.
+and write what they fit into the index directory they loaded it from, so the worker and
+`fraud score` use it as is: the manifest's scorer parameters are the parameter-free
+scorer's (T, tau, the n-gram term and its threshold); a trained head and its own threshold
+are head.json and its weights (fraud/head.py). Kept apart, so that a detector that cannot
+use the head (trained on another version of the index) falls back to the parameter-free
+scorer with that scorer's threshold, not the head's.
 """
 
 from pathlib import Path
@@ -14,6 +18,7 @@ from fraud.calibration import attention_fraud_scores, choose_threshold, fit_key_
 from fraud.evaluation import Dataset, Split, inner_scores
 from fraud.head import HeadConfig, load_head, train_over_index
 from fraud.index import ReferenceIndex
+from fraud.index_dir import write_index_dir
 
 
 def index_split(index: ReferenceIndex) -> tuple[Split, np.ndarray]:
@@ -43,9 +48,11 @@ def calibrate(
     fit_ngram: bool = False,
 ) -> dict[str, Any]:
     """Fit T and tau by log-loss (with fit_ngram, the key similarity's n-gram term too:
-    weight and n-gram lengths, weight 0 among the candidates), then the threshold for the
-    scorer the index uses."""
+    weight and n-gram lengths, weight 0 among the candidates), then the parameter-free
+    scorer's threshold; and, when the directory has a head trained on this version of the
+    index, the head's threshold by the same rule ("head_threshold", else None)."""
     split, ids = index_split(index)
+    head = load_head(directory)
     dense = index.search(split.X, top_k, exclude_ids=ids)
     if fit_ngram:
         fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y)
@@ -53,12 +60,8 @@ def calibrate(
         fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y, ranges=())
     term = {"ngram_weight": fitted["ngram_weight"], "ngram_range": list(fitted["ngram_range"])}
     t, tau = fitted["temperature"], fitted["null_similarity"]
-    head = load_head(directory)
-    if head is None:
-        keys = index.search(split.X, top_k, exclude_ids=ids, texts=split.data.texts, **term)
-        scores = attention_fraud_scores(keys.similarities, keys.valid, keys.is_fraud, t, tau)
-    else:
-        scores = _head_inner_scores(split, head.config)
+    keys = index.search(split.X, top_k, exclude_ids=ids, texts=split.data.texts, **term)
+    scores = attention_fraud_scores(keys.similarities, keys.valid, keys.is_fraud, t, tau)
     threshold = choose_threshold(scores, split.data.y, **threshold_rule)
     index.scorer_params.update(
         temperature=round(t, 6),
@@ -67,12 +70,13 @@ def calibrate(
         threshold=round(threshold, 6),
         **term,
     )
-    index.save(directory)
-    return {
-        **fitted,
-        "threshold": threshold,
-        "threshold_for": "trained head" if head else "attention",
-    }
+    if head is not None and head.index_version == index.version:
+        head_scores = _head_inner_scores(split, head.config)
+        head.threshold = round(choose_threshold(head_scores, split.data.y, **threshold_rule), 6)
+    else:
+        head = None  # a stale head is carried as it is (write_index_dir says it is stale)
+    write_index_dir(directory, index, head)
+    return {**fitted, "threshold": threshold, "head_threshold": head and head.threshold}
 
 
 def train(
@@ -83,14 +87,14 @@ def train(
     fit_ngram: bool = False,
 ) -> dict[str, Any]:
     """Train the attention head on all references (with fit_ngram, over a key similarity
-    whose n-gram term is fitted first); threshold from inner cross-validation."""
+    whose n-gram term is fitted first); its threshold from inner cross-validation, stored
+    with the head (the manifest's scorer parameters stay the parameter-free scorer's)."""
     split, ids = index_split(index)
     head = train_over_index(config, index, split.X, ids, split.data.texts, split.data.y, fit_ngram)
     config = head.config
     threshold = choose_threshold(_head_inner_scores(split, config), split.data.y, **threshold_rule)
-    head.save(directory)
-    index.scorer_params["threshold"] = round(threshold, 6)
-    index.save(directory)
+    head.threshold = round(threshold, 6)
+    write_index_dir(directory, index, head)
     return {**head.fitted(), "threshold": threshold}
 
 

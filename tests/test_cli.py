@@ -37,6 +37,20 @@ def test_missing_index(capsys, tmp_path):
     assert "not an index directory" in err
 
 
+def test_index_build_refuses_to_replace_another_index_before_any_work(capsys, tmp_path):
+    from fraud.datasets import LabeledText
+    from fraud.index import ReferenceIndex
+    from tests.conftest import unit_vectors
+
+    existing = ReferenceIndex("m", 4)
+    existing.add([LabeledText("mine", "fraud", "x")], unit_vectors(1, 4), "user")
+    existing.save(tmp_path)
+    before = (tmp_path / "manifest.json").read_bytes()
+    err = _one_line_error(capsys, ["index", "build", "-q", "--out", str(tmp_path)])
+    assert "already holds an index of 1 references" in err and "--force" in err
+    assert (tmp_path / "manifest.json").read_bytes() == before
+
+
 def test_bad_setting_from_the_environment(capsys, monkeypatch):
     monkeypatch.setenv("FRAUD_SCORER__TEMPERATURE", "-1")
     err = _one_line_error(capsys, ["index", "info"])
@@ -174,6 +188,8 @@ def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir
     assert main(["calibrate", "--index", str(idx), "--ngram"]) == 0
     scorer = json.loads((idx / "manifest.json").read_text())["scorer"]
     assert 0 <= scorer["ngram_weight"] <= 1 and len(scorer["ngram_range"]) == 2
+    plain = tmp_path / "plain"  # calibrated, without a head: the parameter-free scorer
+    shutil.copytree(idx, plain)
     assert main(["train", "--index", str(idx), "--epochs", "5", "--ngram"]) == 0
     head = json.loads((idx / "head.json").read_text())["config"]
     # Both fit the term on the same references with the same keys: the same choice.
@@ -181,10 +197,9 @@ def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir
         scorer["ngram_weight"],
         scorer["ngram_range"],
     )
-    (idx / "head.json").unlink()  # back to the parameter-free scorer, with a term forced
     capsys.readouterr()
     text = "URGENT: your Northbank card is blocked, verify at nb-secure-check.com"
-    assert main(["score", "--index", str(idx), "--json", "--ngram-weight", "0.4", text]) == 0
+    assert main(["score", "--index", str(plain), "--json", "--ngram-weight", "0.4", text]) == 0
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["evidence"] and verdict["score"] > 0.5
 

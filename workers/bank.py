@@ -3,6 +3,12 @@
 Every worker follows the bank topic on its own (all partitions assigned, no consumer group),
 starting at the offsets its index directory records and applying each change to its
 in-memory index as it arrives. Tombstones remove; the topic is compacted.
+
+An index directory that publish or snapshot wrote is linked to the bank: its manifest
+records the offsets and which bank they are offsets of (bank_link: the topic and the
+Kafka cluster's id). A worker refuses to follow another bank from those offsets, and a
+snapshot may replace a directory only when it is linked to the same bank
+(fraud/index_dir.py).
 """
 
 import logging
@@ -17,8 +23,15 @@ from kafka.structs import TopicPartition
 from fraud.bank import BankChange, apply_change, change_key, decode_change, encode_upsert
 from fraud.config import KafkaSettings
 from fraud.errors import DataError, SchemaError
-from fraud.index import Reference, ReferenceIndex
-from workers.kafka_clients import await_sends, ensure_topics, make_consumer, make_producer
+from fraud.index import IndexSpec, Reference, ReferenceIndex, read_manifest
+from fraud.index_dir import check_writable, linked_to, write_index_dir
+from workers.kafka_clients import (
+    await_sends,
+    cluster_id,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +42,24 @@ def ensure_bank_topic(kafka: KafkaSettings) -> None:
     ensure_topics(kafka, [kafka.bank_topic], configs=COMPACTED)
 
 
+def bank_link(kafka: KafkaSettings) -> dict[str, str]:
+    """Which bank this is, as an index manifest records it: topic and cluster id."""
+    return {"topic": kafka.bank_topic, "cluster_id": cluster_id(kafka)}
+
+
 class BankFollower:
     """Tails the bank topic from the index's recorded offsets and applies what comes."""
 
     def __init__(self, kafka: KafkaSettings, index: ReferenceIndex) -> None:
+        if index.bank is not None and index.changelog_offsets:
+            here = bank_link(kafka)
+            if index.bank != here:
+                raise DataError(
+                    f"the index's changelog offsets are in bank {index.bank['topic']} of "
+                    f"cluster {index.bank['cluster_id']}, not {here['topic']} of cluster "
+                    f"{here['cluster_id']}: take a snapshot of this bank into an empty "
+                    "directory (`fraud index snapshot --out DIR`) and use that"
+                )
         self.kafka, self.index = kafka, index
         self.consumer: KafkaConsumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
         partitions = self.consumer.partitions_for_topic(kafka.bank_topic) or {0}
@@ -89,9 +116,14 @@ class BankFollower:
         self.consumer.close(autocommit=False)
 
 
-def publish_index(kafka: KafkaSettings, index: ReferenceIndex, directory: Path | None) -> int:
-    """Write every reference of `index` to the bank topic; record the end offsets in the
-    index directory so a worker starting from it does not replay its own references."""
+def publish_index(
+    kafka: KafkaSettings, index: ReferenceIndex, directory: Path | None, force: bool = False
+) -> int:
+    """Write every reference of `index` to the bank topic; record the end offsets and the
+    bank in the index directory (its own, or a new one) so a worker starting from it does
+    not replay its own references."""
+    if directory is not None:
+        check_writable(directory, index, force)  # before anything is sent
     ensure_bank_topic(kafka)
     ids, vectors = index.vectors()
     producer = make_producer(kafka)
@@ -109,7 +141,8 @@ def publish_index(kafka: KafkaSettings, index: ReferenceIndex, directory: Path |
         producer.close(timeout=10)
     if directory is not None:
         index.changelog_offsets = end_offsets(kafka)
-        index.save(directory)
+        index.bank = bank_link(kafka)
+        write_index_dir(directory, index, force=force)
     return len(futures)
 
 
@@ -149,13 +182,28 @@ def end_offsets(kafka: KafkaSettings) -> dict[int, int]:
         consumer.close(autocommit=False)
 
 
-def snapshot(kafka: KafkaSettings, model: str, dim: int, directory: Path) -> ReferenceIndex:
-    """A new index directory holding the bank as the topic has it now, with its offsets."""
-    index = ReferenceIndex(model, dim)
+def snapshot(
+    kafka: KafkaSettings, model: str, dim: int, directory: Path, force: bool = False
+) -> ReferenceIndex:
+    """The bank as the topic has it now, with its offsets, written as `directory`.
+
+    `directory` must hold no index, or a snapshot of this same bank (else DataError, unless
+    force): that one's scorer parameters, index type and trained head are kept. A head
+    trained before the bank changed no longer matches the snapshot: write_index_dir warns,
+    and the detector scores with the parameter-free scorer until it is trained again.
+    """
+    link = bank_link(kafka)
+    previous: dict = {}
+    if linked_to(directory, link):
+        previous = read_manifest(directory)
+    spec = IndexSpec.from_dict((previous.get("index") or {}).get("spec"))
+    index = ReferenceIndex(model, dim, previous.get("scorer"), spec)
+    index.bank = link
+    check_writable(directory, index, force)  # before reading the whole bank
     follower = BankFollower(kafka, index)
     try:
         follower.catch_up()
     finally:
         follower.close()
-    index.save(directory)
+    write_index_dir(directory, index, force=force)
     return index

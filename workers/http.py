@@ -1,5 +1,7 @@
-"""The worker's small HTTP endpoint: /metrics for Prometheus, /healthz for orchestrators."""
+"""The worker's small HTTP endpoint: /metrics for Prometheus, /healthz and /readyz for
+orchestrators."""
 
+import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,9 +10,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, healthy: Callable[[], bool]
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    readiness: Callable[[], dict] | None = None,
 ) -> ThreadingHTTPServer:
-    """Start serving in a daemon thread; `server.server_port` is the bound port (port 0: any)."""
+    """Start serving in a daemon thread; `server.server_port` is the bound port (port 0: any).
+
+    readiness: what /readyz answers, as JSON: a dict with "ready" (200 when true, else 503)
+    and details (the worker's: which scorer it uses and why, the index version).
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -20,6 +30,10 @@ def serve_metrics(
             elif path == "/healthz":
                 ok = healthy()
                 self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+            elif path == "/readyz" and readiness is not None:
+                body = readiness()
+                status = 200 if body.get("ready") else 503
+                self._reply(status, json.dumps(body).encode() + b"\n", "application/json")
             else:
                 self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
 

@@ -252,6 +252,19 @@ def ensure_topics(
         admin.close()
 
 
+def cluster_id(kafka: KafkaSettings) -> str:
+    """The Kafka cluster's id (what tells one cluster from another at the same address)."""
+    admin = _connect(
+        KafkaAdminClient, kafka, dict(**connection_config(kafka), request_timeout_ms=10_000)
+    )
+    try:
+        return str(admin.describe_cluster()["cluster_id"])
+    except KafkaError as e:
+        raise BrokerUnavailableError(f"could not describe the Kafka cluster: {e}") from None
+    finally:
+        admin.close()
+
+
 def offsets_after(records: list) -> dict[TopicPartition, OffsetAndMetadata]:
     """Per partition, the offset after the last of `records`: what a commit of them says."""
     next_offsets: dict[TopicPartition, int] = {}

@@ -631,6 +631,20 @@ def _arrival(record: ConsumerRecord, message: Message) -> Arrival:
     )
 
 
+def readiness(detector: Detector, running: bool) -> dict:
+    """The worker's /readyz: ready while the scoring loop runs; which scorer it uses and
+    why (a trained head that no longer matches the index is not used: fraud/detector.py)."""
+    return {
+        "ready": running,
+        "scorer": detector.choice.scorer,
+        "scorer_reason": detector.choice.reason,
+        "detail": detector.choice.detail,
+        "index_version": detector.index.version,
+        "references": len(detector.index),
+        "threshold": detector.params.threshold,
+    }
+
+
 def run_worker(settings: Settings, ready: threading.Event | None = None) -> None:
     """The `fraud worker` process: load, serve metrics, score until SIGTERM/SIGINT."""
     from fraud.history import RecipientHistory
@@ -682,6 +696,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
         settings.metrics_host,
         settings.metrics_port,
         healthy=lambda: time.monotonic() - worker.last_batch_at < limit_s,
+        readiness=lambda: readiness(detector, registry.get_sample_value("fraud_worker_up") == 1),
     )
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
     if threading.current_thread() is threading.main_thread():

@@ -496,6 +496,11 @@ class Readiness(BaseModel):
     model: str | None = None
     index_version: str | None = None
     references: int | None = None
+    # Which scorer answers and why (fraud/detector.py, ScorerChoice): a trained head that
+    # no longer matches the index is not used, and says so here.
+    scorer: str | None = None
+    scorer_reason: str | None = None
+    scorer_detail: str | None = None
 
 
 def request_models(serve: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -762,13 +767,16 @@ def create_app(
     )
     async def readyz() -> JSONResponse:
         if batcher.ready:
-            index = batcher.scorer.detector.index
+            detector = batcher.scorer.detector
             body = Readiness(
                 ready=True,
                 detail="ready",
-                model=batcher.scorer.detector.model,
-                index_version=index.version,
-                references=len(index),
+                model=detector.model,
+                index_version=detector.index.version,
+                references=len(detector.index),
+                scorer=detector.choice.scorer,
+                scorer_reason=detector.choice.reason,
+                scorer_detail=detector.choice.detail,
             )
         elif batcher.error is not None:
             body = Readiness(ready=False, detail=f"loading failed: {batcher.error}")

@@ -7,6 +7,7 @@ from fraud.detector import Detector
 from fraud.errors import DataError
 from fraud.head import HeadConfig, TrainedHead, load_head
 from fraud.index import ReferenceIndex
+from fraud.index_dir import write_index_dir
 from tests.conftest import unit_vectors
 
 DIM = 16
@@ -39,7 +40,7 @@ def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
     scores, weights = head.score(index, X, keys, texts)
     assert ((scores >= 0.5) == y).mean() > 0.9
     assert weights.shape == (300, 8) and (weights >= 0).all() and (weights.sum(1) <= 1 + 1e-6).all()
-    head.save(tmp_path)
+    write_index_dir(tmp_path, index, head)
     loaded = load_head(tmp_path)
     assert loaded.categories == ["lottery", "delivery"] and loaded.index_version == index.version
     assert (loaded.lexical is not None) == lexical
@@ -47,16 +48,18 @@ def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
     assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.pkl"))
 
 
-@pytest.mark.parametrize("name", ["head.safetensors", "lexical.safetensors"])
+@pytest.mark.parametrize("name", ["head.safetensors", "lexical.safetensors", "head.json"])
 def test_head_weights_changed_after_saving_are_refused(tmp_path, name):
-    _, head, *_ = _trained(lexical=True)
-    head.save(tmp_path)
+    index, head, *_ = _trained(lexical=True)
+    write_index_dir(tmp_path, index, head)
     path = tmp_path / name
     data = bytearray(path.read_bytes())
     data[-2] ^= 0x01  # one bit
     path.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match head.json's"):
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match the manifest's"):
         load_head(tmp_path)
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match the manifest's"):
+        ReferenceIndex.load(tmp_path, model="m", dim=DIM)
 
 
 def test_no_head_in_a_plain_index_directory(tmp_path):

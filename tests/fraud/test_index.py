@@ -192,5 +192,5 @@ def test_a_manifest_without_digests_is_refused(tmp_path):
     manifest = json.loads(path.read_text())
     del manifest["files"]
     path.write_text(json.dumps(manifest))
-    with pytest.raises(IndexMismatchError, match="no file digests"):
+    with pytest.raises(DataError, match="no file digests"):
         ReferenceIndex.load(tmp_path, model="test-model", dim=DIM)

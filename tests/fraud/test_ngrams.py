@@ -1,7 +1,6 @@
 """The character n-gram term of the key similarity (fraud/ngrams.py) and where it enters:
 the index search, the detector, the fit on training data, the head's config."""
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,8 +11,9 @@ from fraud.calibration import fit_key_similarity, fit_temperature_and_null
 from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText
 from fraud.detector import Detector, effective_scorer
-from fraud.head import HEAD_CONFIG, HeadConfig, TrainedHead, load_head, train_over_index
+from fraud.head import HeadConfig, load_head, train_over_index
 from fraud.index import Reference, ReferenceIndex
+from fraud.index_dir import write_index_dir
 from fraud.ngrams import CharNgrams, mix, pair_cosines
 from tests.conftest import unit_vectors
 
@@ -188,22 +188,10 @@ def test_a_head_trains_over_the_fitted_term_and_keeps_it(tmp_path):
     config = HeadConfig(dim=DIM, n_categories=1, top_k=8, epochs=10, lexical=False)
     head = train_over_index(config, index, X, ids, texts, y, fit_ngram=True)
     assert head.config.ngram_weight > 0
-    head.save(tmp_path)
+    write_index_dir(tmp_path, index, head)
     loaded = load_head(tmp_path)
     assert loaded.config == head.config and isinstance(loaded.config.ngram_range, tuple)
     detector = Detector(None, index, ScorerSettings(top_k=8), loaded)
     assert detector.ngram_weight == head.config.ngram_weight  # the head's, not the settings'
     scores = np.array([v.score for v in detector.score_embeddings(X, texts)])
     assert ((scores >= 0.5) == y).mean() > 0.9
-
-
-def test_a_head_saved_before_the_term_loads_with_weight_zero(tmp_path):
-    index, X, ids, texts, y = _surface_labeled(100)
-    config = HeadConfig(dim=DIM, n_categories=1, top_k=8, epochs=1, lexical=False)
-    keys = index.search(X, 8, exclude_ids=ids)
-    TrainedHead.train(config, index, X, keys, texts, y).save(tmp_path)
-    meta = json.loads((tmp_path / HEAD_CONFIG).read_text())
-    for key in ("ngram_weight", "ngram_range"):
-        del meta["config"][key]
-    (tmp_path / HEAD_CONFIG).write_text(json.dumps(meta))
-    assert load_head(tmp_path).config.ngram_weight == 0.0
