@@ -21,6 +21,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError, FraudError
+from workers.kafka_compat import GroupConsumer
 
 log = logging.getLogger(__name__)
 
@@ -91,49 +92,6 @@ def _connect(cls, kafka: KafkaSettings, config: dict):
         f"the Kafka broker at {servers} accepts connections, but this client's {what} did "
         f"not succeed {waited}: check FRAUD_KAFKA__SECURITY_PROTOCOL, {check}"
     ) from None
-
-
-# How long one poll() of a GroupConsumer goes on driving a rebalance that is under way.
-JOIN_WAIT_S = 10.0
-
-
-class GroupConsumer(KafkaConsumer):
-    """KafkaConsumer whose poll() carries a rebalance under way to its end.
-
-    kafka-python 3.0.12 runs a group join (JoinGroup, then SyncGroup) as a task that
-    outlives a poll() whose timeout ran out, and finishes it (member state back to
-    stable, the new assignment applied, heartbeats resumed) only if a later poll() is
-    waiting on it when it completes:
-    - a task that completed between two polls is dropped and a fresh JoinGroup sent (a
-      leader's fresh JoinGroup starts yet another rebalance: seen 17 in a row with 1 ms
-      polls);
-    - a later poll() waits on it only while `need_rejoin()` holds. After its first join a
-      subscribing leader rejoins once because the topic metadata changed (its first
-      assignment used metadata from before the subscription), and its own assignment
-      clears that reason while the task is out; if the poll gives up then, the member
-      stays "rebalancing" for good: every commit is refused with
-      RebalanceInProgressError and the broker drops it once heartbeats stop.
-    The scoring worker polls for a few milliseconds while a batch is being encoded, and
-    met the second case at about every other start (tests/workers/test_group_consumer.py).
-
-    So poll() does not return mid-rebalance: it goes on driving the join (asking for it
-    again when kafka-python would not) for up to JOIN_WAIT_S, which is what a rebalance
-    waiting for a slow member, or a broker that went away mid-join, can cost one poll.
-    """
-
-    def poll(self, timeout_ms=0, max_records=None, update_offsets=True):
-        records = super().poll(
-            timeout_ms=timeout_ms, max_records=max_records, update_offsets=update_offsets
-        )
-        coordinator = self._coordinator
-        if self.config["group_id"] is None:
-            return records
-        deadline = time.monotonic() + JOIN_WAIT_S
-        while coordinator.rebalance_in_progress() and time.monotonic() < deadline:
-            if not coordinator.need_rejoin():
-                coordinator.request_rejoin()
-            coordinator.poll(timeout_ms=100)
-        return records
 
 
 def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
