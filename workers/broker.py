@@ -254,6 +254,9 @@ class LocalBroker:
                     "offsets.topic.num.partitions=4",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
+                    # Abort a dead producer's timed-out transaction within a second of its
+                    # timeout, not up to 10 s later (the default scan interval).
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",

@@ -1,4 +1,9 @@
-"""The worker's small HTTP endpoint: /metrics for Prometheus, /healthz for orchestrators."""
+"""The worker's small HTTP endpoint: /metrics for Prometheus, /healthz and /readyz for
+orchestrators.
+
+/healthz is for a liveness probe (restart the process when it fails), /readyz for
+readiness and alerting: a worker waiting on a broker that went away is alive (a restart
+would not bring the broker back) but not ready, and /readyz says why in its body."""
 
 import threading
 from collections.abc import Callable
@@ -8,9 +13,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, healthy: Callable[[], bool]
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    ready: Callable[[], tuple[bool, str]] | None = None,
 ) -> ThreadingHTTPServer:
-    """Start serving in a daemon thread; `server.server_port` is the bound port (port 0: any)."""
+    """Start serving in a daemon thread; `server.server_port` is the bound port (port 0: any).
+
+    `ready` returns (ready, why); without it /readyz answers as /healthz."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -20,8 +31,12 @@ def serve_metrics(
             elif path == "/healthz":
                 ok = healthy()
                 self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+            elif path == "/readyz":
+                ok, why = ready() if ready is not None else (healthy(), "")
+                body = f"{why or ('ready' if ok else 'not ready')}\n".encode()
+                self._reply(200 if ok else 503, body, "text/plain")
             else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+                self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
