@@ -10,15 +10,19 @@ tests/workers/test_group_consumer.py (the bug below), then move the pin.
 """
 
 import time
+from collections.abc import Callable
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 # The kafka-python release these workarounds were checked against (pyproject.toml pins it).
 TESTED_VERSION = "3.0.12"
 
 # What the workarounds read or call, for the compatibility test: on a consumer with a
 # group, `_coordinator` is a kafka.coordinator.consumer.ConsumerCoordinator with these
-# methods; rebalance_in_progress() compares its `state` to MemberState.REBALANCING.
+# methods; rebalance_in_progress() compares its `state` to MemberState.REBALANCING. On a
+# transactional producer, `_transaction_manager` is a TransactionManager whose calls
+# return a TransactionalRequestResult, and `_sender` is woken up to send them.
 PRIVATE_STATE = {
     "KafkaConsumer._coordinator": "kafka.coordinator.consumer.ConsumerCoordinator",
     "ConsumerCoordinator methods": (
@@ -27,6 +31,14 @@ PRIVATE_STATE = {
         "request_rejoin()",
         "poll(timeout_ms=...)",
     ),
+    "KafkaProducer._transaction_manager": "kafka.producer.transaction_manager.TransactionManager",
+    "TransactionManager methods": (
+        "send_offsets_to_transaction(offsets, group_metadata)",
+        "begin_commit()",
+        "begin_abort()",
+    ),
+    "TransactionalRequestResult": "wait(timeout_ms=...) -> bool, raises its error",
+    "KafkaProducer._sender": "kafka.producer.sender.Sender, wakeup()",
 }
 
 # How long one poll() of a GroupConsumer goes on driving a rebalance that is under way.
@@ -70,3 +82,49 @@ class GroupConsumer(KafkaConsumer):
                 coordinator.request_rejoin()
             coordinator.poll(timeout_ms=100)
         return records
+
+
+class TransactionTimeoutError(KafkaTimeoutError):
+    """A transactional request that did not complete in the time given."""
+
+
+def send_offsets_to_transaction(
+    producer: KafkaProducer, offsets: dict, group_metadata, timeout_s: float, waiting
+) -> None:
+    """producer.send_offsets_to_transaction(), given up after `timeout_s`."""
+    manager = producer._transaction_manager
+    _complete(
+        producer, manager.send_offsets_to_transaction(offsets, group_metadata), timeout_s, waiting
+    )
+
+
+def commit_transaction(producer: KafkaProducer, timeout_s: float, waiting) -> None:
+    """producer.commit_transaction(), given up after `timeout_s`."""
+    _complete(producer, producer._transaction_manager.begin_commit(), timeout_s, waiting)
+
+
+def abort_transaction(producer: KafkaProducer, timeout_s: float, waiting) -> None:
+    """producer.abort_transaction(), given up after `timeout_s`."""
+    _complete(producer, producer._transaction_manager.begin_abort(), timeout_s, waiting)
+
+
+def _complete(
+    producer: KafkaProducer, result, timeout_s: float, waiting: Callable[[], None]
+) -> None:
+    """Wait for a transactional request's `result`, calling `waiting()` every second it is
+    not done; raise its error, or TransactionTimeoutError after `timeout_s`.
+
+    kafka-python 3.0.12's commit_transaction() and friends wait on it without a timeout,
+    and a commit under way when the broker was killed was seen never to complete after the
+    broker came back: the worker hung, silent, for good. A transaction that has not
+    completed within the broker's transaction timeout is aborted by the broker anyway, so
+    the caller can give it up and take a new producer.
+    """
+    producer._sender.wakeup()
+    deadline = time.monotonic() + timeout_s
+    while not result.wait(timeout_ms=1000):
+        if time.monotonic() >= deadline:
+            raise TransactionTimeoutError(
+                f"transactional request not completed in {timeout_s:.0f} s"
+            )
+        waiting()

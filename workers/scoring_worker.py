@@ -43,6 +43,7 @@ from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     KafkaError,
+    KafkaTimeoutError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -54,6 +55,7 @@ from fraud.errors import SchemaError
 from fraud.history import Arrival, score_in_order
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import Alert, Message, parse_message
+from workers import kafka_compat
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
@@ -109,7 +111,14 @@ class ScoringWorker:
             kafka.flush_timeout_ms / 1000, metrics, stopping=self.stop_event.is_set
         )
         self.outputs = Outputs(
-            producer, consumer, kafka.exactly_once, self.broker_wait, new_producer
+            producer,
+            consumer,
+            kafka.exactly_once,
+            self.broker_wait,
+            new_producer,
+            # Beyond this the broker has aborted the transaction: no use waiting on it.
+            transaction_timeout_s=kafka.transaction_timeout_ms / 1000
+            + kafka.flush_timeout_ms / 1000,
         )
         set_index_gauges(self.metrics, self.detector)
 
@@ -437,9 +446,11 @@ class Outputs:
         exactly_once: bool,
         broker_wait: BrokerWait | None = None,
         new_producer: Callable[[], KafkaProducer] | None = None,
+        transaction_timeout_s: float = 60.0,
     ):
         self.producer, self.consumer, self.exactly_once = producer, consumer, exactly_once
         self.broker_wait, self.new_producer = broker_wait, new_producer
+        self.transaction_timeout_s = transaction_timeout_s
         self.unsaved: dict = {}  # at-least-once: offsets whose commit a rebalance refused
         self._began = time.monotonic()
         if exactly_once:
@@ -452,11 +463,20 @@ class Outputs:
 
     def renew(self) -> None:
         """Exactly-once, after TransactionLost: a new producer with the same transactional
-        id (the broker fenced the old one when it aborted its transaction)."""
+        id (the broker fenced the old one when it aborted its transaction, or fences it
+        now). Its initialization waits for the broker, however long it is away."""
         assert self.new_producer is not None  # noqa: S101 (TransactionLost needs it)
         self.producer.close(timeout=0)
         self.producer = self.new_producer()
-        self.producer.init_transactions()
+        started = time.monotonic()
+        while True:
+            try:
+                self.producer.init_transactions()
+                break
+            except KafkaTimeoutError:
+                if self.broker_wait is None or self.broker_wait.stopping():
+                    raise
+                self.broker_wait.unanswered(started, "a new transactional producer")
 
     def flush(self, futures: Iterable) -> None:
         """Wait for the batch's sends: each must be acknowledged, and a broker that does not
@@ -481,27 +501,44 @@ class Outputs:
             self.unsaved = offsets if offsets and not committed else {}
             return
         committing = time.monotonic()
+
+        def waiting() -> None:
+            if self.broker_wait is not None:
+                self.broker_wait.unanswered(committing, "the batch's transaction")
+
+        # Bounded, unlike kafka-python's own calls: past the transaction timeout the broker
+        # aborts the transaction anyway (kafka_compat._complete).
+        timeout_s = self.transaction_timeout_s
         try:
             if records:
-                self.producer.send_offsets_to_transaction(
-                    offsets_after(records), self.consumer.group_metadata()
+                kafka_compat.send_offsets_to_transaction(
+                    self.producer,
+                    offsets_after(records),
+                    self.consumer.group_metadata(),
+                    timeout_s,
+                    waiting,
                 )
-            self.producer.commit_transaction()
+            kafka_compat.commit_transaction(self.producer, timeout_s, waiting)
         except KafkaError as e:
             self._abort(e, committing)
             raise PublishError(
                 f"the batch's transaction failed ({e!r}): stopping; its records are replayed"
             ) from e
+        if self.broker_wait is not None:
+            self.broker_wait.answered()
 
     def _abort(self, error: Exception, since: float) -> None:
         """Abort the batch's transaction after `error`; raise TransactionLost when the
         batch waited on the broker (the transaction outlived its timeout meanwhile), or
         when the group moved on under it (its offsets refused: a rebalance, or a member
         the broker put out of the group while it could not reach it)."""
-        try:
-            self.producer.abort_transaction()
-        except KafkaError:
-            pass  # fenced or fatal: the broker aborts it
+        if not isinstance(error, kafka_compat.TransactionTimeoutError):
+            try:
+                kafka_compat.abort_transaction(
+                    self.producer, self.transaction_timeout_s, lambda: None
+                )
+            except KafkaError:
+                pass  # fenced, fatal or unanswered: the broker aborts it
         if self.new_producer is None or (
             self.broker_wait is not None and self.broker_wait.stopping()
         ):

@@ -180,7 +180,8 @@ def _survives(
         f"duplicates {duplicates}; waits on the broker {waits}, /readyz meanwhile "
         f"{sorted(health.readyz, key=str)}; after the fault's end: first decision "
         f"{first_s if first_s is None else round(first_s, 1)} s, all decided "
-        f"{all_decided_s:.1f} s; the worker's own warnings: "
+        f"{all_decided_s:.1f} s; transactions lost and scored again: "
+        f"{worker_log.count('transaction was lost')}; the worker's own warnings: "
         f"{worker_log.count(' WARNING workers.')}"
     )
     assert not missing, f"{len(missing)} messages without a decision:\n{worker_log[-3000:]}"

@@ -12,6 +12,8 @@ import pytest
 from kafka.coordinator.base import MemberState
 from kafka.coordinator.consumer import ConsumerCoordinator
 
+from tests.workers.kafka_helpers import Decisions
+from workers import kafka_compat
 from workers.kafka_clients import ensure_topics, make_consumer, subscribe_when_known
 from workers.kafka_compat import TESTED_VERSION, GroupConsumer
 
@@ -61,3 +63,44 @@ def test_a_group_consumer_holds_the_coordinator_state_it_reads(kafka_settings):
         assert consumer.assignment(), "the rejoin ended without an assignment"
     finally:
         consumer.close(autocommit=False)
+
+
+def test_the_transaction_manager_calls_exist_with_their_parameters():
+    from kafka.producer.sender import Sender
+    from kafka.producer.transaction_manager import TransactionalRequestResult, TransactionManager
+
+    for name in ("send_offsets_to_transaction", "begin_commit", "begin_abort"):
+        assert callable(getattr(TransactionManager, name, None)), name
+    assert "timeout_ms" in inspect.signature(TransactionalRequestResult.wait).parameters
+    assert callable(Sender.wakeup)
+
+
+@pytest.mark.integration
+def test_a_transaction_commits_and_aborts_through_the_bounded_calls(kafka_settings):
+    from kafka.producer.transaction_manager import TransactionManager
+
+    from workers.kafka_clients import make_transactional_producer
+
+    ensure_topics(kafka_settings, [kafka_settings.scores_topic])
+    producer = make_transactional_producer(kafka_settings)
+    try:
+        assert type(producer._transaction_manager) is TransactionManager
+        producer.init_transactions()
+        waited = []
+        for finish in (kafka_compat.commit_transaction, kafka_compat.abort_transaction):
+            producer.begin_transaction()
+            producer.send(kafka_settings.scores_topic, b"x", key=finish.__name__.encode())
+            producer.flush(10)  # on the broker, so an abort has something to abort
+            finish(producer, 30, lambda: waited.append(1))
+        assert waited == []  # the broker answered within the first second
+    finally:
+        producer.close(timeout=10)
+    seen = {}
+    for isolation in ("read_uncommitted", "read_committed"):
+        reader = Decisions(kafka_settings, isolation)
+        seen[isolation] = dict(reader.read_to_end())
+        reader.close()
+    assert seen == {
+        "read_uncommitted": {"commit_transaction": 1, "abort_transaction": 1},
+        "read_committed": {"commit_transaction": 1},
+    }
