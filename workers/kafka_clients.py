@@ -455,8 +455,10 @@ def read_to_end(
     kafka: KafkaSettings, topic: str, partitions: list[int] | None = None, timeout_s: float = 120
 ) -> Iterator[ConsumerRecord]:
     """Every record of `topic` (or of its `partitions`) from the start up to the end it had
-    when called: how a compacted topic is read back into memory."""
-    consumer = make_consumer(kafka, group_id=None)
+    when called: how a compacted topic is read back into memory. Committed records only:
+    an exactly-once worker's state written in a transaction that was then aborted (the
+    worker killed, or the transaction lost in an outage) is not its state."""
+    consumer = make_consumer(kafka, group_id=None, isolation_level="read_committed")
     try:
         if partitions is None:
             partitions = sorted(consumer.partitions_for_topic(topic) or ())

@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 ENCODED_CHECK_MS = 5
 # Exactly-once: lost transactions scored again in a row before the worker gives up (a
 # broker that aborts every one is not an outage that ends).
-MAX_REDOS = 5
+MAX_REDOS = 10
 
 
 @dataclass
