@@ -79,7 +79,7 @@ prometheus:
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...
 broker: install kafka-jars
-	$(PY) -m workers.broker
+	@$(PY) -m workers.broker
 
 clean:
 	rm -rf $(VENV) deploy/kafka/lib .cache .pytest_cache

@@ -114,6 +114,14 @@ class KafkaSettings(BaseModel):
     )
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     request_timeout_ms: int = Field(30_000, ge=1000)
+    flush_timeout_ms: int = Field(
+        60_000,
+        ge=100,
+        description="how long the worker waits for the broker to acknowledge a batch before "
+        "it reports waiting on the broker (fraud_broker_waiting 1, /readyz 503) and waits "
+        "on, holding the batch, until the broker answers; a send the broker refuses stops "
+        "the worker at once, without committing",
+    )
     session_timeout_ms: int = Field(
         45_000,
         ge=6000,

@@ -44,6 +44,9 @@ class WorkerMetrics:
     history_entries: Gauge
     history_memory: Gauge
     consumer_lag: Gauge
+    broker_waiting: Gauge
+    broker_waits: Counter
+    broker_wait_seconds: Counter
     end_to_end_latency: Histogram
     stage_duration: Histogram
     scores: Histogram
@@ -130,6 +133,22 @@ def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             ["topic", "partition"],
             registry=registry,
         ),
+        broker_waiting=Gauge(
+            "fraud_broker_waiting",
+            "1 while the worker waits for the broker to acknowledge a batch longer than its "
+            "flush timeout (the broker unreachable): it holds the batch and resumes.",
+            registry=registry,
+        ),
+        broker_waits=Counter(
+            "fraud_broker_waits",
+            "Waits for the broker that outlasted the flush timeout.",
+            registry=registry,
+        ),
+        broker_wait_seconds=Counter(
+            "fraud_broker_wait_seconds",
+            "Seconds spent in those waits, counted from the start of the flush.",
+            registry=registry,
+        ),
         end_to_end_latency=Histogram(
             "fraud_end_to_end_latency_seconds",
             "From a message's Kafka timestamp to its decision acknowledged by the broker.",
@@ -183,6 +202,9 @@ HTTP_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25
 WORKER_ONLY = (
     "worker_up",
     "consumer_lag",
+    "broker_waiting",
+    "broker_waits",
+    "broker_wait_seconds",
     "dead_letters",
     "end_to_end_latency",
     "history_recipients",

@@ -6,7 +6,11 @@ deploy/kafka/pom.xml (`make kafka-jars`). Usage:
     with LocalBroker() as broker:
         print(broker.bootstrap_servers)   # "127.0.0.1:<free port>"
 
-Or `python -m workers.broker` to run one in the foreground until Ctrl-C.
+Or `python -m workers.broker` (`make broker`) to run one in the foreground until Ctrl-C: it
+prints its address in one line.
+
+The broker's JVM dies with the process that started it: a killed pytest or a killed
+`make broker` leaves no Java process behind (die_with_parent).
 
 With `scram_user=(name, password)` it also listens with SASL_SSL (TLS, SCRAM-SHA-512 login)
 on its own port, with a throwaway CA made by Java's keytool: how the clients' security
@@ -23,12 +27,15 @@ bootstrap one goes through it.
 """
 
 import base64
+import ctypes
 import logging
+import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -53,6 +60,42 @@ _LOG4J_CONFIG = """\
   </Loggers>
 </Configuration>
 """
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _prctl():
+    """libc's prctl, or None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent(sig: int = signal.SIGKILL):
+    """A preexec_fn for subprocess.Popen: the child receives `sig` when its parent dies,
+    however it dies (PR_SET_PDEATHSIG); None where Linux's prctl is not available.
+
+    Without it, a JVM started in a session of its own (start_new_session, so that Ctrl-C
+    reaches Python first and it stops the broker cleanly) outlived a parent killed with
+    SIGKILL: orphan brokers piled up after killed test runs. Linux delivers the signal
+    when the *thread* that started the child ends, so start brokers from a thread that
+    outlives them (the main thread, as every caller here does). prctl is looked up here,
+    in the parent: between fork and exec the child only calls it, which is safe with the
+    parent's other threads. A parent that died before the call is caught by comparing
+    the child's parent with it.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig))
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -154,6 +197,7 @@ class LocalBroker:
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it cleanly
+            preexec_fn=die_with_parent(),  # no orphan JVM if we are killed
         )
         stdout.close()
         try:
@@ -210,6 +254,9 @@ class LocalBroker:
                     "offsets.topic.num.partitions=4",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
+                    # Abort a dead producer's timed-out transaction within a second of its
+                    # timeout, not up to 10 s later (the default scan interval).
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
@@ -235,6 +282,7 @@ class LocalBroker:
             capture_output=True,
             text=True,
             timeout=120,
+            preexec_fn=die_with_parent(),
         )
         if fmt.returncode != 0:
             self._cleanup()
@@ -356,7 +404,15 @@ class LocalBroker:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    """`make broker`: one line with the address, then nothing until Ctrl-C (only warnings:
+    the Kafka client's INFO lines while it waits for the broker are not for the user).
+
+    This process stops the broker cleanly (SIGTERM) when its own parent dies too: `make`
+    killed with SIGKILL passes no signal on to the command it runs."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))  # this process: its parent's death
     with LocalBroker() as broker:
         print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
         try:

@@ -1,5 +1,9 @@
 """The worker's small HTTP endpoint: /metrics for Prometheus, /healthz and /readyz for
-orchestrators."""
+orchestrators.
+
+/healthz is for a liveness probe (restart the process when it fails), /readyz for
+readiness and alerting: a worker waiting on a broker that went away is alive (a restart
+would not bring the broker back) but not ready, and /readyz says why in its JSON body."""
 
 import json
 import threading
@@ -35,7 +39,7 @@ def serve_metrics(
                 status = 200 if body.get("ready") else 503
                 self._reply(status, json.dumps(body).encode() + b"\n", "application/json")
             else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+                self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)

@@ -4,7 +4,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -21,6 +21,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from fraud.config import KafkaSettings
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError, FraudError
+from workers.kafka_compat import GroupConsumer
 
 log = logging.getLogger(__name__)
 
@@ -93,49 +94,6 @@ def _connect(cls, kafka: KafkaSettings, config: dict):
     ) from None
 
 
-# How long one poll() of a GroupConsumer goes on driving a rebalance that is under way.
-JOIN_WAIT_S = 10.0
-
-
-class GroupConsumer(KafkaConsumer):
-    """KafkaConsumer whose poll() carries a rebalance under way to its end.
-
-    kafka-python 3.0.12 runs a group join (JoinGroup, then SyncGroup) as a task that
-    outlives a poll() whose timeout ran out, and finishes it (member state back to
-    stable, the new assignment applied, heartbeats resumed) only if a later poll() is
-    waiting on it when it completes:
-    - a task that completed between two polls is dropped and a fresh JoinGroup sent (a
-      leader's fresh JoinGroup starts yet another rebalance: seen 17 in a row with 1 ms
-      polls);
-    - a later poll() waits on it only while `need_rejoin()` holds. After its first join a
-      subscribing leader rejoins once because the topic metadata changed (its first
-      assignment used metadata from before the subscription), and its own assignment
-      clears that reason while the task is out; if the poll gives up then, the member
-      stays "rebalancing" for good: every commit is refused with
-      RebalanceInProgressError and the broker drops it once heartbeats stop.
-    The scoring worker polls for a few milliseconds while a batch is being encoded, and
-    met the second case at about every other start (tests/workers/test_group_consumer.py).
-
-    So poll() does not return mid-rebalance: it goes on driving the join (asking for it
-    again when kafka-python would not) for up to JOIN_WAIT_S, which is what a rebalance
-    waiting for a slow member, or a broker that went away mid-join, can cost one poll.
-    """
-
-    def poll(self, timeout_ms=0, max_records=None, update_offsets=True):
-        records = super().poll(
-            timeout_ms=timeout_ms, max_records=max_records, update_offsets=update_offsets
-        )
-        coordinator = self._coordinator
-        if self.config["group_id"] is None:
-            return records
-        deadline = time.monotonic() + JOIN_WAIT_S
-        while coordinator.rebalance_in_progress() and time.monotonic() < deadline:
-            if not coordinator.need_rejoin():
-                coordinator.request_rejoin()
-            coordinator.poll(timeout_ms=100)
-        return records
-
-
 def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
     """A group consumer that never commits on its own: the worker commits what it finished."""
     config = dict(
@@ -156,7 +114,14 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
     return _connect(GroupConsumer, kafka, config)
 
 
+# How long the feedback processor and `fraud bank publish` wait for the broker's
+# acknowledgements before they give up (the scoring worker waits on: BrokerWait).
 FLUSH_TIMEOUT_S = 60.0
+
+# The scoring worker's producers never expire a send (kafka-python's default gives up after
+# 120 s): while the broker is away their sends wait in the producer, and the worker waits
+# for them (BrokerWait) instead of stopping. 2**31 - 1 ms: about 25 days.
+NEVER_EXPIRE_MS = 2**31 - 1
 
 
 class PublishError(FraudError):
@@ -165,20 +130,119 @@ class PublishError(FraudError):
     retriable = True
 
 
-def await_sends(producer: KafkaProducer, futures: Iterable, what: str) -> None:
+class BrokerWait:
+    """A scoring worker's wait for a broker that does not answer, rather than stopping.
+
+    A worker that quit during a broker outage needed a person to restart it. Now, when a
+    batch's sends are not acknowledged within `timeout_s` (FRAUD_KAFKA__FLUSH_TIMEOUT_MS)
+    and none was refused, the worker holds the batch (nothing committed) and waits on,
+    checking every second whether it was asked to stop, until the broker answers; then it
+    commits and resumes. A commit that finds the broker unreachable is kept and tried
+    again (commit_offsets), and counts as the same wait once it has failed for
+    `timeout_s`. While a wait lasts, `waiting` is true: /readyz answers 503 and
+    fraud_broker_waiting is 1; fraud_broker_waits_total and
+    fraud_broker_wait_seconds_total count the waits. Only unavailability waits: a send the
+    broker refused (a record too large, a topic it will not write) fails its future, and
+    that stops the worker as before.
+    """
+
+    POLL_S = 1.0  # how often a wait for sends checks for a stop request
+
+    def __init__(
+        self,
+        timeout_s: float,
+        metrics=None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.timeout_s, self.metrics, self.stopping = timeout_s, metrics, stopping
+        self.since: float | None = None  # monotonic: the broker unanswering since then
+        self.last_seen: float = float("-inf")  # monotonic: the last time it did not answer
+        self.waiting = False  # reported: unanswering for timeout_s or longer
+
+    def describe(self) -> str:
+        if not self.waiting or self.since is None:
+            return "ready"
+        return f"waiting on the broker for {time.monotonic() - self.since:.0f} s"
+
+    def unanswered(self, since: float, what: str) -> None:
+        """The broker did not answer `what` (sends, a commit), tried since `since`
+        (monotonic): the wait is reported once that has lasted timeout_s."""
+        now = time.monotonic()
+        self.last_seen = now
+        if self.since is None:
+            self.since = since
+        if not self.waiting and now - self.since >= self.timeout_s:
+            self.waiting = True
+            log.warning(
+                "the broker has not answered %s for %.0f s: waiting for it, holding the "
+                "batch (nothing committed)",
+                what,
+                now - self.since,
+            )
+            if self.metrics is not None:
+                self.metrics.broker_waiting.set(1)
+                self.metrics.broker_waits.inc()
+
+    def answered(self) -> None:
+        """The broker answered (the sends acknowledged, a commit made): a wait ends."""
+        if self.waiting and self.since is not None:
+            seconds = time.monotonic() - self.since
+            log.warning("the broker answered after %.1f s: resuming", seconds)
+            if self.metrics is not None:
+                self.metrics.broker_waiting.set(0)
+                self.metrics.broker_wait_seconds.inc(seconds)
+        self.since, self.waiting = None, False
+
+    def wait_for_sends(
+        self, producer: KafkaProducer, futures: list, started: float, what: str
+    ) -> None:
+        """Wait while some of `futures` are unanswered and none failed; the first flush
+        (timeout_s from `started`) is over."""
+        while any(not f.is_done for f in futures) and not any(f.failed() for f in futures):
+            self.unanswered(started, f"{sum(not f.is_done for f in futures)} sends of {what}")
+            if self.stopping():
+                raise PublishError(
+                    f"stopped while waiting on the broker: {what} not committed; its records "
+                    "are replayed by the partitions' next owner"
+                )
+            _flush(producer, self.POLL_S)
+        if not any(f.failed() for f in futures):
+            self.answered()
+
+
+def _flush(producer: KafkaProducer, timeout_s: float) -> None:
+    """producer.flush(), whose errors say nothing about a send (each future does)."""
+    try:
+        producer.flush(timeout=timeout_s)
+    except KafkaError as e:
+        log.debug("producer flush: %r; waiting on each send", e)
+
+
+def await_sends(
+    producer: KafkaProducer,
+    futures: Iterable,
+    what: str,
+    timeout_s: float = FLUSH_TIMEOUT_S,
+    broker_wait: BrokerWait | None = None,
+) -> None:
     """Wait until the broker acknowledged each of `futures` (sends of `producer`); raise
-    PublishError naming `what` when any was refused or not acknowledged in time.
+    PublishError naming `what` when any was refused, or was not acknowledged within
+    `timeout_s` and there is no `broker_wait` to wait on (the scoring worker's: it waits
+    for a broker that is away, BrokerWait).
 
     kafka-python 3.0.12's flush() gives up with UnknownError("Future not done") when a
     batch it waits on is split and sent again (the broker refused it as too large), and
     flush() never reports a refused send at all; each send's own future follows the
     split and tells how it ended.
     """
-    deadline = time.monotonic() + FLUSH_TIMEOUT_S
-    try:
-        producer.flush(timeout=FLUSH_TIMEOUT_S)
-    except KafkaError as e:
-        log.debug("producer flush: %r; waiting on each send", e)
+    futures = list(futures)
+    started = time.monotonic()
+    if broker_wait is not None:
+        timeout_s = broker_wait.timeout_s
+    _flush(producer, timeout_s)
+    if broker_wait is not None:
+        broker_wait.wait_for_sends(producer, futures, started, what)
+    deadline = started + timeout_s
     failures = []
     for f in futures:
         try:
@@ -207,17 +271,24 @@ def make_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
     return _connect(KafkaProducer, kafka, config)
 
 
-def make_transactional_clients(kafka: KafkaSettings) -> tuple[KafkaConsumer, KafkaProducer]:
+def make_transactional_clients(
+    kafka: KafkaSettings, **producer_overrides
+) -> tuple[KafkaConsumer, KafkaProducer]:
     """Exactly-once mode: a consumer that reads only committed records, and a producer
     whose transactions hold a batch's outputs and its input offsets."""
-    transactional_id = kafka.transactional_id or f"{kafka.group_id}-{default_worker_id()}"
     consumer = make_consumer(kafka, isolation_level="read_committed")
-    producer = make_producer(
+    return consumer, make_transactional_producer(kafka, **producer_overrides)
+
+
+def make_transactional_producer(kafka: KafkaSettings, **overrides) -> KafkaProducer:
+    """The exactly-once producer: this worker's transactional id (the same for every
+    producer a process makes, so a new one fences the one it replaces)."""
+    return make_producer(
         kafka,
-        transactional_id=transactional_id,
+        transactional_id=kafka.transactional_id or f"{kafka.group_id}-{default_worker_id()}",
         transaction_timeout_ms=kafka.transaction_timeout_ms,
+        **overrides,
     )
-    return consumer, producer
 
 
 def ensure_topics(
@@ -281,7 +352,9 @@ def commit_through(consumer: KafkaConsumer, records: list) -> bool:
     return commit_offsets(consumer, offsets_after(records))
 
 
-def commit_offsets(consumer: KafkaConsumer, offsets: dict) -> bool:
+def commit_offsets(
+    consumer: KafkaConsumer, offsets: dict, broker_wait: BrokerWait | None = None
+) -> bool:
     """Commit `offsets`; False when the group was rebalancing. A partition that moved is
     replayed by its new owner from its last committed offset (at-least-once; the outputs
     carry the same keys); for one this consumer keeps, the caller commits again later.
@@ -289,8 +362,9 @@ def commit_offsets(consumer: KafkaConsumer, offsets: dict) -> bool:
     False too when the broker could not be reached (stopped, paused, cut off: a retriable
     error, after request_timeout_ms at most): kafka-python 3 gives up on a commit then
     rather than waiting for the broker, and raised it out of the worker's loop. The
-    caller commits again later, as for a partition it keeps.
+    caller commits again later, as for a partition it keeps; `broker_wait` hears of it.
     """
+    started = time.monotonic()
     try:
         consumer.commit(offsets)
     except (CommitFailedError, RebalanceInProgressError) as e:
@@ -306,7 +380,11 @@ def commit_offsets(consumer: KafkaConsumer, offsets: dict) -> bool:
             len(offsets),
             e,
         )
+        if broker_wait is not None:
+            broker_wait.unanswered(started, "a commit")
         return False
+    if broker_wait is not None:
+        broker_wait.answered()
     return True
 
 
@@ -390,8 +468,10 @@ def read_to_end(
     kafka: KafkaSettings, topic: str, partitions: list[int] | None = None, timeout_s: float = 120
 ) -> Iterator[ConsumerRecord]:
     """Every record of `topic` (or of its `partitions`) from the start up to the end it had
-    when called: how a compacted topic is read back into memory."""
-    consumer = make_consumer(kafka, group_id=None)
+    when called: how a compacted topic is read back into memory. Committed records only:
+    an exactly-once worker's state written in a transaction that was then aborted (the
+    worker killed, or the transaction lost in an outage) is not its state."""
+    consumer = make_consumer(kafka, group_id=None, isolation_level="read_committed")
     try:
         if partitions is None:
             partitions = sorted(consumer.partitions_for_topic(topic) or ())

@@ -35,15 +35,23 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from prometheus_client import CollectorRegistry
 
 from fraud.config import KafkaSettings, Settings
@@ -53,10 +61,11 @@ from fraud.history import Arrival, score_in_order
 from fraud.isolation import Failure, ModelBrokenError, check_model, isolate, raised_at
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
+from workers import kafka_compat
 from workers.bank import BankFollower
 from workers.history import HistoryState, PartitionListener
 from workers.kafka_clients import (
-    FLUSH_TIMEOUT_S,
+    BrokerWait,
     PublishError,
     await_sends,
     commit_offsets,
@@ -70,6 +79,9 @@ log = logging.getLogger(__name__)
 # While a batch is being encoded, how often (ms) the next batch's poll looks whether the
 # encoding is done.
 ENCODED_CHECK_MS = 5
+# Exactly-once: lost transactions scored again in a row before the worker gives up (a
+# broker that aborts every one is not an outage that ends).
+MAX_REDOS = 10
 
 
 @dataclass
@@ -90,6 +102,7 @@ class ScoringWorker:
         metrics: WorkerMetrics,
         bank: BankFollower | None = None,
         history: HistoryState | None = None,
+        new_producer: Callable[[], KafkaProducer] | None = None,
     ) -> None:
         self.detector, self.kafka, self.bank, self.history = detector, kafka, bank, history
         self.consumer, self.producer, self.metrics = consumer, producer, metrics
@@ -98,8 +111,21 @@ class ScoringWorker:
         self.last_batch_at = time.monotonic()
         self._lag_partitions: set = set()
         self._next_offset: dict[int, int] = {}  # per partition: the offset after the last taken
+        self._redone = 0  # exactly-once: transactions lost in a row (TransactionLost)
         self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="encoder")
-        self.outputs = Outputs(producer, consumer, kafka.exactly_once)
+        self.broker_wait = BrokerWait(
+            kafka.flush_timeout_ms / 1000, metrics, stopping=self.stop_event.is_set
+        )
+        self.outputs = Outputs(
+            producer,
+            consumer,
+            kafka.exactly_once,
+            self.broker_wait,
+            new_producer,
+            # Beyond this the broker has aborted the transaction: no use waiting on it.
+            transaction_timeout_s=kafka.transaction_timeout_ms / 1000
+            + kafka.flush_timeout_ms / 1000,
+        )
         set_index_gauges(self.metrics, self.detector)
 
     def _set_lag(self) -> None:
@@ -143,14 +169,14 @@ class ScoringWorker:
                     self._bank_changed()
                 batch = self.start(records) if records else None
                 if in_flight is not None:
-                    self.finish(in_flight)
+                    batch = self._finish_or_redo(in_flight, batch)
                 elif batch is None and self.outputs.unsaved:
                     self.outputs.commit([])  # idle: retry a commit a rebalance refused
                 in_flight = batch
                 self._set_lag()
             if in_flight is not None:
                 self._wait_polling(in_flight, [])
-                self.finish(in_flight)
+                self._finish_or_redo(in_flight, None)
             self._commit_unsaved_before_leaving()
         finally:
             self.metrics.worker_up.set(0)
@@ -158,6 +184,43 @@ class ScoringWorker:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _finish_or_redo(self, in_flight: "Batch", following: "Batch | None") -> "Batch | None":
+        """finish(in_flight) and return `following`, the batch to keep in flight; when the
+        broker aborted in_flight's transaction during an outage (TransactionLost), both
+        are dropped and read again (redo): None."""
+        try:
+            self.finish(in_flight)
+            self._redone = 0
+            return following
+        except TransactionLost as e:
+            self._redone += 1
+            if self._redone > MAX_REDOS:
+                raise PublishError(f"{MAX_REDOS} transactions lost in a row: stopping") from e
+            log.warning("%s", e)
+            self.redo(following)
+            return None
+
+    def redo(self, following: "Batch | None") -> None:
+        """Read every partition of this worker's again from its committed offset, as a new
+        owner would after a rebalance: a new producer, the batch in the encoder dropped,
+        the recipients' histories restored from the history topic."""
+        if following is not None and following.encoded is not None:
+            wait([following.encoded])  # the encoder thread's work on it is not used
+        self.outputs.renew()
+        self.producer = self.outputs.producer
+        owned = sorted(self.consumer.assignment())
+        for tp in owned:
+            offset = self.consumer.committed(tp)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        self._next_offset = {}
+        if self.history is not None:
+            partitions = [tp.partition for tp in owned]
+            self.history.forget(partitions)
+            self.history.restore(partitions)
 
     def _commit_unsaved_before_leaving(self) -> None:
         """A commit a rebalance refused gets one more try before the worker leaves the
@@ -503,7 +566,8 @@ class Outputs:
     At-least-once (the default): wait for the broker to acknowledge every output, then
     commit the input offsets. flush() returns even when sends failed, so each send is
     checked on its own; a failure stops the worker before the commit, and a crash between
-    the acks and the commit replays the batch (duplicates with the same keys).
+    the acks and the commit replays the batch (duplicates with the same keys). A broker
+    that does not answer is waited for (BrokerWait): the batch is held, not given up.
 
     Exactly-once (FRAUD_KAFKA__EXACTLY_ONCE): one Kafka transaction per batch holds its
     outputs and its input offsets (send_offsets_to_transaction). A subscriber reading with
@@ -512,21 +576,55 @@ class Outputs:
     batch's next owner writes it again.
     """
 
-    def __init__(self, producer: KafkaProducer, consumer: KafkaConsumer, exactly_once: bool):
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        consumer: KafkaConsumer,
+        exactly_once: bool,
+        broker_wait: BrokerWait | None = None,
+        new_producer: Callable[[], KafkaProducer] | None = None,
+        transaction_timeout_s: float = 60.0,
+    ):
         self.producer, self.consumer, self.exactly_once = producer, consumer, exactly_once
+        self.broker_wait, self.new_producer = broker_wait, new_producer
+        self.transaction_timeout_s = transaction_timeout_s
         self.unsaved: dict = {}  # at-least-once: offsets whose commit a rebalance refused
+        self._began = time.monotonic()
         if exactly_once:
             producer.init_transactions()
 
     def begin(self) -> None:
+        self._began = time.monotonic()
         if self.exactly_once:
             self.producer.begin_transaction()
 
+    def renew(self) -> None:
+        """Exactly-once, after TransactionLost: a new producer with the same transactional
+        id (the broker fenced the old one when it aborted its transaction, or fences it
+        now). Its initialization waits for the broker, however long it is away."""
+        assert self.new_producer is not None  # noqa: S101 (TransactionLost needs it)
+        self.producer.close(timeout=0)
+        self.producer = self.new_producer()
+        started = time.monotonic()
+        while True:
+            try:
+                self.producer.init_transactions()
+                break
+            except KafkaTimeoutError:
+                if self.broker_wait is None or self.broker_wait.stopping():
+                    raise
+                self.broker_wait.unanswered(started, "a new transactional producer")
+
     def flush(self, futures: Iterable) -> None:
-        """Wait for the batch's sends (at-least-once: each must be acknowledged)."""
-        if self.exactly_once:
-            return  # commit_transaction flushes, and fails if any send failed
-        await_sends(self.producer, futures, "the batch")
+        """Wait for the batch's sends: each must be acknowledged, and a broker that does not
+        answer is waited for. Exactly-once too: commit_transaction would flush them, but
+        while the broker is away it would block without a word."""
+        try:
+            await_sends(self.producer, futures, "the batch", broker_wait=self.broker_wait)
+        except PublishError as e:
+            if self.exactly_once:
+                self._abort(e, time.monotonic())
+            raise
 
     def commit(self, records: list[ConsumerRecord]) -> None:
         """Make the batch's input offsets (and, exactly-once, its outputs) durable."""
@@ -536,22 +634,87 @@ class Outputs:
             offsets = {**self.unsaved, **offsets_after(records)}
             owned = self.consumer.assignment()
             offsets = {tp: o for tp, o in offsets.items() if tp in owned}
-            self.unsaved = offsets if offsets and not commit_offsets(self.consumer, offsets) else {}
+            committed = commit_offsets(self.consumer, offsets, self.broker_wait)
+            self.unsaved = offsets if offsets and not committed else {}
             return
+        committing = time.monotonic()
+
+        def waiting() -> None:
+            if self.broker_wait is not None:
+                self.broker_wait.unanswered(committing, "the batch's transaction")
+
+        # Bounded, unlike kafka-python's own calls: past the transaction timeout the broker
+        # aborts the transaction anyway (kafka_compat._complete).
+        timeout_s = self.transaction_timeout_s
         try:
             if records:
-                self.producer.send_offsets_to_transaction(
-                    offsets_after(records), self.consumer.group_metadata()
+                kafka_compat.send_offsets_to_transaction(
+                    self.producer,
+                    offsets_after(records),
+                    self.consumer.group_metadata(),
+                    timeout_s,
+                    waiting,
                 )
-            self.producer.commit_transaction()
+            kafka_compat.commit_transaction(self.producer, timeout_s, waiting)
         except KafkaError as e:
-            try:
-                self.producer.abort_transaction()
-            except KafkaError:
-                pass  # fenced or fatal: the broker aborts it
+            self._abort(e, committing)
             raise PublishError(
                 f"the batch's transaction failed ({e!r}): stopping; its records are replayed"
             ) from e
+        if self.broker_wait is not None:
+            self.broker_wait.answered()
+
+    def _abort(self, error: Exception, since: float) -> None:
+        """Abort the batch's transaction after `error`; raise TransactionLost when the
+        batch waited on the broker (the transaction outlived its timeout meanwhile), or
+        when the group moved on under it (its offsets refused: a rebalance, or a member
+        the broker put out of the group while it could not reach it)."""
+        if not isinstance(error, kafka_compat.TransactionTimeoutError):
+            try:
+                kafka_compat.abort_transaction(
+                    self.producer, self.transaction_timeout_s, lambda: None
+                )
+            except KafkaError:
+                pass  # fenced, fatal or unanswered: the broker aborts it
+        if self.new_producer is None or (
+            self.broker_wait is not None and self.broker_wait.stopping()
+        ):
+            return
+        if isinstance(error, GROUP_ERRORS):
+            why = "the consumer group changed under it"
+        elif self._waited_on_broker(since):
+            why = "the worker waited on the broker"
+        else:
+            return
+        raise TransactionLost(
+            f"the batch's transaction was lost: {why} ({error!r}); scoring its records "
+            "again from the committed offsets"
+        ) from error
+
+    def _waited_on_broker(self, committing: float) -> bool:
+        """Whether this batch waited on an unanswering broker: in its flush, or in the
+        commit itself (commit_transaction blocks while the broker is away)."""
+        if self.broker_wait is None:
+            return False
+        slow = time.monotonic() - committing >= self.broker_wait.timeout_s
+        return slow or self.broker_wait.last_seen >= self._began
+
+
+class TransactionLost(PublishError):
+    """Exactly-once: the batch's transaction failed after the worker waited on the broker
+    for longer than transaction_timeout_ms (the broker aborted it on its own and fenced the
+    producer), or its offsets were refused because the group changed. Not a reason to
+    stop: its records are scored again (ScoringWorker.redo)."""
+
+
+# Offsets refused because this member's place in the group changed: a transaction's
+# send_offsets_to_transaction fails with these after a rebalance or an expired session.
+GROUP_ERRORS = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 
 
 @dataclass(frozen=True)
@@ -631,11 +794,13 @@ def _arrival(record: ConsumerRecord, message: Message) -> Arrival:
     )
 
 
-def readiness(detector: Detector, running: bool) -> dict:
-    """The worker's /readyz: ready while the scoring loop runs; which scorer it uses and
-    why (a trained head that no longer matches the index is not used: fraud/detector.py)."""
+def readiness(detector: Detector, running: bool, status: str | None = None) -> dict:
+    """The worker's /readyz: ready while the scoring loop runs (`status` says why not:
+    waiting on the broker, stuck); which scorer it uses and why (a trained head that no
+    longer matches the index is not used: fraud/detector.py)."""
     return {
         "ready": running,
+        "status": status or ("ready" if running else "not running"),
         "scorer": detector.choice.scorer,
         "scorer_reason": detector.choice.reason,
         "detail": detector.choice.detail,
@@ -652,10 +817,12 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     from workers.history import ensure_history_topic
     from workers.http import serve_metrics
     from workers.kafka_clients import (
+        NEVER_EXPIRE_MS,
         ensure_topics,
         make_consumer,
         make_producer,
         make_transactional_clients,
+        make_transactional_producer,
         partition_count,
     )
 
@@ -684,19 +851,37 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     if settings.history.enabled:
         ensure_history_topic(kafka, partition_count(kafka, kafka.input_topic))
         history = HistoryState(kafka, RecipientHistory(settings.history))
+    # Sends never expire in the producer: a broker that is away is waited for (BrokerWait).
+    new_producer = None
     if kafka.exactly_once:
-        consumer, producer = make_transactional_clients(kafka)
+        consumer, producer = make_transactional_clients(kafka, delivery_timeout_ms=NEVER_EXPIRE_MS)
+        new_producer = partial(
+            make_transactional_producer, kafka, delivery_timeout_ms=NEVER_EXPIRE_MS
+        )
     else:
-        consumer, producer = make_consumer(kafka), make_producer(kafka)
-    worker = ScoringWorker(detector, kafka, consumer, producer, metrics, bank, history)
-    # Healthy while the loop turns: a batch (or an empty poll) at least every poll interval.
+        consumer = make_consumer(kafka)
+        producer = make_producer(kafka, delivery_timeout_ms=NEVER_EXPIRE_MS)
+    worker = ScoringWorker(
+        detector, kafka, consumer, producer, metrics, bank, history, new_producer
+    )
+    # Alive (/healthz, for a liveness probe) while the loop turns, a batch or an empty poll
+    # at least every poll interval, or while it waits on the broker: restarting a worker
+    # whose broker is away helps nothing, and would replay its batch. Ready (/readyz) when
+    # alive and not waiting on the broker: the wait is reported there and as a metric.
     limit_s = kafka.max_poll_interval_ms / 1000
+
+    def alive() -> bool:
+        return time.monotonic() - worker.last_batch_at < limit_s or worker.broker_wait.waiting
+
+    def ready() -> dict:
+        if worker.broker_wait.waiting:
+            return readiness(detector, False, worker.broker_wait.describe())
+        if not alive():
+            return readiness(detector, False, "the scoring loop is stuck")
+        return readiness(detector, registry.get_sample_value("fraud_worker_up") == 1)
+
     server = serve_metrics(
-        registry,
-        settings.metrics_host,
-        settings.metrics_port,
-        healthy=lambda: time.monotonic() - worker.last_batch_at < limit_s,
-        readiness=lambda: readiness(detector, registry.get_sample_value("fraud_worker_up") == 1),
+        registry, settings.metrics_host, settings.metrics_port, healthy=alive, readiness=ready
     )
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
     if threading.current_thread() is threading.main_thread():
@@ -708,7 +893,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
         worker.run()
     finally:
         server.shutdown()
-        producer.close(timeout=FLUSH_TIMEOUT_S)
+        worker.producer.close(timeout=kafka.flush_timeout_ms / 1000)
         consumer.close(autocommit=False)
         if bank is not None:
             bank.close()

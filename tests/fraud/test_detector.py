@@ -33,14 +33,21 @@ def test_scams_alert_with_evidence_and_lookalikes_do_not(detector):
 
 
 @pytest.mark.model
-def test_the_demo_set_is_mostly_right(detector):
+def test_the_demo_set_is_right_as_the_readme_shows(detector):
+    """The README's demo summary: frauds caught 28 of 28, false alerts 2 of 26 legit
+    messages (52 of 54 right), both false alerts English look-alikes."""
+    from fraud.routing import is_other_script
+
     with open(DEMO, encoding="utf-8") as f:
         demo = [json.loads(line) for line in f]
     verdicts = detector.score([m["text"] for m in demo])
-    correct = sum(
-        v.is_alert == (m["expected"] == "fraud") for v, m in zip(verdicts, demo, strict=True)
-    )
-    assert correct >= 0.85 * len(demo)
+    pairs = list(zip(verdicts, demo, strict=True))
+    missed = [m["id"] for v, m in pairs if m["expected"] == "fraud" and not v.is_alert]
+    false_alerts = [m["id"] for v, m in pairs if m["expected"] != "fraud" and v.is_alert]
+    assert (len(demo), sum(m["expected"] == "fraud" for m in demo)) == (54, 28)
+    assert missed == [], missed
+    assert len(false_alerts) <= 2, false_alerts
+    assert not any(is_other_script(m["text"]) for m in demo if m["id"] in false_alerts)
 
 
 def test_explicit_settings_override_the_manifest_which_overrides_defaults():

@@ -46,15 +46,27 @@ def test_batching_sorts_by_length_but_keeps_input_order(variants, variant):
 
 
 def test_every_variant_embeds_close_to_fp32(variants):
-    reference = variants["torch-fp32"].encode(TEXTS)
+    """The bar of the README's Performance section (fraud/bench.py MIN_COSINE): a variant's
+    embeddings have a mean cosine of at least 0.99 to torch-fp32's, here on 64 messages of
+    the seed set in Latin script (the model's own texts; a word like "hi" alone is further:
+    0.978 for onnx-int8)."""
+    from fraud.bench import MIN_COSINE
+    from fraud.datasets import read_labeled_csv
+    from fraud.index import seed_references_path
+    from fraud.routing import is_other_script
+
+    seed = [r.text for r in read_labeled_csv(seed_references_path())]
+    texts = [t for t in seed if not is_other_script(t)][:64]
+    reference = variants["torch-fp32"].encode(texts)
     for name, encoder in variants.items():
-        vectors = encoder.encode(TEXTS)
+        vectors = encoder.encode(texts)
         assert vectors.shape == reference.shape and vectors.dtype == np.float32, name
-        assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(len(TEXTS)), abs=1e-4)
-        assert (vectors * reference).sum(axis=1).min() > 0.95, name
+        assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(len(texts)), abs=1e-4)
+        cosine = (vectors * reference).sum(axis=1)
+        assert cosine.mean() >= MIN_COSINE, (name, cosine.mean(), cosine.min())
     # The ONNX fp32 export computes the same function as torch.
     onnx = variants["onnx-fp32"].encode(TEXTS)
-    assert np.abs(onnx - reference).max() < 1e-4
+    assert np.abs(onnx - variants["torch-fp32"].encode(TEXTS)).max() < 1e-4
 
 
 def test_onnx_export_is_cached_by_weights(tmp_path):

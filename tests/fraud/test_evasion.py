@@ -45,9 +45,14 @@ def test_most_variants_normalize_to_exactly_their_original():
 
 @pytest.mark.model
 def test_a_variant_scores_within_tolerance_of_its_original(detector):
+    """No trick moves a score by more than TOLERANCE, nor changes the verdict: every
+    original alerts (they are scams), and so does every variant."""
     rows = evasion_table(detector, CASES)
     assert len(rows) == sum(len(c.variants) for c in CASES)
     moved = [r for r in rows if abs(r.diff) > TOLERANCE]
+    threshold = detector.params.threshold
+    unalerted = [r for r in rows if r.original_score < threshold]
+    flipped = [r for r in rows if r.variant_score < threshold <= r.original_score]
     # The README's evasion table: pytest tests/fraud/test_evasion.py -k tolerance -s
     print("\n| trick | variants | normalized to the original's text | mean abs diff | max |")
     print("|---|---:|---:|---:|---:|")
@@ -57,6 +62,8 @@ def test_a_variant_scores_within_tolerance_of_its_original(detector):
             f"| {s['max_abs_diff']:.3f} |"
         )
     assert not moved, markdown_table(moved)
+    assert not unalerted, markdown_table(unalerted)
+    assert not flipped, markdown_table(flipped)
 
 
 def _rows() -> list[EvasionRow]:

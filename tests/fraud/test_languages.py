@@ -97,7 +97,7 @@ class TestRealModels:
             for v, m in zip(verdicts, demo, strict=True)
             if v.is_alert != (m["expected"] == "fraud")
         ]
-        assert len(wrong) <= 1, wrong
+        assert wrong == []  # the README (Languages): every Chinese demo message right
         for verdict in verdicts:
             for evidence in verdict.evidence:
                 reference = detector.index.reference(evidence.reference_id)

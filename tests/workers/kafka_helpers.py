@@ -2,8 +2,12 @@
 `fraud worker` processes and check their decisions (the fault tests' oracle)."""
 
 import json
+import random
+import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -14,6 +18,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import HistorySettings, KafkaSettings, Settings
 from fraud.history import RecipientHistory
@@ -83,7 +88,8 @@ def produce_messages(kafka: KafkaSettings, n: int, first: int = 0) -> list[str]:
 
 class Decisions:
     """Reads the scores topic as a subscriber would (read_committed in exactly-once mode):
-    how many decisions each message id has, and when each decision was written."""
+    how many decisions each message id has, and when each decision was written (`written`:
+    per id, the record timestamps, i.e. the worker's send times, in ms)."""
 
     def __init__(self, kafka: KafkaSettings, isolation_level: str = "read_uncommitted") -> None:
         # Back within a second of a broker that returns (make_consumer's backoff), so no
@@ -92,16 +98,41 @@ class Decisions:
         tp = TopicPartition(kafka.scores_topic, 0)
         self.consumer.assign([tp])
         self.consumer.seek_to_beginning(tp)
+        self.tp = tp
         self.counts: Counter[str] = Counter()
         self.written_ms: list[int] = []  # each decision's record timestamp (its send time)
+        self.written: dict[str, list[int]] = {}
+
+    def _poll(self, timeout_ms: int) -> None:
+        for records in self.consumer.poll(timeout_ms=timeout_ms).values():
+            for r in records:
+                key = r.key.decode()
+                self.counts[key] += 1
+                self.written_ms.append(r.timestamp)
+                self.written.setdefault(key, []).append(r.timestamp)
 
     def read_until(self, done, timeout_s: float) -> Counter:
         deadline = time.monotonic() + timeout_s
         while not done(self.counts) and time.monotonic() < deadline:
-            for records in self.consumer.poll(timeout_ms=300).values():
-                self.counts.update(r.key.decode() for r in records)
-                self.written_ms.extend(r.timestamp for r in records)
+            self._poll(300)
         return self.counts
+
+    def read_to_end(self, timeout_s: float = 30) -> Counter:
+        """Everything on the topic now (for read_committed: up to its last stable offset),
+        without waiting for more: once the workers stopped, the duplicates are all there."""
+        end = self.consumer.end_offsets([self.tp])[self.tp]
+        deadline = time.monotonic() + timeout_s
+        while self.consumer.position(self.tp) < end and time.monotonic() < deadline:
+            self._poll(300)
+        return self.counts
+
+    def written_between(self, start: float, end: float) -> set[str]:
+        """Ids with a decision sent in [start, end) (time.time() seconds)."""
+        return {
+            key
+            for key, stamps in self.written.items()
+            if any(start <= ms / 1000 < end for ms in stamps)
+        }
 
     def first_written_after(self, at: float) -> float | None:
         """Seconds from `at` (time.time()) to the first decision sent after it, if any."""
@@ -110,6 +141,75 @@ class Decisions:
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+def freeze_inside_a_transaction(worker, kafka: KafkaSettings, timeout_s: float = 60) -> list[str]:
+    """Freeze `worker` (an exactly-once `fraud worker` process, SIGSTOP) while one of its
+    transactions is open, and return the ids of the decisions that transaction has written:
+    they are on the scores topic, not committed. The caller kills it, or strikes the
+    broker and lets it go on (SIGCONT).
+
+    A batch's transaction is open only while it is published (milliseconds of each
+    batch), so the worker is frozen and looked at, again and again: the scores topic's last
+    stable offset (what read_committed readers get) below its end (what read_uncommitted
+    readers get) means written records of an undecided transaction. A transaction just
+    committed also shows that until the broker writes its markers, so a frozen worker's
+    open transaction must still show it a moment later.
+    """
+    tp = TopicPartition(kafka.scores_topic, 0)
+    committed = make_consumer(kafka, group_id=None, isolation_level="read_committed")
+    uncommitted = make_consumer(kafka, group_id=None, isolation_level="read_uncommitted")
+
+    def stable_and_end() -> tuple[int, int]:
+        return committed.end_offsets([tp])[tp], uncommitted.end_offsets([tp])[tp]
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert time.monotonic() < deadline, f"no open transaction seen in {timeout_s}s"
+            worker.send_signal(signal.SIGSTOP)
+            stable, end = stable_and_end()
+            if stable < end:
+                time.sleep(0.3)
+                if stable_and_end()[0] == stable:
+                    break
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(random.uniform(0, 0.05))  # noqa: S311 (a moment, not a secret)
+        uncommitted.assign([tp])
+        uncommitted.seek(tp, stable)
+        written: list[str] = []
+        while uncommitted.position(tp) < end:
+            for records in uncommitted.poll(timeout_ms=500).values():
+                written += [r.key.decode() for r in records if r.offset < end]
+        return written
+    finally:
+        committed.close(autocommit=False)
+        uncommitted.close(autocommit=False)
+
+
+def worker_metric(port: int, name: str) -> float | None:
+    """A label-less sample from a worker process's /metrics (None while it is not serving)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return sample.value
+    return None
+
+
+def worker_status(port: int, path: str) -> tuple[int | None, str]:
+    """A worker's /healthz or /readyz: (HTTP status, body); (None, why) when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+    except OSError as e:
+        return None, str(e)
 
 
 def worker_settings(kafka: KafkaSettings, index_dir: Path, metrics_port: int = 0) -> Settings:

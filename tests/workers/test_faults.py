@@ -11,19 +11,19 @@ import re
 import signal
 import threading
 import time
-import urllib.request
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.detector import Detector
 from tests.workers.kafka_helpers import (
     Decisions,
+    freeze_inside_a_transaction,
     produce_messages,
     running_worker,
     scam_message,
+    worker_metric,
     worker_settings,
 )
 from workers.broker import free_port
@@ -76,20 +76,6 @@ class Traffic:
         self.stop()
 
 
-def _metric(port: int, name: str) -> float | None:
-    """A label-less sample from a worker process's /metrics (None while it is not serving)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            body = r.read().decode()
-    except OSError:
-        return None
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and not sample.labels:
-                return sample.value
-    return None
-
-
 def _uncommitted(kafka) -> dict[int, int]:
     """Per input partition: records after the group's committed offset."""
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
@@ -125,6 +111,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
             "exactly_once": exactly_once,
             "max_batch": MAX_BATCH,
             "session_timeout_ms": 6000,  # the killed worker's partitions move sooner
+            "transaction_timeout_ms": 6000,  # and its open transaction is aborted sooner
         }
     )
     settings = worker_settings(kafka, seed_index_dir)
@@ -133,31 +120,50 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     isolation = "read_committed" if exactly_once else "read_uncommitted"
     decisions = Decisions(kafka, isolation)
     log_path = tmp_path / "workers.log"
+    in_transaction: list[str] = []
     with log_path.open("w") as log:
         first = start_worker(settings, log)
         try:
             # Kill it once it is well into the stream: a batch is then in hand.
             seen = decisions.read_until(lambda c: len(c) >= MESSAGES // 4, timeout_s=180)
-            killed_at = len(seen)
-            assert killed_at >= MESSAGES // 4, log_path.read_text()[-3000:]
+            assert len(seen) >= MESSAGES // 4, log_path.read_text()[-3000:]
+            if exactly_once:
+                in_transaction = freeze_inside_a_transaction(first, kafka)
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
+            killed = time.time()
+            # Everything the first worker wrote that a reader can see (read_committed: up
+            # to the open transaction, which stays undecided until the broker aborts it).
+            by_first = set(decisions.read_to_end())
             second = start_worker(settings, log)
             try:
-                counts = decisions.read_until(lambda c: set(ids) <= set(c), timeout_s=240)
+                counts = decisions.read_until(
+                    lambda c: set(ids) <= set(c) or second.poll() is not None, timeout_s=240
+                )
             finally:
                 stop_process(second)
-            # Anything still arriving (a replayed batch's tail) is counted too.
-            counts = decisions.read_until(lambda c: False, timeout_s=3)
+            counts = decisions.read_to_end()  # a replayed batch's tail too
         finally:
             stop_process(first)
             decisions.close()
 
     missing = set(ids) - set(counts)
-    assert not missing, f"{len(missing)} messages without a decision"
     duplicates = sum(n - 1 for n in counts.values())
-    print(f"killed after {killed_at} decisions; {duplicates} duplicates of {MESSAGES}")
+    by_second = decisions.written_between(killed, float("inf"))
+    print(
+        f"killed after {len(by_first)} decisions, {len(in_transaction)} more in its open "
+        f"transaction; the restarted worker decided {len(by_second)}; {duplicates} "
+        f"duplicates of {MESSAGES}"
+    )
+    assert not missing, f"{len(missing)} messages without a decision"
+    # The kill struck mid-stream, and the restarted worker decided the rest.
+    assert len(by_first) < MESSAGES
+    assert set(ids) - by_first <= by_second
     if exactly_once:
+        # The open transaction's decisions were aborted: a read_committed reader sees each
+        # of those messages once, from the restarted worker.
+        assert in_transaction, "no decision written in the transaction open at the kill"
+        assert set(in_transaction) <= by_second - by_first
         assert duplicates == 0
     else:
         # At-least-once: only the batch published but not yet committed at the kill.
@@ -192,11 +198,11 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
             try:
                 # Joined, given partitions, and scoring some of the flow.
                 deadline = time.monotonic() + 180
-                while (_metric(ports["second"], "fraud_messages_scored_total") or 0) < 10:
+                while (worker_metric(ports["second"], "fraud_messages_scored_total") or 0) < 10:
                     assert time.monotonic() < deadline, logs["second"].read_text()[-3000:]
                     assert second.poll() is None, logs["second"].read_text()[-3000:]
                     time.sleep(0.5)
-                second_scored = _metric(ports["second"], "fraud_messages_scored_total")
+                second_scored = worker_metric(ports["second"], "fraud_messages_scored_total")
             finally:
                 stop_process(second)  # SIGTERM: it finishes its batches, commits, leaves
             time.sleep(3)  # the flow goes on while the first worker takes everything back

@@ -1,6 +1,6 @@
 """The group consumer of make_consumer on the real broker: polls of a millisecond, as the
 scoring worker makes while a batch is being encoded, still finish every rebalance
-(workers/kafka_clients.py GroupConsumer: kafka-python 3.0.12 alone can leave a member
+(workers/kafka_compat.py GroupConsumer: kafka-python 3.0.12 alone can leave a member
 stuck in one)."""
 
 import time

@@ -122,6 +122,9 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
             assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            ready = json.loads(r.read())
+            assert (r.status, ready["ready"], ready["status"]) == (200, True, "ready")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             body = r.read().decode()
         samples = {
@@ -143,6 +146,7 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
             assert value("fraud_stage_duration_seconds_count", stage=stage) >= 1, stage
         assert value("fraud_consumer_lag_messages", topic=kafka.input_topic, partition="0") == 0
         assert value("fraud_worker_up") == 1
+        assert value("fraud_broker_waiting") == 0 and value("fraud_broker_waits_total") == 0
         (info,) = [k for k in samples if k[0] == "fraud_model_info"]
         model = dict(info[1])["model"]
         # Routed by script (the default): the English model, then the multilingual one.
