@@ -873,7 +873,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
     def alive() -> bool:
         return time.monotonic() - worker.last_batch_at < limit_s or worker.broker_wait.waiting
 
-    def ready() -> dict:
+    def readyz() -> dict:
         if worker.broker_wait.waiting:
             return readiness(detector, False, worker.broker_wait.describe())
         if not alive():
@@ -881,7 +881,7 @@ def run_worker(settings: Settings, ready: threading.Event | None = None) -> None
         return readiness(detector, registry.get_sample_value("fraud_worker_up") == 1)
 
     server = serve_metrics(
-        registry, settings.metrics_host, settings.metrics_port, healthy=alive, readiness=ready
+        registry, settings.metrics_host, settings.metrics_port, healthy=alive, readiness=readyz
     )
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
     if threading.current_thread() is threading.main_thread():
