@@ -202,14 +202,16 @@ def worker_metric(port: int, name: str) -> float | None:
 
 
 def worker_status(port: int, path: str) -> tuple[int | None, str]:
-    """A worker's /healthz or /readyz: (HTTP status, body); (None, why) when unreachable."""
+    """A worker's /healthz or /readyz: (HTTP status, body; /readyz's JSON `status`, why it is
+    ready or not); (None, why) when unreachable."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode().strip()
+            status, body = r.status, r.read().decode().strip()
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode().strip()
+        status, body = e.code, e.read().decode().strip()
     except OSError as e:
         return None, str(e)
+    return status, json.loads(body)["status"] if path == "/readyz" else body
 
 
 def worker_settings(kafka: KafkaSettings, index_dir: Path, metrics_port: int = 0) -> Settings:
