@@ -569,6 +569,7 @@ def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
         detector=detector,
         campaigns=settings.campaigns,
         lookback_s=settings.feedback_lookback_s,
+        recent_max_bytes=settings.feedback_recent_max_bytes,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: processor.stop())
