@@ -249,6 +249,13 @@ class ServeSettings(BaseModel):
         description="also write every decision to the scores topic and alerts to the alert "
         "topic, as the worker does",
     )
+    publish_queue: int = Field(
+        10_000,
+        ge=1,
+        description="publish: records waiting for the broker (handed to the publishing "
+        "thread, not yet acknowledged), at most; beyond it a decision is answered but not "
+        "published, and counted (fraud_serve_publish_dropped_total)",
+    )
 
     @model_validator(mode="after")
     def _a_full_batch_fits_the_queue(self) -> "ServeSettings":
