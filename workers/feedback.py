@@ -102,6 +102,10 @@ class BoundedRecent:
         self.bytes -= size
         return value
 
+    def discard(self, key: str) -> None:
+        if key in self._items:
+            self.pop(key)
+
     def keys(self) -> list[str]:
         return list(self._items)
 
@@ -209,6 +213,8 @@ class RecentMessages:
                 if alert.is_alert:
                     cited = tuple(e.reference_id for e in alert.evidence if e.source == "bank")
                     self.decisions.put(alert.message_id, cited)
+                else:  # the latest decision counts: no longer an alert
+                    self.decisions.discard(alert.message_id)
                 decided.append((alert, record.timestamp))
         return decided
 
