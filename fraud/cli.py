@@ -575,6 +575,7 @@ def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
         detector=detector,
         campaigns=settings.campaigns,
         lookback_s=settings.feedback_lookback_s,
+        recent_max_bytes=settings.feedback_recent_max_bytes,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: processor.stop())
@@ -773,11 +774,14 @@ def _seed_index_dir(settings: Settings, encoder, stack) -> Path:
 
 
 def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
-    """A steady stream for minutes through one worker: memory, lag and errors over time."""
+    """A steady stream for minutes through one worker: memory (RSS and the recipient
+    history's), lag and errors over time."""
     import json
+    import subprocess
+    import sys
     from contextlib import ExitStack
 
-    from workers.soak import soak
+    from workers.soak import FLAT_PCT, soak
 
     if not args.csv:
         raise DataError("fraud soak needs messages of realistic length: --csv PATH (text column)")
@@ -787,18 +791,34 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
     with ExitStack() as stack:
         run = _pipeline_settings(args, settings, _encoder(settings), stack)
         print(f"soak: {args.rate} msg/s for {args.minutes} min ...", flush=True)
-        r = soak(run, texts, args.rate, args.minutes * 60, log_path=args.out.with_suffix(".log"))
+        r = soak(
+            run,
+            texts,
+            args.rate,
+            args.minutes * 60,
+            log_path=args.out.with_suffix(".log"),
+            recipients=args.recipients,
+            history_max_bytes=int(args.history_mib * 2**20),
+        )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    r = {"command": "fraud " + " ".join(sys.argv[1:]), "commit": commit.stdout.strip(), **r}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=2) + "\n")
+    spread = r["rss_spread_after_1min_pct"]
     print(
         f"{r['messages_decided']} of {r['messages_sent']} messages decided in {r['duration_s']} s; "
         f"worker RSS {r['rss_mib_start']} MiB at start, {r['rss_mib_end']} MiB at the end "
-        f"(max {r['rss_mib_max']}); lag at most {r['lag_max']}, {r['lag_end']} at the end; "
-        f"{r['worker_errors']} errors, {r['worker_warnings']} warnings in {r['worker_log']}; "
-        f"wrote {args.out}"
+        f"(max {r['rss_mib_max']}; after the first minute within {spread}%, bar {FLAT_PCT}%); "
+        f"history full at {r['history_full_at_s']} s, at most {r['history_entries_max']} "
+        f"entries, {r['history_bytes_max']} bytes; lag at most {r['lag_max']}, {r['lag_end']} "
+        f"at the end; {r['worker_errors']} errors, {r['worker_warnings']} warnings in "
+        f"{r['worker_log']}; wrote {args.out}"
     )
     ok = r["messages_decided"] == r["messages_sent"] and not r["lag_end"] and not r["worker_errors"]
-    return 0 if ok else 1
+    flat = spread is None or spread <= FLAT_PCT
+    return 0 if ok and flat else 1
 
 
 def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -1287,6 +1307,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=80.0, help="messages per second")
     p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument(
+        "--recipients", type=int, default=5000, help="distinct recipients, drawn at random"
+    )
+    p.add_argument(
+        "--history-mib",
+        type=float,
+        default=4.0,
+        help="the history's cap (every message joins it): small, so that it fills early",
+    )
     p.add_argument("--out", type=Path, default=Path("out/soak.json"), help="and the log beside")
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
     p.set_defaults(func=cmd_soak)

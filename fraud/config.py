@@ -65,6 +65,13 @@ class HistorySettings(BaseModel):
     max_recipients: int = Field(
         100_000, ge=1, description="recipients kept in memory; the least recently seen go first"
     )
+    max_memory_bytes: int = Field(
+        256 * 2**20,
+        ge=2**20,
+        description="the history's memory, by its own accounting (vectors plus the measured "
+        "cost of each entry and recipient): the least recently seen recipients go first "
+        "beyond it",
+    )
 
 
 class CampaignSettings(BaseModel):
@@ -76,8 +83,21 @@ class CampaignSettings(BaseModel):
     similarity: float = Field(0.8, ge=0, le=1, description="cosine to a campaign's first message")
     window_s: float = Field(24 * 3600, gt=0, description="a campaign idle this long is closed")
     min_recipients: int = Field(3, ge=1, description="recipients before a campaign is reported")
-    max_members: int = Field(1000, ge=1, description="members remembered per campaign")
-    max_campaigns: int = Field(10_000, ge=1, description="active campaigns, oldest closed first")
+    max_members: int = Field(
+        1000, ge=1, description="members (and distinct recipients) remembered per campaign"
+    )
+    max_campaigns: int = Field(
+        10_000,
+        ge=1,
+        description="active campaigns, least recently active closed first; their vectors "
+        "are one preallocated matrix of this many rows",
+    )
+    max_memory_bytes: int = Field(
+        128 * 2**20,
+        ge=2**20,
+        description="the campaigns' memory, by the tracker's own accounting (the vector "
+        "matrix, members, recipients): the least recently active close first beyond it",
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -237,6 +257,13 @@ class ServeSettings(BaseModel):
         description="also write every decision to the scores topic and alerts to the alert "
         "topic, as the worker does",
     )
+    publish_queue: int = Field(
+        10_000,
+        ge=1,
+        description="publish: records waiting for the broker (handed to the publishing "
+        "thread, not yet acknowledged), at most; beyond it a decision is answered but not "
+        "published, and counted (fraud_serve_publish_dropped_total)",
+    )
 
     @model_validator(mode="after")
     def _a_full_batch_fits_the_queue(self) -> "ServeSettings":
@@ -308,7 +335,17 @@ class Settings(BaseSettings):
         description="the feedback processor starts this far back on the input and decisions",
     )
     disable_after_false_positives: int = Field(
-        3, ge=1, description="legit verdicts citing a fraud reference before it is disabled"
+        3,
+        ge=1,
+        le=1000,
+        description="legit verdicts citing a fraud reference before it is disabled (at most "
+        "the 1000 most recent citations are kept per reference)",
+    )
+    feedback_recent_max_bytes: int = Field(
+        128 * 2**20,
+        ge=2**20,
+        description="the input messages the feedback processor keeps for verdicts and "
+        "campaigns (their texts), at most this much memory by its estimate; oldest out first",
     )
     scorer: ScorerSettings = ScorerSettings()
     history: HistorySettings = HistorySettings()

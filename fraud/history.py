@@ -8,7 +8,8 @@ crosses the threshold, while the same paraphrase sent to a fresh recipient does 
 
 What is kept, per recipient: the embeddings of the recent messages that scored at least
 `min_score` (bounded: the last `max_per_recipient`, none older than `ttl_s` in message
-time, at most `max_recipients` recipients, least recently seen evicted first). A history
+time, at most `max_recipients` recipients and `max_memory_bytes` by the store's own
+accounting, least recently seen evicted first). A history
 key has the value *fraud* with that message's category, and `weight` scales its attention
 against a bank key (log(weight) is added to its logit).
 
@@ -24,7 +25,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +37,13 @@ from fraud.schemas import Verdict
 STATE_VERSION = 1
 # A history entry without a fraud category (e.g. the head scored it on its lexical term).
 UNSPECIFIED = "unspecified"
+# What an entry and a recipient cost beyond the entry's vector, in bytes: measured with
+# tracemalloc on CPython 3.11 (an entry: the dataclass, the numpy array's header, its id
+# and numbers, its slot in the list, 382 bytes; a recipient: the ordered dict's and the
+# shard map's entries, the list, the key, 223 bytes), rounded up for longer ids
+# (tests/fraud/test_history.py checks the accounting against tracemalloc).
+ENTRY_OVERHEAD_BYTES = 420
+RECIPIENT_OVERHEAD_BYTES = 260
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ class RecipientHistory:
     """The bounded per-recipient store. Changes are collected for the changelog.
 
     Entry and vector-byte totals are kept as recipients come and go, so the gauges the
-    worker sets after every batch cost nothing however many recipients it holds."""
+    worker sets after every batch, and the memory bound checked at every change, cost
+    nothing however many recipients it holds. Vectors are stored as arrays of their own:
+    a row of a batch's embeddings would keep the whole batch alive, unaccounted."""
 
     def __init__(self, settings: HistorySettings) -> None:
         self.settings = settings
@@ -95,6 +105,7 @@ class RecipientHistory:
 
     def remember(self, arrival: Arrival, entry: HistoryEntry) -> None:
         recipient = arrival.recipient
+        entry = _owning(entry)
         oldest = entry.at_ms - self.settings.ttl_s * 1000
         kept = [
             e
@@ -132,7 +143,7 @@ class RecipientHistory:
     def restore(self, recipient: str, shard: int, entries: list[HistoryEntry] | None) -> None:
         """Load one recipient's state from the changelog (None: a tombstone)."""
         if entries:
-            self._put(recipient, shard, entries)
+            self._put(recipient, shard, [_owning(e) for e in entries])
             self._evict()
         else:
             self._pop(recipient)
@@ -150,9 +161,13 @@ class RecipientHistory:
         return self._count
 
     def memory_bytes(self) -> int:
-        """An estimate: the vectors, plus about 300 bytes of Python objects per entry and
-        200 per recipient."""
-        return self._vector_bytes + 300 * self._count + 200 * len(self._entries)
+        """The store's accounting: the vectors, plus the measured cost of the Python
+        objects of each entry and recipient (ENTRY_OVERHEAD_BYTES, RECIPIENT_OVERHEAD_BYTES)."""
+        return (
+            self._vector_bytes
+            + ENTRY_OVERHEAD_BYTES * self._count
+            + RECIPIENT_OVERHEAD_BYTES * len(self._entries)
+        )
 
     def _put(self, recipient: str, shard: int, entries: list[HistoryEntry]) -> None:
         self._pop(recipient)
@@ -167,14 +182,29 @@ class RecipientHistory:
             self._count -= len(entries)
             self._vector_bytes -= sum(e.vector.nbytes for e in entries)
 
+    def _over(self) -> bool:
+        s = self.settings
+        if len(self._entries) > s.max_recipients:
+            return True
+        # The recipient just changed is the most recent: it stays, even alone over the cap.
+        return self.memory_bytes() > s.max_memory_bytes and len(self._entries) > 1
+
     def _evict(self) -> list[tuple[str, int]]:
-        """Drop the least recently seen recipients over the cap: [(recipient, shard)]."""
+        """Drop the least recently seen recipients while over a bound (max_recipients,
+        max_memory_bytes): [(recipient, shard)]."""
         evicted = []
-        while len(self._entries) > self.settings.max_recipients:
+        while self._over():
             old = next(iter(self._entries))
             evicted.append((old, self._shard[old]))
             self._pop(old)
         return evicted
+
+
+def _owning(entry: HistoryEntry) -> HistoryEntry:
+    """`entry` with a vector that owns its memory (a view is copied)."""
+    if entry.vector.base is None and entry.vector.dtype == np.float32:
+        return entry
+    return replace(entry, vector=np.array(entry.vector, np.float32))
 
 
 # -- the changelog record of one recipient ------------------------------------------------

@@ -224,6 +224,10 @@ class ServeMetrics:
     queued: Gauge
     ready: Gauge
     publish_errors: Counter
+    publish_dropped: Counter
+    publish_pending: Gauge
+    bank_following: Gauge
+    bank_follow_failures: Counter
 
 
 def build_serve_metrics(registry: CollectorRegistry) -> ServeMetrics:
@@ -258,6 +262,29 @@ def build_serve_metrics(registry: CollectorRegistry) -> ServeMetrics:
         publish_errors=Counter(
             "fraud_publish_errors",
             "Decisions the broker did not acknowledge (fraud serve --publish).",
+            registry=registry,
+        ),
+        publish_dropped=Counter(
+            "fraud_serve_publish_dropped",
+            "Decisions not published because FRAUD_SERVE__PUBLISH_QUEUE records were already "
+            "waiting for the broker (fraud serve --publish); each was answered.",
+            registry=registry,
+        ),
+        publish_pending=Gauge(
+            "fraud_serve_publish_pending_records",
+            "Records handed to the publisher and not yet acknowledged or failed.",
+            registry=registry,
+        ),
+        bank_following=Gauge(
+            "fraud_bank_following",
+            "1 while the service keeps up with the bank topic (checked every few seconds), "
+            "0 when it cannot (unreachable, deleted, stuck): it scores with the bank as last "
+            "read; unset when the index is not linked to the bank.",
+            registry=registry,
+        ),
+        bank_follow_failures=Counter(
+            "fraud_bank_follow_failures",
+            "Checks of the bank topic that found the service not following it.",
             registry=registry,
         ),
     )

@@ -12,12 +12,15 @@ snapshot may replace a directory only when it is linked to the same bank
 """
 
 import logging
+import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from fraud.bank import BankChange, apply_change, change_key, decode_change, encode_upsert
@@ -114,6 +117,134 @@ class BankFollower:
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
+
+
+@dataclass(frozen=True)
+class FollowState:
+    """Whether a follower keeps up with the bank topic, as of the last check."""
+
+    following: bool
+    detail: str
+    since: float  # time.monotonic() of the last change between following and not
+
+
+class BankWatch:
+    """Tells whether a BankFollower keeps up with the bank topic, from a thread of its own.
+
+    kafka-python's poll() does not raise when the broker is away or the topic was
+    deleted: it logs and returns nothing, so the follower alone cannot tell "no changes"
+    from "cut off", and a service would go on scoring with an ever older bank, silently.
+    Every `every_s` this asks the broker for the topic's end offsets (with a consumer of
+    its own: a consumer is not thread-safe) and compares them with the offsets the
+    follower's index has applied. Not following: no answer within `timeout_s`, the topic
+    unknown, end offsets behind the applied ones (the topic deleted and recreated), or
+    changes left unapplied with no progress for `stale_s`; or the follower's own poll
+    failing (`poll_failed`). Each change between following and not is logged once (an
+    error, then an info line) and handed to `on_change(state)`; `on_check(state)` gets
+    every check's outcome (a metric)."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        index: ReferenceIndex,
+        partitions: list[TopicPartition],
+        every_s: float = 5.0,
+        timeout_s: float = 5.0,
+        stale_s: float = 30.0,
+        on_check: Callable[[FollowState], None] | None = None,
+    ) -> None:
+        self.kafka, self.index, self.partitions = kafka, index, partitions
+        self.every_s, self.timeout_s, self.stale_s = every_s, timeout_s, stale_s
+        self.on_check = on_check
+        self._lock = threading.Lock()
+        self._state = FollowState(True, f"following {kafka.bank_topic}", time.monotonic())
+        self._poll_error: str | None = None
+        self._behind_since: float | None = None  # behind, with no progress since then
+        self._applied: dict[int, int] = {}  # the applied offsets at the last check
+        self._stop = threading.Event()
+        self._consumer: KafkaConsumer = make_consumer(
+            kafka, group_id=None, enable_auto_commit=False
+        )
+        self._thread = threading.Thread(target=self._run, name="bank-watch", daemon=True)
+
+    def start(self) -> "BankWatch":
+        self._thread.start()
+        return self
+
+    def state(self) -> FollowState:
+        with self._lock:
+            return self._state
+
+    def poll_failed(self, error: BaseException | None) -> None:
+        """The follower's poll raised `error` (None: it succeeded again)."""
+        with self._lock:
+            self._poll_error = None if error is None else f"reading the bank topic: {error!r}"
+        if error is not None:
+            self._set(False, self._poll_error)
+
+    def check(self) -> FollowState:
+        """One check now (the thread calls it every every_s)."""
+        problem = self._problem()
+        with self._lock:
+            problem = problem or self._poll_error
+        return self._set(problem is None, problem or f"following {self.kafka.bank_topic}")
+
+    def _problem(self) -> str | None:
+        topic = self.kafka.bank_topic
+        try:
+            end = self._consumer.end_offsets(self.partitions, timeout_ms=int(self.timeout_s * 1000))
+        except KafkaError as e:
+            return (
+                f"no end offsets for the bank topic {topic} within {self.timeout_s:.0f} s "
+                f"(the broker unreachable, or the topic deleted): {e!r}"
+            )
+        applied = dict(self.index.changelog_offsets)  # one copy: the scoring thread writes it
+        went_back = [
+            f"{tp.partition}: {end[tp]} < {applied[tp.partition]}"
+            for tp in self.partitions
+            if end[tp] < applied.get(tp.partition, 0)
+        ]
+        if went_back:
+            return (
+                f"the bank topic {topic} ends before what this index applied "
+                f"({', '.join(went_back)}): it was deleted or recreated; restart from a "
+                "snapshot (`fraud index snapshot`)"
+            )
+        behind = sum(end[tp] - applied.get(tp.partition, 0) for tp in self.partitions)
+        now = time.monotonic()
+        if not behind or applied != self._applied:  # up to date, or moving
+            self._behind_since = now if behind else None
+            self._applied = applied
+            return None
+        stuck_s = now - (self._behind_since or now)
+        if stuck_s >= self.stale_s:
+            return f"{behind} changes of the bank topic {topic} not applied for {stuck_s:.0f} s"
+        return None
+
+    def _set(self, following: bool, detail: str) -> FollowState:
+        with self._lock:
+            changed = following != self._state.following
+            since = time.monotonic() if changed else self._state.since
+            self._state = state = FollowState(following, detail, since)
+        if changed and not following:
+            log.error("not following the reference bank: %s", detail)
+        elif changed:
+            log.info("following the reference bank %s again", self.kafka.bank_topic)
+        if self.on_check is not None:
+            self.on_check(state)
+        return state
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.check()
+            except Exception as e:  # a bug here must not pass for "following"
+                self._set(False, f"the bank check failed: {e!r}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 5)
+        self._consumer.close(autocommit=False)
 
 
 def publish_index(

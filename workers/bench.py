@@ -26,9 +26,14 @@ from workers.processes import start_worker, stop_process
 
 
 def send_messages(
-    kafka: KafkaSettings, texts: Sequence[str], prefix: str, rate: float | None
+    kafka: KafkaSettings,
+    texts: Sequence[str],
+    prefix: str,
+    rate: float | None,
+    recipients: Sequence[str] | None = None,
 ) -> dict:
-    """Send texts as messages at `rate` per second (None: at once); {id: Kafka timestamp}."""
+    """Send texts as messages at `rate` per second (None: at once), each to its recipient
+    if `recipients` are given; {id: Kafka timestamp}."""
     producer = make_producer(kafka, linger_ms=1)
     try:
         start, futures = time.monotonic(), {}
@@ -38,7 +43,10 @@ def send_messages(
                 if delay > 0:
                     time.sleep(delay)
             message_id = f"{prefix}-{n}"
-            value = json.dumps({"id": message_id, "text": text}).encode()
+            message = {"id": message_id, "text": text}
+            if recipients is not None:
+                message["recipient"] = recipients[n]
+            value = json.dumps(message).encode()
             futures[message_id] = producer.send(kafka.input_topic, value, key=message_id.encode())
         producer.flush(60)
         return {m: f.get(timeout=0).timestamp for m, f in futures.items()}

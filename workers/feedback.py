@@ -22,13 +22,20 @@ logged (message id and exception class, never the text), counted in `skipped` an
 out: decisions are the workers' outputs, already delivered, and a campaign only misses one
 member. An encoder that fails a known-good probe too is broken: the processor stops with
 one line (ModelBrokenError), committing nothing.
+
+Its memory is bounded (README, Reliability and security): the recent input messages by
+count and by `feedback_recent_max_bytes` (an estimate per message), the latest alerts by
+count and only as the bank references they cite, the decisions awaiting their text by
+count and only as campaign members, the campaigns by fraud/campaigns.py's own bounds, and
+the false-positive citations to the most recent MAX_CITATIONS per reference.
 """
 
 import json
 import logging
+import sys
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -58,20 +65,123 @@ from workers.kafka_clients import (
 
 log = logging.getLogger(__name__)
 
-MAX_CITATIONS = 1000  # message ids kept per reference (past any sensible disable_after)
+# Message ids kept per reference, the most recent: past any disable_after (which
+# fraud/config.py caps at this), and enough to recognise a redelivered verdict.
+MAX_CITATIONS = 1000
+# Decisions awaiting their message's text, at most (campaign members, a few hundred bytes).
+MAX_UNDECIDED = 10_000
+# What a recent input message costs beyond its text and the rest of its record, in bytes,
+# and how much more than its size in the record the rest (id, recipient, metadata) costs
+# once parsed into Python objects. Measured with tracemalloc on CPython 3.11, on UCI
+# messages with a recipient: about 990 bytes beyond the text; a small metadata object
+# costs about 7 times its size, which the overhead covers with the factor 5, so that the
+# estimate stays above what is held (tests/workers/test_feedback_bounds.py).
+MESSAGE_OVERHEAD_BYTES = 900
+REST_FACTOR = 5
+
+
+def message_bytes(message: Message, raw_size: int) -> int:
+    """What one kept message costs, by estimate: the text as Python holds it (1, 2 or 4
+    bytes a character), the rest of its record REST_FACTOR times, and the overhead."""
+    rest = max(raw_size - len(message.text), 0)
+    return MESSAGE_OVERHEAD_BYTES + sys.getsizeof(message.text) + REST_FACTOR * rest
+
+
+class BoundedRecent:
+    """An ordered map, oldest first, bounded by a count and by bytes (each value's size
+    given when it is put): the oldest go first beyond either."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self.bytes = 0
+
+    def put(self, key: str, value, size: int = 0) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._items[key] = (value, size)
+        self.bytes += size
+        while len(self._items) > self.capacity or (
+            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._items) > 1
+        ):
+            _, (_, gone) = self._items.popitem(last=False)
+            self.bytes -= gone
+
+    def pop(self, key: str):
+        value, size = self._items.pop(key)
+        self.bytes -= size
+        return value
+
+    def discard(self, key: str) -> None:
+        if key in self._items:
+            self.pop(key)
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def get(self, key: str, default=None):
+        item = self._items.get(key)
+        return default if item is None else item[0]
+
+    def __getitem__(self, key: str):
+        return self._items[key][0]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Citations:
+    """Per fraud reference, the messages judged legit whose alerts cited it: the most
+    recent MAX_CITATIONS, in the order they came (an ordered set: a verdict delivered
+    twice counts once). Its record on the citations topic lists them oldest first."""
+
+    def __init__(self) -> None:
+        self._by_reference: dict[int, OrderedDict[str, None]] = {}
+
+    def add(self, ref_id: int, message_id: str) -> bool:
+        """Note a citation; False if that message was already counted."""
+        cited = self._by_reference.setdefault(ref_id, OrderedDict())
+        if message_id in cited:
+            return False
+        cited[message_id] = None
+        while len(cited) > MAX_CITATIONS:
+            cited.popitem(last=False)
+        return True
+
+    def count(self, ref_id: int) -> int:
+        return len(self._by_reference.get(ref_id, ()))
+
+    def record(self, ref_id: int) -> bytes:
+        return json.dumps(list(self._by_reference.get(ref_id, ()))).encode()
+
+    def load(self, ref_id: int, record: bytes) -> None:
+        """A record of the citations topic (a list, oldest first; older records were
+        sorted by id, taken as they come)."""
+        self._by_reference[ref_id] = OrderedDict()
+        for message_id in json.loads(record):
+            self.add(ref_id, message_id)
 
 
 class RecentMessages:
     """What the processor has seen since it started, by message id (bounded, oldest out):
-    each input message (text and passthrough fields), and the latest decision on each (from
-    the alerts topic, and the scores topic when the workers publish every decision)."""
+    each input message (text and passthrough fields), and for the latest alerts the bank
+    references they cite as evidence (from the alerts topic, and the scores topic when
+    the workers publish every decision)."""
 
     def __init__(
-        self, kafka: KafkaSettings, capacity: int = 100_000, lookback_s: float = 0.0
+        self,
+        kafka: KafkaSettings,
+        capacity: int = 100_000,
+        lookback_s: float = 0.0,
+        max_bytes: int = 128 * 2**20,
     ) -> None:
         self.kafka, self.capacity = kafka, capacity
-        self.messages: OrderedDict[str, Message] = OrderedDict()
-        self.decisions: OrderedDict[str, Alert] = OrderedDict()
+        self.messages = BoundedRecent(capacity, max_bytes)
+        self.decisions = BoundedRecent(capacity)  # alerts only: their bank evidence ids
         self.consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
         topics = [kafka.input_topic, kafka.alert_topic]
         if kafka.publish_scores:
@@ -103,13 +213,19 @@ class RecentMessages:
                         message = parse_message(record.value, self.kafka.max_message_bytes)
                     except SchemaError:
                         continue  # the scoring worker dead-letters it
-                    _remember(self.messages, message.id, message, self.capacity)
+                    self.messages.put(
+                        message.id, message, message_bytes(message, len(record.value))
+                    )
                     continue
                 try:
                     alert = Alert.from_bytes(record.value)
                 except ValueError:
                     continue
-                _remember(self.decisions, alert.message_id, alert, self.capacity)
+                if alert.is_alert:
+                    cited = tuple(e.reference_id for e in alert.evidence if e.source == "bank")
+                    self.decisions.put(alert.message_id, cited)
+                else:  # the latest decision counts: no longer an alert
+                    self.decisions.discard(alert.message_id)
                 decided.append((alert, record.timestamp))
         return decided
 
@@ -118,20 +234,11 @@ class RecentMessages:
         return None if message is None else message.text
 
     def bank_evidence(self, message_id: str) -> list[int]:
-        decision = self.decisions.get(message_id)
-        if decision is None or not decision.is_alert:
-            return []
-        return [e.reference_id for e in decision.evidence if e.source == "bank"]
+        """The bank references an alert on `message_id` cited ([] if it was no alert)."""
+        return list(self.decisions.get(message_id, ()))
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
-
-
-def _remember(store: OrderedDict, key: str, value, capacity: int) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > capacity:
-        store.popitem(last=False)
 
 
 class FeedbackProcessor:
@@ -153,6 +260,7 @@ class FeedbackProcessor:
         detector: Detector | None = None,
         campaigns: CampaignSettings | None = None,
         lookback_s: float = 0.0,
+        recent_max_bytes: int = 128 * 2**20,
     ) -> None:
         self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
         self.detector = detector
@@ -167,19 +275,19 @@ class FeedbackProcessor:
         ensure_topics(kafka, topics)
         ensure_topics(kafka, [kafka.citation_topic], configs=COMPACTED)
         ensure_bank_topic(kafka)
-        self.recent = RecentMessages(kafka, lookback_s=lookback_s)
+        self.recent = RecentMessages(kafka, lookback_s=lookback_s, max_bytes=recent_max_bytes)
         index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
         self.bank = BankFollower(kafka, index)
         self.bank.catch_up()
-        # Per fraud reference, the messages judged legit whose alerts cited it: a set, so a
-        # verdict delivered twice (at-least-once) is counted once. Kept on a compacted
-        # topic too, so a restarted processor goes on counting where it stopped.
-        self.false_positive_citations: defaultdict[int, set[str]] = defaultdict(set)
+        # Per fraud reference, the messages judged legit whose alerts cited it. Kept on a
+        # compacted topic too, so a restarted processor goes on counting where it stopped.
+        self.false_positive_citations = Citations()
         for record in read_to_end(kafka, kafka.citation_topic):
             if record.value is not None:
-                self.false_positive_citations[int(record.key)] = set(json.loads(record.value))
+                self.false_positive_citations.load(int(record.key), record.value)
         self.tracker = CampaignTracker(campaigns or CampaignSettings())
-        self.undecided: OrderedDict[str, tuple[Alert, int]] = OrderedDict()  # awaiting text
+        # Decisions awaiting their text, as the campaign members they will be.
+        self.undecided = BoundedRecent(MAX_UNDECIDED)
         self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
         subscribe_when_known(self.consumer, [kafka.feedback_topic])
         self.producer = make_producer(kafka)
@@ -206,29 +314,27 @@ class FeedbackProcessor:
         floor = self.tracker.settings.min_score
         for alert, ts in decided:
             if alert.score >= floor:
-                _remember(self.undecided, alert.message_id, (alert, ts), 10_000)
-        ready = [
-            (a, ts) for a, ts in self.undecided.values() if a.message_id in self.recent.messages
-        ]
+                recipient = alert.passthrough.get("recipient")
+                member = Member(
+                    alert.message_id,
+                    None if recipient is None else str(recipient),
+                    alert.score,
+                    alert.is_alert,
+                    ts,
+                )
+                self.undecided.put(alert.message_id, (member, alert.category))
+        ready = [self.undecided[m] for m in self.undecided.keys() if m in self.recent.messages]
         if not ready:
             return []
-        texts = [self.recent.text(a.message_id) for a, _ in ready]
+        texts = [self.recent.text(m.message_id) for m, _ in ready]
         vectors = self._each(self.encoder.encode, texts, "encoding decisions' texts")
         grown: dict[str, Campaign] = {}
-        for (alert, ts), vector in zip(ready, vectors, strict=True):
-            del self.undecided[alert.message_id]
+        for (member, category), vector in zip(ready, vectors, strict=True):
+            self.undecided.pop(member.message_id)
             if isinstance(vector, Failure):
-                self._skip(alert.message_id, vector, "placed in no campaign")
+                self._skip(member.message_id, vector, "placed in no campaign")
                 continue
-            recipient = alert.passthrough.get("recipient")
-            member = Member(
-                alert.message_id,
-                None if recipient is None else str(recipient),
-                alert.score,
-                alert.is_alert,
-                ts,
-            )
-            campaign = self.tracker.observe(member, vector, alert.category)
+            campaign = self.tracker.observe(member, vector, category)
             if campaign is not None and self.tracker.reported(campaign):
                 grown[campaign.campaign_id] = campaign
         for campaign in grown.values():
@@ -402,15 +508,14 @@ class FeedbackProcessor:
 
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []
+        citations = self.false_positive_citations
         for ref_id in self.recent.bank_evidence(verdict.message_id):
-            cited = self.false_positive_citations[ref_id]
-            if verdict.message_id not in cited:
-                cited.add(verdict.message_id)
-                value = json.dumps(sorted(cited)[-MAX_CITATIONS:]).encode()
+            if citations.add(ref_id, verdict.message_id):
+                value = citations.record(ref_id)
                 futures.append(
                     self.producer.send(self.kafka.citation_topic, value, key=change_key(ref_id))
                 )
-            count = len(cited)
+            count = citations.count(ref_id)
             if count < self.disable_after or ref_id not in self.bank.index:
                 continue
             ref = self.bank.index.reference(ref_id)

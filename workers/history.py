@@ -12,6 +12,7 @@ fraud/history.py).
 """
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 
@@ -141,41 +142,66 @@ class PartitionListener(ConsumerRebalanceListener):
     """Counts the worker's assignments and keeps the history of exactly the input
     partitions it owns (when it keeps history).
 
-    kafka-python calls the listener from inside its own machinery during poll(); blocking
-    there (reading a topic to restore state) stalls the consumer. So the listener only
-    notes the new assignment, and the worker calls `apply()` right after poll() returns,
-    before it processes any record. With the eager protocol every rebalance revokes all
-    partitions and then assigns the new set, so the work is done per assignment: drop the
-    partitions that went elsewhere, restore only the ones that are new here (one that
-    stayed was owned by nobody else meanwhile). The worker drops the records of
-    partitions that went elsewhere from the batches it has in hand."""
+    kafka-python calls the listener on its own IO thread, from inside its group machinery;
+    blocking there (reading a topic to restore state) stalls the consumer's heartbeats.
+    So the callbacks only update the set of partitions kafka-python says this worker owns,
+    under a lock, and the worker calls `apply()` on its own thread right after poll()
+    returns, before it processes any record: apply() takes that set under the same lock
+    and brings the history in line: drop the partitions that went elsewhere, restore the
+    ones that are new here (one that stayed was owned by nobody else meanwhile).
+
+    One rule serves both rebalance protocols: a revoked (or lost) partition leaves the
+    set, an assigned one joins it. Eager (range, round-robin: the worker's default)
+    revokes every partition and then assigns the new set; cooperative (KIP-429, the
+    cooperative-sticky assignor) passes only the partitions that leave and those that
+    are added, and either call may be absent. The worker drops the records of partitions
+    that went elsewhere from the batches it has in hand."""
 
     def __init__(self, state: HistoryState | None, input_topic: str) -> None:
         self.state, self.input_topic = state, input_topic
-        self.owned: set[int] = set()
-        self.assignments = 0
-        self._pending: set[int] | None = None
+        self.owned: set[int] = set()  # the worker's thread's view, as of the last apply()
+        self.assignments = 0  # on_partitions_assigned calls: rebalances that gave partitions
+        self._lock = threading.Lock()
+        self._target: set[int] = set()  # what kafka-python says is owned; under _lock
+        self._changed = False  # a callback since the last apply(); under _lock
 
     def on_partitions_revoked(self, revoked) -> None:
-        pass  # see on_partitions_assigned
+        with self._lock:
+            self._target -= self._ours(revoked)
+            self._changed = True
+
+    def on_partitions_lost(self, lost) -> None:
+        self.on_partitions_revoked(lost)  # the same for the history: not ours any more
 
     def on_partitions_assigned(self, assigned) -> None:
-        self._pending = {tp.partition for tp in assigned if tp.topic == self.input_topic}
-        self.assignments += 1
+        with self._lock:
+            self._target |= self._ours(assigned)
+            self._changed = True
+            self.assignments += 1
 
-    def apply(self) -> None:
-        """Bring the history in line with the latest assignment (on the worker's thread)."""
-        if self._pending is None:
-            return
-        now, self._pending = self._pending, None
+    def _ours(self, partitions) -> set[int]:
+        return {tp.partition for tp in partitions if tp.topic == self.input_topic}
+
+    def apply(self) -> bool:
+        """Bring the history in line with the partitions owned now (on the worker's
+        thread); True if the owned set changed."""
+        with self._lock:
+            if not self._changed:
+                return False
+            now, self._changed = set(self._target), False
+            assignments = self.assignments
         log.info(
             "assigned partitions %s of %s (assignment %d)",
             sorted(now),
             self.input_topic,
-            self.assignments,
+            assignments,
         )
+        if now == self.owned:
+            return False
         if self.state is not None:
             if self.owned - now:
                 self.state.forget(sorted(self.owned - now))
-            self.state.restore(sorted(now - self.owned))
+            if now - self.owned:
+                self.state.restore(sorted(now - self.owned))
         self.owned = now
+        return True

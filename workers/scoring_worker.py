@@ -301,13 +301,13 @@ class ScoringWorker:
         offset; those of partitions kept stay. The consumer may fetch a kept partition
         again from its committed offset: records already taken are skipped.
         """
-        assignments = self.partitions.assignments
         polled = self.consumer.poll(
             timeout_ms=timeout_ms, max_records=max(self.kafka.max_batch - len(batch), 1)
         )
-        self.partitions.apply()  # a new assignment's history, before any record is used
+        # A new assignment's history, before any record is used.
+        moved = self.partitions.apply()
         owned = self.partitions.owned
-        if self.partitions.assignments != assignments:
+        if moved:
             batch[:] = [r for r in batch if r.partition in owned]
             if in_flight is not None:
                 in_flight.keep(owned)

@@ -19,7 +19,15 @@ outside the event loop, which keeps answering. The thread encodes the batch in o
 scores it and builds each decision. Changes to the reference bank (when the index is
 linked to the bank topic, as for the worker: workers/bank.py) are applied on that same
 thread, since the index is not thread-safe: before every batch, and every second or so
-while idle.
+while idle. Whether the service keeps up with the bank is checked from another thread
+(workers/bank.py BankWatch): when it does not (the broker away, the topic deleted), it
+goes on scoring with the bank as last read, and says so: /readyz's `bank` and detail,
+`fraud_bank_following` 0, one error line.
+
+Publishing (--publish) never holds up scoring: the scoring thread hands each decision to
+a publishing thread (DecisionPublisher), which owns the producer; at most
+`publish_queue` records wait for the broker, and a decision beyond that is answered but
+not published, counted in `fraud_serve_publish_dropped_total` and logged.
 
 Not done here: the recipient's history. The worker keeps each recipient's earlier
 suspicious messages as extra keys, which works because Kafka partitions the input by
@@ -43,6 +51,7 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
 import signal
 import socket
 import threading
@@ -82,9 +91,9 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 1.0
 # A scoring thread with work queued and no batch finished for this long is stuck.
 STALL_S = 60.0
-# --publish: a send waits at most this long for the broker's metadata or buffer space;
-# an answer is never held for Kafka (a failed send is logged and counted).
-PUBLISH_MAX_BLOCK_MS = 200
+# --publish: a send waits at most this long for the broker's metadata, on the publishing
+# thread; an answer is never held for Kafka (a failed send is logged and counted).
+PUBLISH_MAX_BLOCK_MS = 5000
 # The routes, as the `route` label of the HTTP metrics (any other path: "other").
 ROUTES = frozenset(
     {"/v1/score", "/v1/score:batch", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
@@ -129,22 +138,19 @@ class ScoringFailed(Exception):
 
 
 class Scorer:
-    """What the scoring thread owns: the detector, the bank follower and, with --publish,
-    the producer. Every method runs on that one thread."""
+    """What the scoring thread owns: the detector, the bank follower (and the watch on it)
+    and, with --publish, the publisher. Every method runs on that one thread."""
 
     def __init__(
         self,
         detector: Detector,
         metrics: WorkerMetrics,
         bank=None,
-        producer=None,
-        alert_topic: str = "",
-        scores_topic: str = "",
-        on_publish_error: Callable[[BaseException], None] | None = None,
+        publisher: "DecisionPublisher | None" = None,
+        watch=None,
     ) -> None:
-        self.detector, self.metrics, self.bank, self.producer = detector, metrics, bank, producer
-        self.alert_topic, self.scores_topic = alert_topic, scores_topic
-        self.on_publish_error = on_publish_error
+        self.detector, self.metrics, self.bank = detector, metrics, bank
+        self.publisher, self.watch = publisher, watch
         set_index_gauges(metrics, detector)
 
     def score(
@@ -191,10 +197,10 @@ class Scorer:
             )
             for message, verdict, at in zip(messages, verdicts, arrived, strict=True)
         ]
-        if self.producer is not None:
+        if self.publisher is not None:
             published = time.perf_counter()
             for alert in alerts:
-                self._publish(alert)
+                self.publisher.offer(alert)
             timings["publish"] = time.perf_counter() - published
         m.messages_scored.inc(len(alerts))
         m.batch_size.observe(len(alerts))
@@ -203,64 +209,164 @@ class Scorer:
         for alert, at in zip(alerts, arrived, strict=True):
             m.scores.observe(alert.score)
             m.processing_latency.observe(now - at)
-            if alert.is_alert and self.producer is None:  # else counted once acknowledged
+            if alert.is_alert and self.publisher is None:  # else counted once acknowledged
                 m.alerts_published.labels(alert.category or "none").inc()
         return alerts
 
-    def _publish(self, alert: Alert) -> None:
-        payload, key = alert.to_bytes(), alert.message_id.encode("utf-8")
-        topics = [self.scores_topic] + [self.alert_topic] * alert.is_alert
-        for topic in topics:
-            try:
-                future = self.producer.send(topic, payload, key=key)
-            except Exception as e:  # no metadata or no buffer space within max_block_ms
-                self._publish_failed(e)
-                continue
-            future.add_errback(self._publish_failed)
-            if topic == self.alert_topic:
-                category = alert.category or "none"
-                future.add_callback(
-                    lambda _meta, c=category: self.metrics.alerts_published.labels(c).inc()
-                )
-
-    def _publish_failed(self, error: BaseException) -> None:
-        if self.on_publish_error is not None:
-            self.on_publish_error(error)
-
     def poll_bank(self) -> None:
-        """Apply the bank changes that arrived (the worker does the same between batches)."""
+        """Apply the bank changes that arrived (the worker does the same between batches).
+        A failure is the watch's to report (readyz, metric, log): scoring goes on with
+        the bank as it is."""
         if self.bank is None:
             return
         try:
             applied = self.bank.poll()
-        except Exception as e:  # the broker away: score with the bank as it is
-            log.warning("reading the bank topic failed (%r): scoring with the bank as is", e)
+        except Exception as e:
+            if self.watch is not None:
+                self.watch.poll_failed(e)
             return
+        if self.watch is not None:
+            self.watch.poll_failed(None)
         if applied:
             set_index_gauges(self.metrics, self.detector)
             observe_bank_changes(self.metrics, self.bank.last_applied, time.time())
 
     def close(self) -> None:
-        if self.producer is not None:
-            self.producer.flush(timeout=30)
-            self.producer.close(timeout=10)
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.watch is not None:
+            self.watch.close()
         if self.bank is not None:
             self.bank.close()
+
+
+class DecisionPublisher:
+    """--publish: sends decisions to the scores topic (and alerts to the alert topic) from
+    a thread of its own, which owns the producer, so that scoring never waits for Kafka.
+
+    offer() only queues a decision's records; at most `capacity` records are pending
+    (queued here, or sent and not yet acknowledged or failed). A decision whose records do
+    not fit is dropped: answered but not published, counted in
+    fraud_serve_publish_dropped_total and logged (the first, then once a minute). This
+    bounds memory while the broker is away too: kafka-python's producer has no buffer
+    limit of its own."""
+
+    def __init__(
+        self,
+        producer,
+        scores_topic: str,
+        alert_topic: str,
+        capacity: int,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.producer, self.capacity, self.metrics = producer, capacity, metrics
+        self.scores_topic, self.alert_topic = scores_topic, alert_topic
+        self.errors = _Throttled("decisions not published: the broker did not acknowledge")
+        self.drops = _Throttled(
+            f"decisions not published: {capacity} records already waiting for the broker "
+            "(FRAUD_SERVE__PUBLISH_QUEUE)"
+        )
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._deadline: float | None = None  # set by close(): send nothing after it
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def offer(self, alert: Alert) -> bool:
+        """Queue `alert` for publishing (on the scoring thread); False if it was dropped."""
+        records = 1 + alert.is_alert
+        with self._lock:
+            if self._pending + records > self.capacity:
+                dropped = True
+            else:
+                dropped = False
+                self._pending += records
+                self.metrics.publish_pending.set(self._pending)
+        if dropped:
+            self.metrics.publish_dropped.inc()
+            self.drops.note(f"message {alert.message_id}")
+            return False
+        category = (alert.category or "none") if alert.is_alert else None
+        self._queue.put((alert.to_bytes(), alert.message_id.encode("utf-8"), category))
+        return True
+
+    def _done(self, _result=None) -> None:
+        with self._lock:
+            self._pending -= 1
+            self.metrics.publish_pending.set(self._pending)
+
+    def _failed(self, error: BaseException) -> None:
+        self.metrics.publish_errors.inc()
+        self.errors.note(repr(error))
+        self._done()
+
+    def _run(self) -> None:
+        """Send each queued decision's records (an alert: the category it is counted
+        under once acknowledged; None for a decision that is no alert)."""
+        alerts = self.metrics.scoring.alerts_published
+        while (item := self._queue.get()) is not None:
+            payload, key, category = item
+            topics = [self.scores_topic] + [self.alert_topic] * (category is not None)
+            for topic in topics:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    self.metrics.publish_dropped.inc()  # closing, and out of time
+                    self._done()
+                    continue
+                try:
+                    future = self.producer.send(topic, payload, key=key)
+                except Exception as e:  # no metadata within max_block_ms, or closed
+                    self._failed(e)
+                    continue
+                future.add_callback(self._done)
+                future.add_errback(self._failed)
+                if topic == self.alert_topic:
+                    future.add_callback(lambda _meta, c=category: alerts.labels(c).inc())
+
+    def close(self, timeout_s: float = 30) -> None:
+        """Send what is queued and wait for the acknowledgements, within timeout_s in all
+        (what is left then is dropped and counted), then close the producer."""
+        self._deadline = time.monotonic() + timeout_s
+        self._queue.put(None)
+        self._thread.join(timeout_s + PUBLISH_MAX_BLOCK_MS / 1000)
+        self.producer.flush(timeout=max(self._deadline - time.monotonic(), 1))
+        self.producer.close(timeout=10)
+
+
+class _Throttled:
+    """Counts events and logs the first, then at most one line a minute with the count."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.logged_at, self.since = what, -float("inf"), 0
+
+    def note(self, last: str) -> None:
+        self.since += 1
+        if time.monotonic() - self.logged_at >= 60:
+            log.error("%d %s (last: %s)", self.since, self.what, last)
+            self.logged_at, self.since = time.monotonic(), 0
 
 
 def load_scorer(settings: Settings, metrics: ServeMetrics) -> Scorer:
     """The detector of `settings`, following the bank topic when its index is linked to
     it, and a producer for --publish. Runs on the scoring thread."""
-    from workers.bank import BankFollower, ensure_bank_topic
+    from workers.bank import BankFollower, BankWatch, ensure_bank_topic
     from workers.kafka_clients import ensure_topics, make_producer
 
     detector = Detector.from_settings(settings)
     kafka = settings.kafka
-    bank = producer = None
+    bank = publisher = watch = None
     if detector.index.changelog_offsets:
         ensure_bank_topic(kafka)
         bank = BankFollower(kafka, detector.index)
         bank.catch_up()  # every change since the snapshot, before the first answer
+        watch = BankWatch(
+            kafka, detector.index, bank.partitions, on_check=_BankMetrics(metrics)
+        ).start()
     else:
         log.info(
             "index %s is not linked to the bank topic %s (no changelog offsets): not "
@@ -271,29 +377,23 @@ def load_scorer(settings: Settings, metrics: ServeMetrics) -> Scorer:
     if settings.serve.publish:
         ensure_topics(kafka, [kafka.alert_topic, kafka.scores_topic])
         producer = make_producer(kafka, max_block_ms=PUBLISH_MAX_BLOCK_MS)
-    return Scorer(
-        detector,
-        metrics.scoring,
-        bank=bank,
-        producer=producer,
-        alert_topic=kafka.alert_topic,
-        scores_topic=kafka.scores_topic,
-        on_publish_error=_PublishErrors(metrics),
-    )
+        publisher = DecisionPublisher(
+            producer, kafka.scores_topic, kafka.alert_topic, settings.serve.publish_queue, metrics
+        )
+    return Scorer(detector, metrics.scoring, bank=bank, publisher=publisher, watch=watch)
 
 
-class _PublishErrors:
-    """Counts sends the broker did not acknowledge; logs the first and then one a minute."""
+class _BankMetrics:
+    """The bank watch's checks as metrics: following (1/0), and the failed checks."""
 
     def __init__(self, metrics: ServeMetrics) -> None:
-        self.metrics, self.logged_at, self.since = metrics, -float("inf"), 0
+        self.metrics = metrics
+        metrics.bank_following.set(1)  # caught up at load
 
-    def __call__(self, error: BaseException) -> None:
-        self.metrics.publish_errors.inc()
-        self.since += 1
-        if time.monotonic() - self.logged_at >= 60:
-            log.error("%d decisions not published (last: %r)", self.since, error)
-            self.logged_at, self.since = time.monotonic(), 0
+    def __call__(self, state) -> None:
+        self.metrics.bank_following.set(int(state.following))
+        if not state.following:
+            self.metrics.bank_follow_failures.inc()
 
 
 # -- the batcher ---------------------------------------------------------------------------
@@ -501,6 +601,12 @@ class Readiness(BaseModel):
     scorer: str | None = None
     scorer_reason: str | None = None
     scorer_detail: str | None = None
+    bank: str | None = Field(
+        None,
+        description="the reference bank topic: 'following <topic>', or why not and since "
+        "when (scoring goes on with the bank as last read); null when the index is not "
+        "linked to the bank",
+    )
 
 
 def request_models(serve: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -768,12 +874,21 @@ def create_app(
     async def readyz() -> JSONResponse:
         if batcher.ready:
             detector = batcher.scorer.detector
+            detail, bank = "ready", None
+            if batcher.scorer.watch is not None:
+                state = batcher.scorer.watch.state()
+                bank = state.detail
+                if not state.following:
+                    since = time.monotonic() - state.since
+                    bank = f"not following for {since:.0f} s: {state.detail}"
+                    detail = "ready, with the bank as last read: " + bank
             body = Readiness(
                 ready=True,
-                detail="ready",
+                detail=detail,
                 model=detector.model,
                 index_version=detector.index.version,
                 references=len(detector.index),
+                bank=bank,
                 scorer=detector.choice.scorer,
                 scorer_reason=detector.choice.reason,
                 scorer_detail=detector.choice.detail,

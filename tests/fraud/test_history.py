@@ -1,8 +1,12 @@
 """The recipient history: bounds, the changelog record, and scoring in stream order."""
 
+import gc
+import tracemalloc
+
 import numpy as np
 import pytest
 
+import fraud.history as history_module
 from fraud.config import HistorySettings
 from fraud.history import (
     Arrival,
@@ -137,10 +141,61 @@ def test_the_size_totals_follow_every_way_recipients_come_and_go():
 
     for i, (r, shard) in enumerate([("a", 0), ("a", 0), ("a", 0), ("b", 1), ("c", 1)]):
         h.remember(_arrival(i, r, shard=shard), _entry(i))
-        assert (h.entry_count(), h.memory_bytes() - 300 * h.entry_count() - 200 * len(h)) == (
-            recount()
+        overhead = (
+            history_module.ENTRY_OVERHEAD_BYTES * h.entry_count()
+            + history_module.RECIPIENT_OVERHEAD_BYTES * len(h)
         )
+        assert (h.entry_count(), h.memory_bytes() - overhead) == recount()
     h.restore("b", 1, None)
     h.restore("a", 0, [_entry(9)])
     h.forget_shards([0])
     assert h.entry_count() == recount()[0] == 1
+
+
+def _fill(h: RecipientHistory, recipients: int, per_recipient: int, dim: int) -> None:
+    """Entries made as score_in_order makes them: each vector a row of a batch's
+    embeddings, here one in eight rows of each 64-row batch (the suspicious ones)."""
+    n = 0
+    while n < recipients * per_recipient:
+        batch = unit_vectors(64, dim, seed=n)
+        for row in range(0, 64, 8):
+            r, i = n % recipients, n
+            vector = batch[row]  # a view: the whole batch behind it
+            h.remember(
+                _arrival(i, f"+44 7700 {r:06d}"), HistoryEntry(f"m{i}", vector, "x", 0.5, 0, i)
+            )
+            n += 1
+
+
+def test_a_history_filled_past_its_memory_cap_evicts_down_to_it_by_its_own_accounting():
+    cap = 2**20
+    h = RecipientHistory(HistorySettings(max_memory_bytes=cap, max_per_recipient=4))
+    _fill(h, recipients=2000, per_recipient=4, dim=64)
+    assert 0.95 * cap < h.memory_bytes() <= cap  # full, and not over
+    assert h.evicted > 0 and len(h) < 2000
+    entries = [e for r in range(2000) for e in h.entries(f"+44 7700 {r:06d}")]
+    assert h.entry_count() == len(entries)
+    assert h.memory_bytes() == sum(
+        e.vector.nbytes + history_module.ENTRY_OVERHEAD_BYTES for e in entries
+    ) + history_module.RECIPIENT_OVERHEAD_BYTES * len(h)
+    changes = h.take_changes()
+    tombstones = [r for r, (_, entries) in changes.items() if entries is None]
+    assert len(tombstones) == 2000 - len(h)  # each recipient evicted and not back
+
+
+def test_the_accounting_matches_the_memory_tracemalloc_measures():
+    """What the store says it holds is what it holds, within 15%: no batch of embeddings
+    kept alive behind a row, no per-entry cost left out."""
+    for dim in (64, 384):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            h = RecipientHistory(HistorySettings(max_per_recipient=8))
+            _fill(h, recipients=500, per_recipient=8, dim=dim)
+            h.take_changes()
+            gc.collect()
+            measured = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert h.entry_count() == 4000
+        assert 0.85 * measured <= h.memory_bytes() <= 1.15 * measured, (dim, measured)

@@ -62,4 +62,7 @@ def test_a_short_soak_decides_every_message_and_ends_with_no_lag(
     assert result["lag_end"] == 0 and result["worker_errors"] == 0
     assert len(result["samples"]) >= 3  # start, at least one while sending, end
     assert result["rss_mib_start"] > 100  # a process that loaded a transformer
+    # Every message with a recipient joins the history, which the samples follow.
+    assert 60 <= result["history_entries_max"] and result["history_max_bytes"] == 4 * 2**20
+    assert 0 < result["history_bytes_max"] <= result["history_max_bytes"]
     assert result["worker_exit_code"] == 0  # stopped by SIGTERM, cleanly

@@ -178,7 +178,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
                 while processor.changes < 1:
                     assert time.monotonic() < deadline, "the verdict was not processed"
                     time.sleep(0.05)
-            assert len(processor.false_positive_citations[culprit]) == n
+            assert processor.false_positive_citations.count(culprit) == n
         deadline = time.monotonic() + 30
         while not (culprit in worker_index and worker_index.reference(culprit).disabled):
             assert time.monotonic() < deadline, "the reference was not disabled"

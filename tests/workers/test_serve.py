@@ -7,6 +7,7 @@ uvicorn server on a free loopback port.
 
 import json
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import schemathesis
 import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from fraud.bank import change_key, encode_upsert
@@ -26,8 +28,9 @@ from fraud.encoder import Encoder
 from fraud.index import Reference, ReferenceIndex
 from fraud.metrics import build_serve_metrics
 from fraud.schemas import Alert, Message
-from tests.workers.kafka_helpers import read_topic
+from tests.workers.kafka_helpers import own_topics, read_topic
 from workers.bank import publish_index
+from workers.broker import LocalBroker
 from workers.kafka_clients import make_producer
 from workers.serve import Scorer, bind, create_app, load_scorer, load_tokens
 
@@ -597,6 +600,112 @@ def test_follows_the_reference_bank_like_a_worker(
     assert after["is_alert"] and after["evidence"][0]["reference_id"] == new_id
     assert after["index_version"] != before["index_version"]
     assert _sample(page, "fraud_bank_changes_applied_total") == 1
+
+
+def _wait_for(get, check, what: str, timeout_s: float = 60):
+    """Poll `get()` until `check(value)` holds; returns that value."""
+    deadline = time.monotonic() + timeout_s
+    while not check(value := get()):
+        assert time.monotonic() < deadline, f"{what}: {value}"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.mark.integration
+def test_a_deleted_bank_topic_is_reported_not_swallowed(
+    shared_encoder, seed_index_dir, kafka_settings, tmp_path, caplog
+):
+    """The bank topic deleted while the service follows it: still ready and scoring, with
+    the bank as last read, and it says so: /readyz's bank and detail, the metrics, one
+    error line. (kafka-python's poll returns nothing then; nothing was seen before.)"""
+    encoder = shared_encoder
+    index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
+    publish_index(kafka_settings, index, tmp_path)
+    settings = Settings(index_dir=tmp_path).model_copy(update={"kafka": kafka_settings})
+    registry = CollectorRegistry()
+    metrics = build_serve_metrics(registry)
+    app = create_app(settings.serve, lambda: load_scorer(settings, metrics), registry, metrics)
+    with TestClient(app) as client:
+        ready = _wait_ready(client.get)
+        assert ready["bank"] == f"following {kafka_settings.bank_topic}"
+        admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_servers)
+        try:
+            admin.delete_topics([kafka_settings.bank_topic])
+        finally:
+            admin.close()
+        ready = _wait_for(
+            lambda: client.get("/readyz"),
+            lambda r: r.json()["bank"].startswith("not following"),
+            "the deleted bank topic went unnoticed",
+        )
+        assert ready.status_code == 200 and ready.json()["ready"]
+        assert "with the bank as last read" in ready.json()["detail"]
+        assert kafka_settings.bank_topic in ready.json()["bank"]
+        page = client.get("/metrics").text
+        assert client.post("/v1/score", json={"id": "d-1", "text": SCAM}).json()["is_alert"]
+    assert _sample(page, "fraud_bank_following") == 0
+    assert _sample(page, "fraud_bank_follow_failures_total") >= 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert sum("not following the reference bank" in e for e in errors) == 1, errors
+
+
+@pytest.mark.integration
+def test_with_the_broker_paused_scoring_answers_and_the_publish_queue_drops_and_counts(
+    shared_encoder, seed_index_dir, tmp_path
+):
+    """--publish with a queue of 6 records, on a broker of its own, paused (SIGSTOP) for
+    the middle 20 of 26 messages: each is answered at once; 6 wait for the broker, 14
+    are dropped and counted; /readyz says the bank is not followed meanwhile. Resumed:
+    the 6 are delivered, the bank followed again, and every decision was either published
+    or counted as dropped."""
+    encoder = shared_encoder
+    index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
+    with LocalBroker() as broker:
+        kafka = own_topics(broker.bootstrap_servers)
+        publish_index(kafka, index, tmp_path)
+        serve = ServeSettings(publish=True, publish_queue=6)
+        settings = Settings(index_dir=tmp_path).model_copy(update={"kafka": kafka, "serve": serve})
+        registry = CollectorRegistry()
+        metrics = build_serve_metrics(registry)
+        app = create_app(serve, lambda: load_scorer(settings, metrics), registry, metrics)
+        metric = lambda name: _sample(client.get("/metrics").text, name)  # noqa: E731
+        pending = "fraud_serve_publish_pending_records"
+        with TestClient(app) as client:
+            _wait_ready(client.get)
+            score = lambda i: client.post("/v1/score", json={"id": f"b-{i}", "text": LEGIT})  # noqa: E731
+            assert all(score(i).status_code == 200 for i in range(3))
+            _wait_for(lambda: metric(pending), lambda n: n == 0, "not acknowledged")
+            broker.send_signal(signal.SIGSTOP)
+            try:
+                slowest = 0.0
+                for i in range(3, 23):
+                    started = time.monotonic()
+                    assert score(i).status_code == 200
+                    slowest = max(slowest, time.monotonic() - started)
+                assert slowest < 2.0, f"an answer waited {slowest:.1f} s for the broker"
+                assert metric(pending) == 6
+                assert metric("fraud_serve_publish_dropped_total") == 14
+                ready = _wait_for(
+                    lambda: client.get("/readyz").json(),
+                    lambda r: r["bank"].startswith("not following"),
+                    "the paused broker went unnoticed",
+                )
+                assert ready["ready"] and "within 5 s" in ready["bank"]
+            finally:
+                broker.send_signal(signal.SIGCONT)
+            _wait_for(
+                lambda: client.get("/readyz").json()["bank"],
+                lambda b: b == f"following {kafka.bank_topic}",
+                "the bank was not followed again",
+            )
+            assert all(score(i).status_code == 200 for i in range(23, 26))
+            _wait_for(lambda: metric(pending), lambda n: n == 0, "not acknowledged")
+            dropped = metric("fraud_serve_publish_dropped_total")
+            errors = metric("fraud_publish_errors_total")
+        published = read_topic(kafka, kafka.scores_topic, at_least=26 - 14)
+    ids = [r.key.decode() for r in published]
+    assert (dropped, errors, len(ids), len(set(ids))) == (14, 0, 12, 12)
+    assert set(ids) == {f"b-{i}" for i in (0, 1, 2, *range(3, 9), 23, 24, 25)}
 
 
 # -- the process ---------------------------------------------------------------------------
