@@ -2,6 +2,7 @@
 
     python -m tests.workers.faulty_worker [--encode-poison TEXT] [--score-poison TEXT]
                                           [--decision-poison ID] [--broken]
+                                          [--slow-commit SECONDS]
 
 It wraps the detector that `fraud worker` builds (Detector.from_settings), then runs the
 real command (fraud.cli main(["worker"])): the worker's code is untouched, and no test
@@ -15,15 +16,20 @@ hook lives in production code. The faults, each like a bug that one input trigge
   after its scoring has left it in its recipient's history;
 - --broken: every encoding raises InjectedEncodingFault once the worker has started (a
   broken model).
+- --slow-commit SECONDS: each batch waits this long after its outputs are sent and before
+  its offsets (exactly-once: its transaction) are committed, as a slow broker would make
+  it: a test that must strike while a transaction is open finds one open most of the time.
 
 Each exception's text quotes the message, as a real one could: the worker must not log it.
 """
 
 import argparse
 import sys
+import time
 
 from fraud.cli import main
 from fraud.detector import Detector
+from workers.scoring_worker import Outputs
 
 
 class InjectedEncodingFault(RuntimeError):
@@ -87,7 +93,16 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--score-poison")
     parser.add_argument("--decision-poison")
     parser.add_argument("--broken", action="store_true")
+    parser.add_argument("--slow-commit", type=float, default=0.0)
     args = parser.parse_args(argv)
+    if args.slow_commit:
+        commit = Outputs.commit
+
+        def slow_commit(self, records):
+            time.sleep(args.slow_commit)
+            return commit(self, records)
+
+        Outputs.commit = slow_commit
     build = Detector.from_settings.__func__
 
     def from_settings(cls, settings, index_dir=None):

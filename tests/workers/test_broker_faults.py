@@ -134,7 +134,12 @@ def _survives(
     health = Health(set(), set(), set())
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(settings, log)
+        # Exactly-once: each batch's transaction stays open a while (a slow broker), so
+        # the strike finds one open (freeze_inside_a_transaction).
+        command = ("-m", "tests.workers.faulty_worker", "--slow-commit", "0.5")
+        worker = (
+            start_worker(settings, log, command) if exactly_once else start_worker(settings, log)
+        )
         try:
             # One batch decided: the worker is scoring, with the rest of the half in hand.
             started = lambda c: len(c) >= MAX_BATCH or worker.poll() is not None  # noqa: E731
