@@ -17,7 +17,7 @@ DEFAULT_MULTILINGUAL_MODEL_PATH = Path(".cache/models/multilingual-e5-small")
 
 
 class ScorerSettings(BaseModel):
-    """Parameters of the attention scorer (see fraud/scorer.py for what each one does)."""
+    """Parameters of the attention scorer (fraud/scoring/attention.py says what each does)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -33,7 +33,7 @@ class ScorerSettings(BaseModel):
         ge=0,
         le=1,
         description="weight w of the character n-gram term in the key similarity: "
-        "(1 - w) * dense cosine + w * char n-gram TF-IDF cosine (fraud/ngrams.py); 0: off",
+        "(1 - w) * dense cosine + w * char n-gram TF-IDF cosine (fraud/text/ngrams.py); 0: off",
     )
     ngram_range: tuple[int, int] = Field(
         (1, 3), description="character n-gram lengths of that term, min and max"
@@ -48,7 +48,7 @@ class ScorerSettings(BaseModel):
 
 
 class HistorySettings(BaseModel):
-    """The recipient's own history as keys (see fraud/history.py)."""
+    """The recipient's own history as keys (see fraud/scoring/history.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -75,7 +75,7 @@ class HistorySettings(BaseModel):
 
 
 class CampaignSettings(BaseModel):
-    """Grouping suspicious messages into campaigns (see fraud/campaigns.py)."""
+    """Grouping suspicious messages into campaigns (see fraud/scoring/campaigns.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -218,7 +218,7 @@ class KafkaSettings(BaseModel):
 
 
 class ServeSettings(BaseModel):
-    """`fraud serve`: inline scoring over HTTP (workers/serve.py)."""
+    """`fraud serve`: inline scoring over HTTP (workers/serve/app.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -293,7 +293,7 @@ class Settings(BaseSettings):
     route_by_script: bool = Field(
         True,
         description="encode Latin-script text with model_path and other scripts with "
-        "multilingual_model_path (fraud/routing.py); off: model_path for everything",
+        "multilingual_model_path (fraud/encoding/routed.py); off: model_path for everything",
     )
     input_prefix: Literal["query", "passage", "none"] | None = Field(
         None,
@@ -319,7 +319,7 @@ class Settings(BaseSettings):
     )
     encoder_variant: Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"] = Field(
         "torch-bf16",
-        description="how the model runs (fraud/encoder.py); torch-bf16 was as fast as "
+        description="how the model runs (fraud/encoding/encoder.py); torch-bf16 was as fast as "
         "onnx-int8 and far closer to fp32: `fraud bench`",
     )
     encoder_cache_dir: Path = Field(

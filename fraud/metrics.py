@@ -198,7 +198,7 @@ def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
 # Request latencies of the inline service: its goal is a p99 of tens of milliseconds.
 HTTP_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 # The metrics of fraud/metrics.py that only a Kafka worker sets: the HTTP service
-# (workers/serve.py) leaves them out of its registry rather than expose them idle.
+# (workers/serve/app.py) leaves them out of its registry rather than expose them idle.
 WORKER_ONLY = (
     "worker_up",
     "consumer_lag",
@@ -302,7 +302,7 @@ def set_index_gauges(metrics: WorkerMetrics, detector) -> None:
 
 
 def observe_bank_changes(metrics: WorkerMetrics, changes: list, now_s: float) -> None:
-    """Count applied bank changes (fraud/bank.py BankChange), and how long each analyst
+    """Count applied bank changes (fraud/index/changelog.py BankChange), and how long each analyst
     verdict among them took to arrive (now_s: time.time())."""
     metrics.bank_changes.inc(len(changes))
     for change in changes:

@@ -18,7 +18,7 @@ SCHEMA_VERSION = 2  # 2: evidence source/message_id, retroactive, campaign_id
 DECODE_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
 # Dead-letter reasons: a small fixed set, used as a header value and a metric label. Beyond
 # decoding: scoring_error, the record decoded but encoding or scoring it raised (isolated
-# from its batch, fraud/isolation.py; a verdict the feedback processor failed on, too);
+# from its batch, fraud/scoring/isolation.py; a verdict the feedback processor failed on, too);
 # unknown_message, a verdict on a message the feedback processor never saw.
 SCORING_ERROR = "scoring_error"
 DEAD_LETTER_REASONS = (*DECODE_REASONS, SCORING_ERROR, "unknown_message")

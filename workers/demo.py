@@ -20,18 +20,19 @@ from pathlib import Path
 from kafka.structs import TopicPartition
 
 from fraud.config import Settings, to_env
+from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
-from fraud.detector import Detector, effective_scorer
-from fraud.encoder import Encoder
+from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index import build_index, seed_references_path
+from fraud.index.reference_index import build_index
 from fraud.schemas import Alert
+from fraud.scoring.detector import Detector, effective_scorer
 from workers.broker import LocalBroker, free_port
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.kafka.clients import ensure_topics, make_consumer, make_producer
 from workers.processes import stop_process
 from workers.producer import produce, read_messages
 
-DEMO_MESSAGES = Path(__file__).resolve().parent.parent / "fraud" / "data" / "demo_messages.jsonl"
+DEMO_MESSAGES = demo_messages_path()
 MALFORMED = [b"\xff\xfe not utf-8", b'{"id": "demo-bad-json", "text": ']
 WAIT_FOR_DECISIONS_S = 180
 
@@ -154,14 +155,14 @@ def _start_worker(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
     env = {**os.environ, **to_env(worker_settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "fraud.cli", "worker"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], env=env)
     stack.callback(stop_process, proc)
     return proc
 
 
 def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
-    from fraud.cli import format_verdict
     from fraud.schemas import Verdict
+    from workers.cli.main import format_verdict
 
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")

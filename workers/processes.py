@@ -21,7 +21,7 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> None:
 
 
 def start_worker(
-    settings: Settings, log, command: Sequence[str] = ("-m", "fraud.cli", "worker")
+    settings: Settings, log, command: Sequence[str] = ("-m", "workers.cli.main", "worker")
 ) -> subprocess.Popen:
     """A `fraud worker` process with `settings` (as FRAUD_* variables), its output to the
     file `log`. `command`: the Python arguments that start it (a test's wrapper module)."""

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from fraud.cli import build_parser
 from fraud.config import Settings
+from workers.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -25,14 +25,14 @@ import pytest
 import yaml
 
 from fraud.config import Settings, to_env
-from fraud.feedback import AnalystVerdict
-from fraud.index import ReferenceIndex
+from fraud.index.reference_index import ReferenceIndex
+from fraud.scoring.verdicts import AnalystVerdict
 from tests.workers.kafka_helpers import read_topic, running_processor, send_raw
-from workers.bank import publish_index
 from workers.broker import free_port
-from workers.feedback import FeedbackProcessor
-from workers.kafka_clients import ensure_topics, make_producer
+from workers.feedback.processor import FeedbackProcessor
+from workers.kafka.clients import ensure_topics, make_producer
 from workers.producer import produce, read_messages
+from workers.state.bank import publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -113,7 +113,7 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
     stack.enter_context(running_processor(processor))
     worker_log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", "worker", "--publish-scores"],
+        [sys.executable, "-m", "workers.cli.main", "worker", "--publish-scores"],
         env={**os.environ, **to_env(settings)},
         stdout=worker_log,
         stderr=subprocess.STDOUT,
@@ -206,7 +206,7 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
         assert not failures, "\n".join(failures)
 
         # `fraud report` draws the main panels from the same server.
-        from fraud.cli import main
+        from workers.cli.main import main
 
         png = tmp_path / "report.png"
         assert (

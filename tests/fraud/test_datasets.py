@@ -56,7 +56,7 @@ def test_a_label_cannot_be_both(tmp_path):
 
 
 def test_the_shipped_seed_set_meets_its_promise():
-    from fraud.index import seed_references_path
+    from fraud.data import seed_references_path
 
     rows = read_labeled_csv(seed_references_path())
     frauds = [r for r in rows if r.label == "fraud"]
@@ -80,9 +80,9 @@ CHINESE_SCAM_TYPES = {
 
 
 def test_the_seed_set_has_chinese_frauds_of_every_common_type_and_legit_lookalikes():
-    from fraud.index import seed_references_path
-    from fraud.normalize import normalize
-    from fraud.routing import is_other_script
+    from fraud.data import seed_references_path
+    from fraud.encoding.routed import is_other_script
+    from fraud.text.normalize import normalize
 
     rows = read_labeled_csv(seed_references_path())
     chinese = [r for r in rows if is_other_script(r.text)]

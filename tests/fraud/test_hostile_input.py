@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from fraud import schemas
 from fraud.config import KafkaSettings
 from fraud.errors import SchemaError
-from fraud.normalize import normalize
 from fraud.schemas import (
     DEAD_LETTER_REASONS,
     MAX_JSON_DEPTH,
@@ -27,6 +26,7 @@ from fraud.schemas import (
     Verdict,
     parse_message,
 )
+from fraud.text.normalize import normalize
 
 LIMIT = KafkaSettings().max_message_bytes  # the worker's default limit (64 KiB)
 _VERDICT = Verdict(
@@ -316,7 +316,7 @@ def test_the_encoder_truncates_a_message_at_the_size_limit_to_max_tokens(encoder
 
 
 def _parse_verdict(raw: bytes | None) -> None:
-    from fraud.feedback import parse_verdict
+    from fraud.scoring.verdicts import parse_verdict
 
     try:
         verdict = parse_verdict(raw)
@@ -358,7 +358,7 @@ def test_verdict_json_objects_with_any_fields_of_any_type(obj):
     ids=["deep", "huge-int", "lone-surrogate", "not-utf8", "too-large", "tombstone"],
 )
 def test_hostile_verdicts_are_refused_with_a_reason(raw, reason):
-    from fraud.feedback import parse_verdict
+    from fraud.scoring.verdicts import parse_verdict
 
     with pytest.raises(SchemaError) as e:
         parse_verdict(raw)

@@ -1,11 +1,11 @@
-"""A real `fraud worker` process with a fault injected, for tests/workers/test_isolation.py.
+"""A real `fraud worker` process with a fault injected, for tests/workers/scoring/test_isolation.py.
 
     python -m tests.workers.faulty_worker [--encode-poison TEXT] [--score-poison TEXT]
                                           [--decision-poison ID] [--broken]
                                           [--slow-commit SECONDS]
 
 It wraps the detector that `fraud worker` builds (Detector.from_settings), then runs the
-real command (fraud.cli main(["worker"])): the worker's code is untouched, and no test
+real command (workers.cli.main main(["worker"])): the worker's code is untouched, and no test
 hook lives in production code. The faults, each like a bug that one input triggers:
 
 - --encode-poison TEXT: the encoder raises InjectedEncodingFault on a batch holding a text
@@ -27,9 +27,9 @@ import argparse
 import sys
 import time
 
-from fraud.cli import main
-from fraud.detector import Detector
-from workers.scoring_worker import Outputs
+from fraud.scoring.detector import Detector
+from workers.cli.main import main
+from workers.scoring.worker import Outputs
 
 
 class InjectedEncodingFault(RuntimeError):

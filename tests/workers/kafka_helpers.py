@@ -21,17 +21,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import HistorySettings, KafkaSettings, Settings
-from fraud.history import RecipientHistory
 from fraud.metrics import build_metrics
-from workers.history import HistoryState, ensure_history_topic
-from workers.kafka_clients import (
+from fraud.scoring.history import RecipientHistory
+from workers.kafka.clients import (
     connection_config,
     ensure_topics,
     make_consumer,
     make_producer,
     partition_count,
 )
-from workers.scoring_worker import ScoringWorker
+from workers.scoring.worker import ScoringWorker
+from workers.state.history import HistoryState, ensure_history_topic
 
 
 def own_topics(bootstrap_servers: str, **changes) -> KafkaSettings:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from fraud.cli import main
 from fraud.config import KafkaSettings, Settings, to_env
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError
 from fraud.schemas import Alert
 from tests.workers.kafka_helpers import own_topics, read_topic, send_raw
 from workers.broker import LocalBroker, free_port
-from workers.kafka_clients import ensure_topics, make_consumer, make_producer
+from workers.cli.main import main
+from workers.kafka.clients import ensure_topics, make_consumer, make_producer
 from workers.processes import stop_process
 
 pytestmark = [pytest.mark.integration]
@@ -45,7 +45,7 @@ USER, PASSWORD, WRONG = "fraud-worker", f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uui
 def _start_worker(settings: Settings, log, *flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "fraud.cli", "worker", *flags],
+        [sys.executable, "-m", "workers.cli.main", "worker", *flags],
         env={**env, **to_env(settings)},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -258,7 +258,7 @@ def test_fraud_serve_listens_on_loopback_only(seed_index_dir, tmp_path):
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fraud.cli", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "workers.cli.main", "serve"], env=env, stdout=log, stderr=log
         )
         try:
             # It binds, logs "serving on", then uvicorn starts listening on that socket.

@@ -1,0 +1,333 @@
+"""The learned attention head: attention of the message over its retrieved keys, trained.
+
+For a query q and its keys k_1..k_m (retrieved references with similarity s_i and
+label y_i), the head computes
+
+    logit_i  = s_i / T_h + log w_i                            (per head h; w_i the key's weight)
+    logit_0  = tau_h / T_h + n_h . q                          (a learned null key)
+    a_h      = softmax(logit_0, logit_1..logit_m)
+    readout_h = a_h0 v_h,null + sum_i a_hi v_h[y_i, c_i]      (learned values per label
+                                                               and fraud category)
+    score    = sigmoid(sum_h alpha_h readout_h + w . q + b)   (plus a linear term on q)
+
+Four heads start at temperatures from 0.03 to 0.15: sharp heads read the nearest keys,
+broad ones the neighbourhood. Optional extra terms in the key logits (`pair`): a
+low-rank bilinear (P q).(P k_i), or a small MLP on [q, k_i, q - k_i, q * k_i] as in the
+Deep Interest Network; measured on the UCI folds, both overfit (see README, Quality).
+
+It is trained with binary cross-entropy on the training split only, each training
+message masked out of its own keys. s_i is the key similarity of the index search, with
+the character n-gram term when the config's ngram_weight is above 0 (fraud/text/ngrams.py).
+The attention weights a_i are what the evidence shows. Stored in the index directory as
+head.safetensors + head.json (+ lexical.safetensors; no pickle), covered by the index
+manifest's digests (fraud/index/files.py). head.json records the index version the head was
+trained on, and its own alert threshold: a head is only used with that version of the
+index (fraud/scoring/detector.py), and its threshold only with the head.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fraud.errors import DataError
+from fraud.index.reference_index import (
+    MANIFEST_FILE,
+    Keys,
+    ReferenceIndex,
+    read_manifest,
+    verify_files,
+)
+from fraud.text.lexical import LEXICAL_WEIGHTS, LexicalModel
+
+HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
+HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS, LEXICAL_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    dim: int
+    n_categories: int  # fraud categories known at training time (values per category)
+    pair: str = "none"  # how q and k_i interact beyond s_i: "none", "bilinear" or "mlp"
+    hidden: int = 16  # rank of the bilinear term, or the MLP's width
+    heads: int = 4  # attention heads, each with its own T, tau, null key and values
+    lexical: bool = True  # add the lexical model's logit (fraud/text/lexical.py) as a query term
+    top_k: int = 32
+    # The key similarity the head was trained on: the character n-gram term's weight and
+    # lengths (fraud/text/ngrams.py); 0, the dense cosine alone, for a head saved before it.
+    ngram_weight: float = 0.0
+    ngram_range: tuple[int, int] = (1, 3)
+    epochs: int = 80
+    batch_size: int = 256
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ngram_range", tuple(self.ngram_range))  # a list from JSON
+
+
+class AttentionHead(nn.Module):
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, h = config.dim, config.hidden
+        H = config.heads
+        # Heads start at different temperatures: sharp ones read the nearest keys, broad
+        # ones the neighbourhood.
+        temps = np.geomspace(0.03, 0.15, H) if H > 1 else np.array([0.05])
+        self.log_temperature = nn.Parameter(torch.tensor(np.log(temps), dtype=torch.float32))
+        self.tau = nn.Parameter(torch.full((H,), 0.5))
+        if config.pair == "mlp":
+            self.pair = nn.Sequential(nn.Linear(4 * d, h), nn.GELU(), nn.Linear(h, 1))
+        elif config.pair == "bilinear":
+            self.pair = nn.Linear(d, h, bias=False)
+            nn.init.normal_(self.pair.weight, std=0.01)
+        self.null_query = nn.Linear(d, H, bias=False)
+        # Values per head: index 0 = legit, 1..C = fraud categories, C+1 = the null key.
+        self.values = nn.Parameter(torch.zeros(H, config.n_categories + 2))
+        with torch.no_grad():
+            self.values[:, 1 : config.n_categories + 1] = 1.0
+        self.alpha = nn.Parameter(torch.full((H,), 4.0 / H))
+        self.query = nn.Linear(d, 1)
+        nn.init.zeros_(self.query.weight)
+        self.lexical_weight = nn.Parameter(torch.tensor(1.0 if config.lexical else 0.0))
+        nn.init.zeros_(self.null_query.weight)
+
+    def forward(
+        self,
+        q: torch.Tensor,  # (n, d)
+        keys: torch.Tensor,  # (n, m, d)
+        sims: torch.Tensor,  # (n, m)
+        value_ids: torch.Tensor,  # (n, m) long: 0 legit, 1..C fraud category
+        valid: torch.Tensor,  # (n, m) bool
+        lexical: torch.Tensor,  # (n,) the lexical model's logit, zeros without one
+        log_weights: torch.Tensor,  # (n, m) log of each key's weight (0: weight 1)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
+        t = self.log_temperature.exp()  # (H,)
+        key_logits = sims.unsqueeze(-1) / t + log_weights.unsqueeze(-1)  # (n, m, H)
+        if self.config.pair == "mlp":
+            qe = q.unsqueeze(1).expand_as(keys)
+            pair = torch.cat([qe, keys, qe - keys, qe * keys], dim=-1)
+            key_logits = key_logits + self.pair(pair)
+        elif self.config.pair == "bilinear":
+            pair = (self.pair(q).unsqueeze(1) * self.pair(keys)).sum(-1, keepdim=True)
+            key_logits = key_logits + pair
+        key_logits = key_logits.masked_fill(~valid.unsqueeze(-1), float("-inf"))
+        null_logit = (self.tau / t + self.null_query(q)).unsqueeze(1)  # (n, 1, H)
+        attention = torch.softmax(torch.cat([null_logit, key_logits], dim=1), dim=1)
+        heads = torch.arange(self.config.heads)
+        key_values = self.values[heads, value_ids.unsqueeze(-1)]  # (n, m, H)
+        null_values = self.values[:, -1].expand(len(q), 1, -1)
+        readout = (attention * torch.cat([null_values, key_values], dim=1)).sum(dim=1)
+        logit = (readout * self.alpha).sum(-1) + self.query(q).squeeze(-1)
+        logit = logit + self.lexical_weight * lexical
+        return logit, attention.mean(dim=-1)
+
+
+def _tensors(q, key_vectors, sims, value_ids, valid, lexical, log_weights):
+    return (
+        torch.as_tensor(q, dtype=torch.float32),
+        torch.as_tensor(key_vectors, dtype=torch.float32),
+        torch.as_tensor(sims, dtype=torch.float32),
+        torch.as_tensor(value_ids, dtype=torch.long),
+        torch.as_tensor(valid, dtype=torch.bool),
+        torch.as_tensor(lexical, dtype=torch.float32),
+        torch.as_tensor(log_weights, dtype=torch.float32),
+    )
+
+
+class TrainedHead:
+    """An AttentionHead with the fraud categories it learned values for, scoring against a
+    ReferenceIndex; `threshold` is the alert threshold chosen for it (`fraud train`)."""
+
+    def __init__(
+        self,
+        module: AttentionHead,
+        categories: list[str],
+        index_version: str,
+        lexical: LexicalModel | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.module, self.categories, self.index_version = module, categories, index_version
+        self.config, self.lexical, self.threshold = module.config, lexical, threshold
+
+    def inputs(
+        self,
+        index: ReferenceIndex,
+        queries: np.ndarray,
+        keys: Keys,
+        texts: Sequence[str],
+        lexical_logits: np.ndarray | None = None,
+    ) -> tuple:
+        """(q, key vectors, similarities, value ids, valid, lexical logit, log weights)."""
+        n, m = keys.ids.shape
+        vectors = keys.vectors
+        if vectors is None:
+            flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
+            vectors = flat.reshape(n, m, -1) * keys.valid[..., None]
+        # Value ids: 0 for legit, 1 + the category's position for fraud; a category the
+        # head never saw shares the value of its first one.
+        position = {c: i + 1 for i, c in enumerate(self.categories)}
+        codes = np.array([position.get(c, 1) for c in index.categories] or [1], dtype=np.int64)
+        values = np.where(keys.valid & keys.is_fraud, codes[keys.category_codes], 0)
+        if lexical_logits is None:
+            lexical_logits = self.lexical.logit(texts) if self.lexical else np.zeros(n)
+        return _tensors(
+            queries,
+            vectors,
+            keys.similarities,
+            values,
+            keys.valid,
+            lexical_logits,
+            keys.log_weights,
+        )
+
+    @torch.inference_mode()
+    def score(
+        self, index: ReferenceIndex, queries: np.ndarray, keys: Keys, texts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud probability (n,), attention weight of each key (n, m))."""
+        logit, attention = self.module(*self.inputs(index, queries, keys, texts))
+        return (
+            torch.sigmoid(logit).numpy().astype(np.float64),
+            attention[:, 1:].numpy().astype(np.float64),
+        )
+
+    @classmethod
+    def train(
+        cls,
+        config: HeadConfig,
+        index: ReferenceIndex,
+        queries: np.ndarray,
+        keys: Keys,
+        texts: Sequence[str],
+        y: np.ndarray,
+    ) -> "TrainedHead":
+        """Fit on training messages whose keys already exclude each message itself.
+
+        The lexical term is trained on the same messages; the head learns from its
+        out-of-fold logits, so it does not learn to trust a model that saw the answer.
+        """
+        torch.manual_seed(config.seed)
+        texts, y = list(texts), np.asarray(y, dtype=bool)
+        lexical, lexical_logits = None, np.zeros(len(y))
+        if config.lexical:
+            lexical = LexicalModel.fit(texts, y)
+            lexical_logits = LexicalModel.out_of_fold_logits(texts, y, seed=config.seed)
+        head = cls(AttentionHead(config), list(index.categories), index.version, lexical)
+        data = head.inputs(index, queries, keys, texts, lexical_logits)
+        target = torch.as_tensor(np.asarray(y, dtype=np.float32))
+        module = head.module
+        optimizer = torch.optim.AdamW(
+            module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        loss_fn = nn.BCEWithLogitsLoss()
+        generator = torch.Generator().manual_seed(config.seed)
+        module.train()
+        for _ in range(config.epochs):
+            for batch in torch.randperm(len(target), generator=generator).split(config.batch_size):
+                optimizer.zero_grad()
+                logit, _ = module(*(t[batch] for t in data))
+                loss_fn(logit, target[batch]).backward()
+                optimizer.step()
+        module.eval()
+        return head
+
+    @torch.no_grad()
+    def fitted(self) -> dict:
+        return {
+            "temperature": [round(float(t), 4) for t in self.module.log_temperature.exp()],
+            "null_similarity": [round(float(t), 4) for t in self.module.tau],
+            "ngram_weight": self.config.ngram_weight,
+            "ngram_range": list(self.config.ngram_range),
+        }
+
+    def write_files(self, directory: Path) -> None:
+        """Write the head's files into `directory`, which fraud/index/files.py is assembling
+        (its manifest then records their digests): write_index_dir(dir, index, head)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        state = {k: v.contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, directory / HEAD_WEIGHTS)
+        if self.lexical is not None:
+            self.lexical.save(directory)
+        meta = {
+            "config": asdict(self.config),
+            "categories": self.categories,
+            "index_version": self.index_version,
+            "threshold": self.threshold,
+        }
+        (directory / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def train_over_index(
+    config: HeadConfig,
+    index: ReferenceIndex,
+    queries: np.ndarray,
+    self_ids: np.ndarray,
+    texts: Sequence[str],
+    y: np.ndarray,
+    fit_ngram: bool = False,
+) -> TrainedHead:
+    """Train a head on messages that are also references of `index` (self_ids: each one's
+    reference id, or -1), each masked out of its own keys.
+
+    fit_ngram: first fit the key similarity's n-gram term by the parameter-free
+    attention's log-loss on these messages (fraud.fitting.calibration.fit_key_similarity; weight
+    0 is a candidate), and train over keys with it; otherwise the config's term.
+    """
+    from dataclasses import replace
+
+    from fraud.fitting.calibration import fit_key_similarity
+
+    if fit_ngram:
+        dense = index.search(queries, config.top_k, exclude_ids=self_ids)
+        fitted = fit_key_similarity(index, dense, texts, y)
+        config = replace(
+            config, ngram_weight=fitted["ngram_weight"], ngram_range=fitted["ngram_range"]
+        )
+    keys = index.search(
+        queries,
+        config.top_k,
+        exclude_ids=self_ids,
+        texts=texts,
+        ngram_weight=config.ngram_weight,
+        ngram_range=config.ngram_range,
+    )
+    return TrainedHead.train(config, index, queries, keys, texts, y)
+
+
+def load_head(directory: Path) -> TrainedHead | None:
+    """The head stored in an index directory, or None when there is none. Its files must
+    be the ones the index manifest records (DataError, one line, otherwise)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    present = [name for name in HEAD_FILES if (directory / name).exists()]
+    if not present and not (directory / MANIFEST_FILE).is_file():
+        return None
+    manifest = read_manifest(directory)
+    listed = [name for name in HEAD_FILES if name in (manifest.get("files") or {})]
+    if not present and not listed:
+        return None
+    if unlisted := sorted(set(present) - set(listed)):
+        raise DataError(
+            f"{directory}: {', '.join(unlisted)} not covered by the index manifest (copied "
+            f"in, or written by an older version): train the head again with `fraud train "
+            f"--index {directory}`, or remove them"
+        )
+    verify_files(directory, manifest, listed)  # a missing or changed file: refused
+    meta = json.loads((directory / HEAD_CONFIG).read_text())
+    module = AttentionHead(HeadConfig(**meta["config"]))
+    module.load_state_dict(load_file(directory / HEAD_WEIGHTS))
+    lexical = LexicalModel.load(directory) if module.config.lexical else None
+    return TrainedHead(
+        module.eval(), meta["categories"], meta["index_version"], lexical, meta.get("threshold")
+    )

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.model
+
+
+def test_unit_rows_of_the_model_dimension(encoder):
+    vectors = encoder.encode(["hello", "your parcel is held at the depot", ""])
+    assert vectors.shape == (3, encoder.dim) and vectors.dtype == np.float32
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+
+
+TEXTS = [
+    "a much longer message about a parcel that could not be delivered today",
+    "hi",
+    "your code is 123456",
+    "Northbank: suspicious login detected. Verify your account now",
+]
+
+
+@pytest.fixture(scope="module")
+def variants(encoder, tmp_path_factory):
+    """Every variant of the bundled model (the ONNX ones exported into a fresh cache)."""
+    from fraud.encoding.encoder import VARIANTS, Encoder
+
+    cache = tmp_path_factory.mktemp("encoders")
+    return {v: Encoder(variant=v, cache_dir=cache) for v in VARIANTS}
+
+
+# How far a text's embedding may move with its batchmates: the default and the fp32
+# variants not in any way that matters; int8 shares one activation scale per forward pass.
+BATCH_INVARIANCE = {
+    "torch-fp32": 0.99999,
+    "onnx-fp32": 0.99999,
+    "torch-bf16": 0.999,
+    "onnx-int8": 0.95,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BATCH_INVARIANCE))
+def test_batching_sorts_by_length_but_keeps_input_order(variants, variant):
+    encoder = variants[variant]
+    batched = encoder.encode(TEXTS)
+    one_by_one = np.vstack([encoder.encode([t]) for t in TEXTS])
+    assert (batched * one_by_one).sum(axis=1).min() > BATCH_INVARIANCE[variant]
+
+
+def test_every_variant_embeds_close_to_fp32(variants):
+    """The bar of the README's Performance section (workers/bench/encoder.py MIN_COSINE): a
+    variant's embeddings have a mean cosine of at least 0.99 to torch-fp32's, here on 64 messages of
+    the seed set in Latin script (the model's own texts; a word like "hi" alone is further:
+    0.978 for onnx-int8)."""
+    from fraud.data import seed_references_path
+    from fraud.datasets import read_labeled_csv
+    from fraud.encoding.routed import is_other_script
+    from workers.bench.encoder import MIN_COSINE
+
+    seed = [r.text for r in read_labeled_csv(seed_references_path())]
+    texts = [t for t in seed if not is_other_script(t)][:64]
+    reference = variants["torch-fp32"].encode(texts)
+    for name, encoder in variants.items():
+        vectors = encoder.encode(texts)
+        assert vectors.shape == reference.shape and vectors.dtype == np.float32, name
+        assert np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(len(texts)), abs=1e-4)
+        cosine = (vectors * reference).sum(axis=1)
+        assert cosine.mean() >= MIN_COSINE, (name, cosine.mean(), cosine.min())
+    # The ONNX fp32 export computes the same function as torch.
+    onnx = variants["onnx-fp32"].encode(TEXTS)
+    assert np.abs(onnx - variants["torch-fp32"].encode(TEXTS)).max() < 1e-4
+
+
+def test_onnx_export_is_cached_by_weights(tmp_path):
+    from fraud.encoding.encoder import bundled_model_path, export_onnx
+
+    first = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    mtime = first.stat().st_mtime_ns
+    again = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    assert again == first and again.stat().st_mtime_ns == mtime
+    assert sorted(p.name.split("-")[1] for p in tmp_path.glob("*.onnx")) == [
+        "fp32.onnx",
+        "int8.onnx",
+    ]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_unknown_variant_is_refused():
+    from fraud.encoding.encoder import Encoder
+    from fraud.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown encoder variant 'gpu-fp8'"):
+        Encoder(variant="gpu-fp8")
+
+
+def test_normalization_is_applied_before_encoding(encoder):
+    plain, tricked = encoder.encode(["verify your account", "ｖｅｒｉｆｙ your\u200b account"])
+    assert float(plain @ tricked) > 0.999
+
+
+TRIPLES = [  # (scam, its paraphrase, a legit look-alike)
+    pytest.param(
+        "Hi mum, I lost my phone, this is my new number. Can you send me £250 for a bill today?",
+        "Mum it's me, phone broke so using a new one. Could you transfer money for rent urgently?",
+        "Hi mum, my phone died so I'm texting from Sam's. Home by 7, save me some dinner!",
+        id="impersonation",
+    ),
+    pytest.param(
+        "Northbank: suspicious login detected. Verify your account now at northbank-verify.co "
+        "or it will be locked",
+        "Your bank access is restricted after unusual sign-in. Confirm your details at "
+        "secure-nb-login.com",
+        "Northbank: your one-time passcode is 481920. Never share it with anyone, even us.",
+        id="phishing",
+    ),
+    pytest.param(
+        "Congratulations! Your number won £5,000 in our prize draw. "
+        "Pay a £20 release fee to claim.",
+        "You have been selected as a winner of a cash prize! Send the processing charge to get it.",
+        "Congratulations on the new job! Drinks on Friday to celebrate?",
+        id="lottery",
+    ),
+    pytest.param(
+        "HMRC: you are owed a tax refund of £312. "
+        "Submit your card details at hmrc-refund-claim.com",
+        "Government notice: a rebate of £280 is waiting for you. Enter your bank info to get it.",
+        "HMRC: your Self Assessment tax return for 2025 has been received. No action is needed.",
+        id="tax_refund",
+    ),
+    pytest.param(
+        "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
+        "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
+        "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
+        id="delivery-known-weakness",
+        # all-MiniLM-L6-v2 puts this scam nearer the genuine notice (0.69) than its
+        # paraphrase (0.66): shared words outweigh intent. Kept as a strict xfail so the
+        # day a better encoder fixes it, this test says so.
+        marks=pytest.mark.xfail(strict=True, reason="word overlap beats intent in MiniLM"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("scam", "paraphrase", "lookalike"), TRIPLES)
+def test_a_scam_is_closer_to_its_paraphrase_than_to_a_legit_lookalike(
+    encoder, scam, paraphrase, lookalike
+):
+    s, p, legit = encoder.encode([scam, paraphrase, lookalike])
+    assert float(s @ p) > float(s @ legit)

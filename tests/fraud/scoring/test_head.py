@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from fraud.config import ScorerSettings
+from fraud.datasets import LabeledText
+from fraud.errors import DataError
+from fraud.index.files import write_index_dir
+from fraud.index.reference_index import ReferenceIndex
+from fraud.scoring.detector import Detector
+from fraud.scoring.head import HeadConfig, TrainedHead, load_head
+from tests.conftest import unit_vectors
+
+DIM = 16
+
+
+def _trained(lexical: bool = False):
+    rng = np.random.default_rng(1)
+    y = rng.random(300) < 0.4
+    X = unit_vectors(300, DIM, 2) + np.where(y[:, None], 0.9, 0.0) * np.eye(DIM)[0]
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    index = ReferenceIndex("m", DIM)
+    # The texts carry the label too (in words), for the lexical term to find.
+    texts = [f"{'claim your prize' if f else 'lunch at noon'} {i}" for i, f in enumerate(y)]
+    items = [
+        LabeledText(t, "fraud", ["lottery", "delivery"][i % 2])
+        if f
+        else LabeledText(t, "legit", None)
+        for i, (t, f) in enumerate(zip(texts, y, strict=True))
+    ]
+    ids = np.array(index.add(items, X, "t"))
+    config = HeadConfig(dim=DIM, n_categories=2, top_k=8, epochs=15, lexical=lexical)
+    keys = index.search(X, 8, exclude_ids=ids)
+    return index, TrainedHead.train(config, index, X, keys, texts, y), X, y, texts
+
+
+@pytest.mark.parametrize("lexical", [False, True])
+def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
+    index, head, X, y, texts = _trained(lexical)
+    keys = index.search(X, 8)
+    scores, weights = head.score(index, X, keys, texts)
+    assert ((scores >= 0.5) == y).mean() > 0.9
+    assert weights.shape == (300, 8) and (weights >= 0).all() and (weights.sum(1) <= 1 + 1e-6).all()
+    write_index_dir(tmp_path, index, head)
+    loaded = load_head(tmp_path)
+    assert loaded.categories == ["lottery", "delivery"] and loaded.index_version == index.version
+    assert (loaded.lexical is not None) == lexical
+    assert np.allclose(loaded.score(index, X, keys, texts)[0], scores)
+    assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.pkl"))
+
+
+@pytest.mark.parametrize("name", ["head.safetensors", "lexical.safetensors", "head.json"])
+def test_head_weights_changed_after_saving_are_refused(tmp_path, name):
+    index, head, *_ = _trained(lexical=True)
+    write_index_dir(tmp_path, index, head)
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # one bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match the manifest's"):
+        load_head(tmp_path)
+    with pytest.raises(DataError, match=f"{name}: its SHA-256 does not match the manifest's"):
+        ReferenceIndex.load(tmp_path, model="m", dim=DIM)
+
+
+def test_no_head_in_a_plain_index_directory(tmp_path):
+    assert load_head(tmp_path) is None
+
+
+def test_the_detector_scores_through_the_head_with_evidence():
+    index, head, X, y, texts = _trained(lexical=True)
+    detector = Detector(None, index, ScorerSettings(threshold=0.5), head)
+    with pytest.raises(ValueError, match="pass texts"):
+        detector.score_embeddings(X[:40])
+    verdicts = detector.score_embeddings(X[:40], texts[:40])
+    assert np.mean([v.is_alert == t for v, t in zip(verdicts, y[:40], strict=True)]) > 0.85
+    alert = next(v for v in verdicts if v.is_alert)
+    assert alert.evidence and alert.category in ("lottery", "delivery")
+    assert sum(alert.category_distribution.values()) == pytest.approx(alert.score, abs=1e-4)

@@ -1,0 +1,201 @@
+"""The recipient history: bounds, the changelog record, and scoring in stream order."""
+
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fraud.scoring.history as history_module
+from fraud.config import HistorySettings
+from fraud.scoring.history import (
+    Arrival,
+    HistoryEntry,
+    RecipientHistory,
+    decode_state,
+    encode_state,
+    score_in_order,
+)
+from tests.conftest import unit_vectors
+
+DIM = 8
+
+
+def _entry(i: int, at_ms: int = 0, vector=None) -> HistoryEntry:
+    v = unit_vectors(1, DIM, seed=i)[0] if vector is None else vector
+    return HistoryEntry(f"m{i}", v, "phishing", 0.6, at_ms, seq=i)
+
+
+def _arrival(i: int, recipient: str = "r", at_ms: int = 0, shard: int = 0) -> Arrival:
+    return Arrival(f"m{i}", recipient, at_ms, seq=i, shard=shard)
+
+
+def test_keeps_the_last_n_entries_per_recipient():
+    h = RecipientHistory(HistorySettings(max_per_recipient=3))
+    for i in range(5):
+        h.remember(_arrival(i), _entry(i))
+    assert [e.message_id for e in h.entries("r")] == ["m2", "m3", "m4"]
+
+
+def test_a_message_sees_only_earlier_unexpired_entries_and_never_itself():
+    h = RecipientHistory(HistorySettings(ttl_s=10))
+    h.remember(_arrival(1, at_ms=0), _entry(1, at_ms=0))
+    h.remember(_arrival(5, at_ms=5_000), _entry(5, at_ms=5_000))
+    h.remember(_arrival(9, at_ms=9_000), _entry(9, at_ms=9_000))
+    seen = [e.message_id for e in h.keys_for(_arrival(6, at_ms=12_000))]
+    assert seen == ["m5"]  # m1 expired (12 s > 10 s ttl), m9 comes later in the stream
+    assert [e.message_id for e in h.keys_for(_arrival(5, at_ms=12_000))] == []  # not itself
+
+
+def test_least_recently_seen_recipients_are_evicted_with_a_tombstone():
+    h = RecipientHistory(HistorySettings(max_recipients=2))
+    for i, r in enumerate(["a", "b", "c"]):
+        h.remember(_arrival(i, r, shard=i), _entry(i))
+    assert len(h) == 2 and h.entries("a") == [] and h.evicted == 1
+    changes = h.take_changes()
+    assert changes["a"] == (0, None)  # tombstone on a's partition
+    assert [e.message_id for e in changes["c"][1]] == ["m2"]
+    assert h.take_changes() == {}
+
+
+def test_forget_drops_one_messages_entry_and_records_the_change():
+    h = RecipientHistory(HistorySettings())
+    for i in range(3):
+        h.remember(_arrival(i, shard=2), _entry(i))
+    h.take_changes()
+    h.forget(_arrival(1, shard=2))  # a message whose scoring failed after it was remembered
+    assert [e.message_id for e in h.entries("r")] == ["m0", "m2"] and h.entry_count() == 2
+    assert [e.message_id for e in h.take_changes()["r"][1]] == ["m0", "m2"]
+    h.forget(_arrival(7))  # never remembered: nothing changes
+    assert h.take_changes() == {}
+    h.forget(_arrival(0, shard=2))
+    h.forget(_arrival(2, shard=2))
+    assert len(h) == 0 and h.entry_count() == 0 and h.memory_bytes() == 0
+    assert h.take_changes() == {"r": (2, None)}  # a tombstone
+
+
+def test_forget_shards_drops_only_those_partitions():
+    h = RecipientHistory(HistorySettings())
+    h.remember(_arrival(0, "a", shard=0), _entry(0))
+    h.remember(_arrival(1, "b", shard=1), _entry(1))
+    assert h.forget_shards([1]) == 1
+    assert h.entries("a") and not h.entries("b")
+    assert h.memory_bytes() >= DIM * 4
+
+
+def test_the_changelog_record_round_trips_exactly():
+    entries = [_entry(i, at_ms=1000 * i) for i in range(3)]
+    back = decode_state(encode_state(entries))
+    assert [(e.message_id, e.category, e.score, e.at_ms, e.seq) for e in back] == [
+        (e.message_id, e.category, e.score, e.at_ms, e.seq) for e in entries
+    ]
+    assert all(np.array_equal(a.vector, b.vector) for a, b in zip(back, entries, strict=True))
+
+
+@pytest.mark.model
+def test_a_batch_scores_as_if_its_messages_came_one_by_one(detector, encoder):
+    texts = [
+        "GreenGrid: homes on your street qualify for zero-cost solar panels. Reply YES",
+        "Are we still on for lunch tomorrow?",
+        "Final reminder from GreenGrid: your free solar grant expires Friday. Reply YES",
+        "GreenGrid still holds a no-cost solar installation for your address. Reply YES",
+    ]
+    recipients = ["r1", "r2", "r1", "r1"]
+    queries = encoder.encode(texts)
+    arrivals = [Arrival(f"m{i}", r, 1000 * i, i) for i, r in enumerate(recipients)]
+    settings = HistorySettings(min_score=0.05)
+    together = score_in_order(detector, RecipientHistory(settings), arrivals, queries, texts)
+    one_by_one_history = RecipientHistory(settings)
+    one_by_one = [
+        score_in_order(detector, one_by_one_history, [a], queries[i : i + 1], [texts[i]])[0]
+        for i, a in enumerate(arrivals)
+    ]
+    assert [v.score for v in together] == pytest.approx([v.score for v in one_by_one], abs=1e-6)
+    # The last message attended to the earlier ones of its recipient, and says so.
+    cited = {e.message_id for e in together[3].evidence if e.source == "history"}
+    assert cited and cited <= {"m0", "m2"}
+    # Replayed against the state it left (a crash after the changelog write, before the
+    # commit), the batch scores the same: entries from its own or later positions are unseen.
+    replayed = score_in_order(detector, one_by_one_history, arrivals, queries, texts)
+    assert [v.score for v in replayed] == pytest.approx([v.score for v in together], abs=1e-6)
+
+
+@pytest.mark.model
+def test_without_a_recipient_history_changes_nothing(detector, encoder):
+    texts = ["Your parcel is held, pay the 1.99 fee at http://parcel-fee.example"] * 2
+    queries = encoder.encode(texts)
+    arrivals = [Arrival(f"m{i}", None, 0, i) for i in range(2)]
+    history = RecipientHistory(HistorySettings(min_score=0.0))
+    with_history = score_in_order(detector, history, arrivals, queries, texts)
+    plain = detector.score_embeddings(queries, texts)
+    assert [v.score for v in with_history] == [v.score for v in plain]
+    assert len(history) == 0
+
+
+def test_the_size_totals_follow_every_way_recipients_come_and_go():
+    h = RecipientHistory(HistorySettings(max_per_recipient=2, max_recipients=2))
+
+    def recount() -> tuple[int, int]:
+        entries = [e for r in ("a", "b", "c") for e in h.entries(r)]
+        return len(entries), sum(e.vector.nbytes for e in entries)
+
+    for i, (r, shard) in enumerate([("a", 0), ("a", 0), ("a", 0), ("b", 1), ("c", 1)]):
+        h.remember(_arrival(i, r, shard=shard), _entry(i))
+        overhead = (
+            history_module.ENTRY_OVERHEAD_BYTES * h.entry_count()
+            + history_module.RECIPIENT_OVERHEAD_BYTES * len(h)
+        )
+        assert (h.entry_count(), h.memory_bytes() - overhead) == recount()
+    h.restore("b", 1, None)
+    h.restore("a", 0, [_entry(9)])
+    h.forget_shards([0])
+    assert h.entry_count() == recount()[0] == 1
+
+
+def _fill(h: RecipientHistory, recipients: int, per_recipient: int, dim: int) -> None:
+    """Entries made as score_in_order makes them: each vector a row of a batch's
+    embeddings, here one in eight rows of each 64-row batch (the suspicious ones)."""
+    n = 0
+    while n < recipients * per_recipient:
+        batch = unit_vectors(64, dim, seed=n)
+        for row in range(0, 64, 8):
+            r, i = n % recipients, n
+            vector = batch[row]  # a view: the whole batch behind it
+            h.remember(
+                _arrival(i, f"+44 7700 {r:06d}"), HistoryEntry(f"m{i}", vector, "x", 0.5, 0, i)
+            )
+            n += 1
+
+
+def test_a_history_filled_past_its_memory_cap_evicts_down_to_it_by_its_own_accounting():
+    cap = 2**20
+    h = RecipientHistory(HistorySettings(max_memory_bytes=cap, max_per_recipient=4))
+    _fill(h, recipients=2000, per_recipient=4, dim=64)
+    assert 0.95 * cap < h.memory_bytes() <= cap  # full, and not over
+    assert h.evicted > 0 and len(h) < 2000
+    entries = [e for r in range(2000) for e in h.entries(f"+44 7700 {r:06d}")]
+    assert h.entry_count() == len(entries)
+    assert h.memory_bytes() == sum(
+        e.vector.nbytes + history_module.ENTRY_OVERHEAD_BYTES for e in entries
+    ) + history_module.RECIPIENT_OVERHEAD_BYTES * len(h)
+    changes = h.take_changes()
+    tombstones = [r for r, (_, entries) in changes.items() if entries is None]
+    assert len(tombstones) == 2000 - len(h)  # each recipient evicted and not back
+
+
+def test_the_accounting_matches_the_memory_tracemalloc_measures():
+    """What the store says it holds is what it holds, within 15%: no batch of embeddings
+    kept alive behind a row, no per-entry cost left out."""
+    for dim in (64, 384):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            h = RecipientHistory(HistorySettings(max_per_recipient=8))
+            _fill(h, recipients=500, per_recipient=8, dim=dim)
+            h.take_changes()
+            gc.collect()
+            measured = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert h.entry_count() == 4000
+        assert 0.85 * measured <= h.memory_bytes() <= 1.15 * measured, (dim, measured)

@@ -1,0 +1,68 @@
+"""`fraud bench` runs: its end-to-end part on the real broker, its CLI on a small CSV."""
+
+import json
+
+import pytest
+
+from fraud.config import Settings
+from workers.bench.end_to_end import end_to_end_bench
+
+pytestmark = [pytest.mark.model]
+
+TEXTS = [
+    "URGENT: your account is locked, verify at nb-login.co",
+    "running late, order me a flat white",
+    "Your parcel is held, pay the 1.99 fee at parcel-fee.example",
+    "see you at the station at 6",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings, exactly_once):
+    settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
+    result = end_to_end_bench(settings, TEXTS, 20, 10, exactly_once=exactly_once)
+    assert result["exactly_once"] is exactly_once
+    assert result["saturation_messages_per_s"] > 0
+    latency = result["latency_at_half_saturation"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert result["worker_peak_rss_mib"] > 100  # a process that loaded a transformer
+
+
+def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
+    from workers.cli.main import main
+
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("label,text\n" + "".join(f"ham,{t}\n" for t in TEXTS))
+    out = tmp_path / "bench.json"
+    args = ["bench", "--csv", str(csv_path), "--sizes", "", "--no-end-to-end"]
+    assert main([*args, "--encoder-texts", "4", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["encoder"]["rows"]
+    assert [r["batch_size"] for r in rows] == [1, 8, 16, 32, 128]
+    assert all(r["messages_per_s"] > 0 and 0 < r["fraction_of_bound"] for r in rows)
+    assert report["encoder"]["bound_messages_per_s"] > 0
+    variants = report["variants"]
+    assert set(variants) == {"onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
+    assert variants["torch-fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
+    out = capsys.readouterr().out
+    assert "encoder alone" in out and "encoder variants" in out
+
+
+@pytest.mark.integration
+def test_a_short_soak_decides_every_message_and_ends_with_no_lag(
+    seed_index_dir, kafka_settings, tmp_path
+):
+    from workers.bench.soak import soak
+
+    settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
+    result = soak(settings, TEXTS, 20, 3, sample_every_s=1, log_path=tmp_path / "worker.log")
+    assert result["messages_sent"] == 60 and result["messages_decided"] == 60
+    assert result["lag_end"] == 0 and result["worker_errors"] == 0
+    assert len(result["samples"]) >= 3  # start, at least one while sending, end
+    assert result["rss_mib_start"] > 100  # a process that loaded a transformer
+    # Every message with a recipient joins the history, which the samples follow.
+    assert 60 <= result["history_entries_max"] and result["history_max_bytes"] == 4 * 2**20
+    assert 0 < result["history_bytes_max"] <= result["history_max_bytes"]
+    assert result["worker_exit_code"] == 0  # stopped by SIGTERM, cleanly

@@ -1,0 +1,182 @@
+"""`fraud bench`, end to end through the real broker: a `fraud worker` process scores
+messages a producer sends; throughput at saturation, latency at half of it, and the
+worker's CPU and peak memory (from /proc, Linux).
+
+Latency is measured from each message's Kafka timestamp (set when the producer sent it)
+to its score record's Kafka timestamp (set when the worker published its decision), both
+on this machine's clock.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from fraud.config import KafkaSettings, Settings
+from workers.kafka.clients import ensure_topics, make_consumer, make_producer
+from workers.processes import start_worker, stop_process
+
+
+def send_messages(
+    kafka: KafkaSettings,
+    texts: Sequence[str],
+    prefix: str,
+    rate: float | None,
+    recipients: Sequence[str] | None = None,
+) -> dict:
+    """Send texts as messages at `rate` per second (None: at once), each to its recipient
+    if `recipients` are given; {id: Kafka timestamp}."""
+    producer = make_producer(kafka, linger_ms=1)
+    try:
+        start, futures = time.monotonic(), {}
+        for n, text in enumerate(texts):
+            if rate:
+                delay = start + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            message_id = f"{prefix}-{n}"
+            message = {"id": message_id, "text": text}
+            if recipients is not None:
+                message["recipient"] = recipients[n]
+            value = json.dumps(message).encode()
+            futures[message_id] = producer.send(kafka.input_topic, value, key=message_id.encode())
+        producer.flush(60)
+        return {m: f.get(timeout=0).timestamp for m, f in futures.items()}
+    finally:
+        producer.close(timeout=10)
+
+
+class ScoreReader:
+    """Reads the scores topic as decisions arrive: {message id: Kafka timestamp}."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        # Exactly-once: a decision counts once its transaction commits, as a subscriber
+        # reading with read_committed sees it.
+        isolation = "read_committed" if kafka.exactly_once else "read_uncommitted"
+        self.consumer: KafkaConsumer = make_consumer(
+            kafka, group_id=None, isolation_level=isolation
+        )
+        tp = TopicPartition(kafka.scores_topic, 0)
+        self.consumer.assign([tp])
+        self.consumer.seek_to_beginning(tp)
+        self.seen: dict[str, int] = {}
+
+    def wait_for(self, ids: Sequence[str], timeout_s: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout_s
+        missing = set(ids) - set(self.seen)
+        while missing and time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    self.seen[r.key.decode()] = r.timestamp
+            missing = set(ids) - set(self.seen)
+        if missing:
+            raise TimeoutError(f"{len(missing)} of {len(ids)} messages got no decision")
+        return {i: self.seen[i] for i in ids}
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A size field of /proc/PID/status (VmRSS, VmHWM...) in bytes; 0 if absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return proc_status_bytes(pid, "VmHWM")
+
+
+def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
+    """Settings for a measured run: topics and a consumer group of its own (the input topic
+    with one partition per worker), every decision published, metrics on a free port."""
+    run = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    topics = ("input", "scores", "alert", "dead_letter", "history")
+    names = {f"{t}_topic": f"{run}-{t.replace('_', '-')}" for t in topics}
+    k = settings.kafka.model_copy(
+        update={**names, "group_id": run, "publish_scores": True, **kafka}
+    )
+    ensure_topics(k, [k.input_topic], partitions=workers)
+    ensure_topics(k, [k.scores_topic, k.alert_topic])
+    result = settings.model_copy(update={"kafka": k, "metrics_port": 0})
+    if workers > 1 and settings.encoder_threads is None:
+        # Each process gets its share of the cores: torch's default (all cores each)
+        # oversubscribes them.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        result = result.model_copy(update={"encoder_threads": threads})
+    return result
+
+
+def end_to_end_bench(
+    settings: Settings,
+    texts: Sequence[str],
+    n_saturation: int = 1000,
+    n_latency: int = 500,
+    workers: int = 1,
+    exactly_once: bool = False,
+) -> dict:
+    """Start `workers` worker processes (one consumer group, an input topic with as many
+    partitions) on settings' broker and index, then measure; with `exactly_once`, in the
+    workers' transactional mode."""
+    worker_settings = run_settings(settings, "bench", workers, exactly_once=exactly_once)
+    kafka = worker_settings.kafka
+    rng = np.random.default_rng(0)
+    pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
+    with tempfile.TemporaryFile("w+") as log:
+        procs = [start_worker(worker_settings, log) for _ in range(workers)]
+        reader = ScoreReader(kafka)
+        cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
+        try:
+            # One warm-up message per partition, so every worker has loaded its model.
+            warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
+            reader.wait_for(list(warm), timeout_s=180)
+
+            cpu0, wall0 = cpu(), time.monotonic()
+            sent = send_messages(kafka, pick(n_saturation), "sat", None)
+            done = reader.wait_for(list(sent), timeout_s=600)
+            cpu1, wall1 = cpu(), time.monotonic()
+            span_s = (max(done.values()) - min(sent.values())) / 1000
+            saturation = n_saturation / span_s
+
+            rate = saturation / 2
+            sent = send_messages(kafka, pick(n_latency), "half", rate)
+            done = reader.wait_for(list(sent), timeout_s=600)
+            latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
+            return {
+                "workers": workers,
+                "exactly_once": exactly_once,
+                "saturation_messages_per_s": round(saturation, 1),
+                "latency_at_half_saturation": {
+                    "rate_per_s": round(rate, 1),
+                    "p50_ms": round(float(np.percentile(latency_ms, 50)), 1),
+                    "p99_ms": round(float(np.percentile(latency_ms, 99)), 1),
+                },
+                "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
+                "worker_peak_rss_mib": round(max(peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),
+                "messages": {"saturation": n_saturation, "latency": n_latency},
+            }
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(log.read()[-3000:])
+            raise
+        finally:
+            reader.close()
+            for p in procs:
+                p.terminate()  # all at once: they finish their batches in parallel
+            for p in procs:
+                stop_process(p)
