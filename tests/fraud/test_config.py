@@ -57,11 +57,11 @@ def _variables(model: type[BaseModel], prefix: str = "FRAUD_") -> dict[str, obje
     return found
 
 
-def _readme_configuration_rows() -> dict[str, str]:
-    """The README's Configuration table: {variable: default cell}; a row like
+def _documented_configuration_rows() -> dict[str, str]:
+    """The settings table of docs/configuration.md: {variable: default cell}; a row like
     "`FRAUD_SERVE__HOST` / `_PORT`" names two variables."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = page.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -74,8 +74,8 @@ def _readme_configuration_rows() -> dict[str, str]:
     return rows
 
 
-def test_the_readme_documents_every_setting_with_its_default():
-    documented = _readme_configuration_rows()
+def test_the_docs_document_every_setting_with_its_default():
+    documented = _documented_configuration_rows()
     variables = _variables(Settings)
     assert sorted(set(variables) - set(documented)) == []
     assert sorted(n for n in documented if n.startswith("FRAUD_") and n not in variables) == []

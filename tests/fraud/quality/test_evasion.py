@@ -7,6 +7,7 @@ import pytest
 from fraud.quality.evasion import EvasionRow, evasion_table, markdown_table, summary_by_kind
 from fraud.text.normalize import normalize
 from tests.fraud.quality.evasion_cases import CASES
+from tests.results import record_result
 
 TOLERANCE = 0.1  # the most a trick may move a score
 KINDS = {"homoglyph", "zero_width", "spacing", "leet", "fullwidth", "url", "combined"}
@@ -64,6 +65,14 @@ def test_a_variant_scores_within_tolerance_of_its_original(detector):
     assert not moved, markdown_table(moved)
     assert not unalerted, markdown_table(unalerted)
     assert not flipped, markdown_table(flipped)
+    record_result(
+        "evasion",
+        "seed-index",
+        cases=len(CASES),
+        threshold=threshold,
+        tolerance=TOLERANCE,
+        by_kind=summary_by_kind(rows, TOLERANCE),
+    )
 
 
 def _rows() -> list[EvasionRow]:

@@ -9,6 +9,7 @@ import pytest
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 
+from tests.results import record_result
 from tests.workers.kafka_helpers import send_raw
 from workers.kafka.clients import ensure_topics, make_consumer, offsets_after, subscribe_when_known
 
@@ -57,3 +58,10 @@ def test_a_member_polling_for_a_millisecond_finishes_its_rebalances(kafka_settin
         # The first join and the leader's rejoin for the metadata it lacked at the first;
         # not a rebalance after every poll.
         assert listener.count <= 3
+        record_result(
+            "faults",
+            f"short-polls-{start}",
+            records=len(records),
+            assignments=listener.count,
+            commits_refused=refused,
+        )

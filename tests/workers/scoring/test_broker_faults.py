@@ -31,6 +31,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from fraud.config import KafkaSettings
+from tests.results import record_result
 from tests.workers.kafka_helpers import (
     Decisions,
     freeze_inside_a_transaction,
@@ -200,6 +201,22 @@ def _survives(
     assert 1.0 in health.waiting_gauge, health.waiting_gauge
     assert ready_after == (200, "ready")
     assert (duplicates == 0) if exactly_once else (duplicates <= MAX_BATCH)
+    record_result(
+        "faults",
+        name,
+        messages=MESSAGES,
+        missing=len(missing),
+        duplicates=duplicates,
+        duplicate_bound=0 if exactly_once else MAX_BATCH,
+        struck_after=struck_at,
+        outage_s=round(ended - began, 1),
+        sent_during=len(during_ids),
+        broker_waits=waits,
+        first_decision_s=round(first_s, 1),
+        all_decided_s=round(all_decided_s, 1),
+        transactions_lost=worker_log.count("transaction was lost"),
+        worker_warnings=worker_log.count(" WARNING workers."),
+    )
     return worker_log
 
 

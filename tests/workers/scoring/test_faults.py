@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.scoring.detector import Detector
+from tests.results import record_result
 from tests.workers.kafka_helpers import (
     Decisions,
     freeze_inside_a_transaction,
@@ -168,6 +169,17 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     else:
         # At-least-once: only the batch published but not yet committed at the kill.
         assert duplicates <= MAX_BATCH
+    record_result(
+        "faults",
+        f"worker-killed-{'exactly' if exactly_once else 'at-least'}-once",
+        messages=MESSAGES,
+        missing=len(missing),
+        duplicates=duplicates,
+        duplicate_bound=0 if exactly_once else MAX_BATCH,
+        killed_after=len(by_first),
+        in_transaction=len(in_transaction),
+        decided_by_second=len(by_second),
+    )
 
 
 PARTITIONS = 3
@@ -235,6 +247,20 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
     # A commit a rebalance refused is retried for the partitions the worker kept, so once
     # both have stopped cleanly every decided record is committed: nothing to replay.
     assert set(uncommitted.values()) == {0}, uncommitted
+    record_result(
+        "faults",
+        "worker-joins-and-leaves",
+        messages=len(traffic.ids),
+        missing=len(missing),
+        duplicates=duplicates,
+        duplicate_bound=2 * MAX_BATCH,
+        partitions=PARTITIONS,
+        rate=RATE,
+        second_scored=int(second_scored),
+        assignments=assignments,
+        commits_refused=refused,
+        uncommitted=sum(uncommitted.values()),
+    )
 
 
 class SlowEncoder:
@@ -288,6 +314,16 @@ def test_inference_slower_than_the_poll_interval_starts_no_rebalance(detector, k
     assert settled <= 2  # the join (kafka-python's leader may rejoin once for metadata)
     assert assignments == settled, "a rebalance while the slow batches were scored"
     assert duplicates == 0
+    record_result(
+        "faults",
+        "slow-inference",
+        messages=len(ids),
+        missing=len(missing),
+        duplicates=duplicates,
+        encode_s=round(encode, 2),
+        max_poll_interval_s=kafka.max_poll_interval_ms / 1000,
+        rebalances_after_first=assignments - settled,
+    )
 
 
 def test_a_send_the_broker_refuses_stops_the_worker_before_the_commit(
@@ -317,3 +353,10 @@ def test_a_send_the_broker_refuses_stops_the_worker_before_the_commit(
     assert returncode == 2, text[-3000:]
     assert "not acknowledged by the broker" in text and "MessageSizeTooLargeError" in text
     assert uncommitted == {0: len(ids)}, "the batch whose sends failed was committed"
+    record_result(
+        "faults",
+        "send-refused",
+        messages=len(ids),
+        exit_code=returncode,
+        uncommitted=sum(uncommitted.values()),
+    )

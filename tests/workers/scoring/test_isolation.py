@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.schemas import Alert
+from tests.results import record_result
 from tests.workers.kafka_helpers import (
     committed_offset,
     read_topic,
@@ -141,6 +142,17 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
     assert sample("fraud_batch_failures_total", outcome="fatal") == 0
     # Never the text: the injected exceptions quote it, the worker logs their class only.
     assert ENCODE_POISON not in text and SCORE_POISON not in text and "2.99" not in text
+    record_result(
+        "faults",
+        "one-message-fails",
+        messages=len(values),
+        decided=len(decisions),
+        duplicates=len(scores) - len(decisions),
+        dead_lettered=len(dead),
+        batch_failures_isolated=int(failures),
+        alive=alive,
+        healthy=healthy,
+    )
 
 
 def test_an_encoder_failing_on_every_message_stops_the_worker_without_committing(
@@ -172,3 +184,11 @@ def test_an_encoder_failing_on_every_message_stops_the_worker_without_committing
     assert committed is None  # nothing committed
     assert dead == []  # nothing emptied into the dead-letter topic either
     assert read_topic(kafka, kafka.scores_topic, 0, timeout_s=2) == []
+    record_result(
+        "faults",
+        "encoder-fails-on-every-message",
+        messages=len(values),
+        exit_code=returncode,
+        committed=committed,
+        dead_lettered=len(dead),
+    )

@@ -1,0 +1,117 @@
+"""The docs: the README stays short, the MkDocs site builds with --strict (no broken link,
+no missing page), and every generated table matches its result file (workers/docs_tables.py).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.results import record_result
+from workers.docs_tables import main, regenerate
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def test_the_readme_is_at_most_250_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move the rest to docs/"
+
+
+def test_the_site_builds_with_strict_and_without_a_warning(tmp_path):
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean"]
+        + ["--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # mkdocs-material's banner
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = built.stdout + built.stderr
+    assert built.returncode == 0, output
+    assert not re.search(r"^WARNING", output, re.MULTILINE), output
+    assert (tmp_path / "site" / "index.html").exists()
+    assert (tmp_path / "site" / "reliability" / "index.html").exists()
+
+
+def test_every_generated_table_matches_its_result_file():
+    assert regenerate(DOCS, write=False) == [], "run: python -m workers.docs_tables"
+
+
+def test_the_pages_generate_each_table():
+    """Each renderer is used by a page, so no result file is left unshown."""
+    pages = "".join(p.read_text() for p in DOCS.rglob("*.md"))
+    for table in ("soak", "faults", "evasion", "replay"):
+        assert f"<!-- results: {table}" in pages, table
+
+
+def _docs_with_a_soak_table(tmp_path: Path, table: str = "") -> Path:
+    docs = tmp_path / "docs"
+    (docs / "results").mkdir(parents=True)
+    shutil.copy(DOCS / "results" / "soak.json", docs / "results" / "soak.json")
+    (docs / "page.md").write_text(
+        f"# A page\n\n<!-- results: soak -->\n{table}<!-- /results -->\n\nThe end.\n"
+    )
+    return docs
+
+
+def test_the_check_names_a_table_that_differs_and_a_rewrite_fixes_it(tmp_path, capsys):
+    docs = _docs_with_a_soak_table(tmp_path, "| run | typed by hand |\n")
+    assert main(["--check", "--docs", str(docs)]) == 1
+    assert f"{docs / 'page.md'}: soak: differs from its result file" in capsys.readouterr().err
+    assert main(["--docs", str(docs)]) == 0
+    page = (docs / "page.md").read_text()
+    assert "typed by hand" not in page and "30,000 of 30,000" in page
+    assert page.startswith("# A page\n") and page.endswith("<!-- /results -->\n\nThe end.\n")
+    assert main(["--check", "--docs", str(docs)]) == 0
+
+
+def test_a_changed_result_file_makes_the_check_fail(tmp_path, capsys):
+    docs = _docs_with_a_soak_table(tmp_path)
+    assert main(["--docs", str(docs)]) == 0
+    run = json.loads((docs / "results" / "soak.json").read_text())
+    run["lag_max"] += 1
+    (docs / "results" / "soak.json").write_text(json.dumps(run))
+    assert main(["--check", "--docs", str(docs)]) == 1
+    assert ": soak: differs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("page", "error"),
+    [
+        ("<!-- results: nosuch -->\n<!-- /results -->\n", "unknown table 'nosuch'"),
+        ("<!-- results: soak -->\n| x |\n", "without its `<!-- /results -->`"),
+        ("<!-- results: soak other.json -->\n<!-- /results -->\n", "other.json: no such result"),
+    ],
+)
+def test_a_bad_marker_or_a_missing_file_is_one_line(tmp_path, capsys, page, error):
+    docs = _docs_with_a_soak_table(tmp_path)
+    (docs / "page.md").write_text(page)
+    assert main(["--check", "--docs", str(docs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("docs_tables: error: ") and error in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_record_result_merges_rows_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FRAUD_RESULTS_DIR", raising=False)
+    record_result("faults", "a", messages=3)
+    assert list(tmp_path.iterdir()) == []  # not asked: nothing written
+    monkeypatch.setenv("FRAUD_RESULTS_DIR", str(tmp_path))
+    record_result("faults", "b", messages=5, missing=0)
+    record_result("faults", "a", messages=3)
+    record_result("faults", "b", messages=6, missing=1)  # a rerun replaces its own row
+    rows = json.loads((tmp_path / "faults.json").read_text())["rows"]
+    assert list(rows) == ["a", "b"]
+    assert rows["b"]["messages"] == 6 and rows["b"]["missing"] == 1
+    assert rows["a"]["commit"] and rows["a"]["recorded_at"].endswith("Z")
+    assert "test_record_result_merges_rows_only_when_asked" in rows["a"]["test"]
+    assert isinstance(rows["a"]["load_average_1min"], float)
