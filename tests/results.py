@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 ENV = "FRAUD_RESULTS_DIR"
+DOCS = (":(exclude)docs", ":(exclude)README.md", ":(exclude)mkdocs.yml")
 
 
 def _commit() -> str:
-    """The checkout's commit, with "+changes" when its tracked files differ from it."""
+    """The checkout's commit, with "+changes" when its tracked files differ from it (the
+    docs aside: editing a page while the tests run changes nothing they measure)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -29,7 +31,9 @@ def _commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return commit + (
+        "+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", *DOCS) else ""
+    )
 
 
 def record_result(table: str, key: str, **figures: object) -> None:

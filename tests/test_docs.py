@@ -42,7 +42,8 @@ def test_the_site_builds_with_strict_and_without_a_warning(tmp_path):
 
 
 def test_every_generated_table_matches_its_result_file():
-    assert regenerate(DOCS, write=False) == [], "run: python -m workers.docs_tables"
+    differing = regenerate(DOCS, write=False)
+    assert differing == [], f"{differing}: python -m workers.docs_tables rewrites them"
 
 
 def test_the_pages_generate_each_table():
@@ -57,7 +58,8 @@ def _docs_with_a_soak_table(tmp_path: Path, table: str = "") -> Path:
     (docs / "results").mkdir(parents=True)
     shutil.copy(DOCS / "results" / "soak.json", docs / "results" / "soak.json")
     (docs / "page.md").write_text(
-        f"# A page\n\n<!-- results: soak -->\n{table}<!-- /results -->\n\nThe end.\n"
+        f"# A page\n\n<!-- results: soak -->\n{table}<!-- /results -->\n\n"
+        "A marker quoted in a sentence, `<!-- results: nosuch -->`, is none.\n"
     )
     return docs
 
@@ -69,7 +71,7 @@ def test_the_check_names_a_table_that_differs_and_a_rewrite_fixes_it(tmp_path, c
     assert main(["--docs", str(docs)]) == 0
     page = (docs / "page.md").read_text()
     assert "typed by hand" not in page and "30,000 of 30,000" in page
-    assert page.startswith("# A page\n") and page.endswith("<!-- /results -->\n\nThe end.\n")
+    assert page.startswith("# A page\n") and page.endswith("`<!-- results: nosuch -->`, is none.\n")
     assert main(["--check", "--docs", str(docs)]) == 0
 
 

@@ -26,8 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-BLOCK = re.compile(r"(<!-- results: ([^>]*?) -->\n)(.*?)(<!-- /results -->)", re.DOTALL)
-OPENING = re.compile(r"<!-- results:")
+from workers.bench.soak import WARM_S
+
+# A marker stands at the start of a line: one quoted inside a sentence is left alone.
+BLOCK = re.compile(r"^(<!-- results: ([^>]*?) -->\n)(.*?)(<!-- /results -->)", re.DOTALL | re.M)
+OPENING = re.compile(r"^<!-- results:", re.M)
 
 
 class DocsTableError(Exception):
@@ -64,7 +67,7 @@ def soak_table(results: Path, names: Sequence[str]) -> str:
     rows = []
     for name in names:
         run = _read(results, name)
-        late = [s for s in run["samples"] if s["t_s"] >= 60]
+        late = [s for s in run["samples"] if s["t_s"] >= WARM_S]  # after the first minute
         full = [s for s in run["samples"] if s["t_s"] >= run["history_full_at_s"]]
         entries = sorted(s["history_entries"] for s in full)
         spread = run["rss_spread_after_1min_pct"]
@@ -120,7 +123,7 @@ def _broker(title: str, action: str, test: str, extra: str = "") -> Fault:
             f"{r['sent_during']} messages sent meanwhile"
         ),
         lambda r: (
-            f"waited on the broker {r['broker_waits']:.0f} time(s); first decision "
+            f"waits on the broker: {r['broker_waits']:.0f}; first decision "
             f"{r['first_decision_s']} s after, all {r['all_decided_s']} s after" + extra.format(**r)
         ),
         test,
@@ -216,7 +219,7 @@ FAULTS: dict[str, Fault] = {
         "SIGKILL while a transaction of the worker's was open, past the transaction timeout "
         "(the broker aborts it and fences the producer); read with read_committed;",
         "test_broker_faults.py -k exactly",
-        "; {transactions_lost} transactions given up and scored again (TransactionLost)",
+        "; transactions given up and scored again (TransactionLost): {transactions_lost}",
     ),
     "broker SIGSTOP/SIGCONT": _broker(
         "the broker paused", "SIGSTOP, then SIGCONT,", "test_broker_faults.py -k paused"
@@ -243,7 +246,9 @@ def _fault_row(fault: Fault, r: dict) -> list[object]:
             r["messages"] - r["decided"] - r["dead_lettered"] if "decided" in r else r["missing"]
         )
         bound = r.get("duplicate_bound")
-        duplicates = r["duplicates"] if bound is None else f"{r['duplicates']} (bound {bound})"
+        duplicates = {None: r["duplicates"], 0: f"{r['duplicates']} (none allowed)"}.get(
+            bound, f"{r['duplicates']} (bound {bound})"
+        )
     return [
         fault.title,
         fault.what(r),
@@ -329,7 +334,8 @@ def evasion_table(results: Path, names: Sequence[str]) -> str:
         _table(header, rows)
         + f"\n{r['cases']} originals and {variants} variants, every one of the "
         f"{r['cases'] + variants} alerting at the threshold {r['threshold']}; the test allows "
-        f"a change of {r['tolerance']} at most. Commit {_run(r)}.\n" + _source(names)
+        f"a change of {r['tolerance']} at most. Measured at commit {r['commit']} (load average "
+        f"{r['load_average_1min']}).\n" + _source(names)
     )
 
 
@@ -341,19 +347,17 @@ def _caught(m: dict | None) -> str:
 
 
 def replay_table(results: Path, names: Sequence[str]) -> str:
+    """History off against on, on the evaluation folds, with the setting chosen on the
+    tuning folds; then how that choice looked on the tuning folds, and the run's size."""
     (name,) = names
     report = _read(results, name)
     p, chosen = report["protocol"], report["chosen"]
-    folds = ", ".join(map(str, p["evaluation_folds"]))
-    tuning = ", ".join(map(str, p["tuning_folds"]))
-    labels = {
-        "history off": "history off",
-        "history on": f"history on (min_score {chosen['min_score']}, weight "
-        f"{chosen['weight']}, chosen on folds {tuning})",
-    }
+    folds, tuning = p["evaluation_folds"], p["tuning_folds"]
+    held = [s for s in report["streams"] if s["fold"] in folds]
+    on = f"history on (min_score {chosen['min_score']}, weight {chosen['weight']})"
     rows = [
         [
-            labels.get(run, run),
+            on if run == "history on" else run,
             f"{m['pr_auc']:.4f}",
             f"{m['recall_at_1pct_fpr']:.4f}",
             f"{m['f1']:.4f}",
@@ -363,9 +367,9 @@ def replay_table(results: Path, names: Sequence[str]) -> str:
         ]
         for run, m in report["evaluation"].items()
     ]
-    d, c = report["dataset"], report["changes"]
     header = [
-        f"folds {folds} pooled",
+        f"folds {', '.join(map(str, folds))} pooled ({sum(s['messages'] for s in held):,} "
+        f"messages, {sum(s['fraud'] for s in held):,} fraud)",
         "PR-AUC",
         "recall at 1% FPR",
         "F1",
@@ -373,13 +377,19 @@ def replay_table(results: Path, names: Sequence[str]) -> str:
         "later campaign messages caught",
         "false alerts on legit after a history entry",
     ]
+    grid = {run: m["f1"] for run, m in report["tuning"].items() if run != "history off"}
+    d, c = report["dataset"], report["changes"]
     return (
-        _table(header, rows) + f"\n{d['messages']:,} distinct messages ({d['fraud']:,} fraud, "
-        f"{d['duplicates_removed']} duplicates removed), {p['folds']} folds, seed {p['seed']}. "
-        f"History on against off, message by message: {c['frauds_caught']} frauds caught, "
-        f"{c['frauds_lost']} lost, {c['false_alerts_added']} false alerts added, "
-        f"{c['false_alerts_removed']} removed. The run took {report['seconds']:.0f} s.\n"
-        + _source(names)
+        _table(header, rows)
+        + f"\nHistory on against off on folds {', '.join(map(str, folds))}, message by message: "
+        f"{c['frauds_caught']} frauds caught, {c['frauds_lost']} lost, "
+        f"{c['false_alerts_added']} false alerts added, {c['false_alerts_removed']} removed. "
+        f"On the tuning folds ({', '.join(map(str, tuning))}) the {len(grid)} settings' F1 "
+        f"ranged from {min(grid.values()):.4f} to {max(grid.values()):.4f}, against "
+        f"{report['tuning']['history off']['f1']:.4f} with the history off. "
+        f"{d['messages']:,} distinct messages ({d['fraud']:,} fraud, {d['duplicates_removed']} "
+        f"duplicates removed), {p['folds']} folds, seed {p['seed']}; the run took "
+        f"{report['seconds'] / 60:.0f} minutes.\n" + _source(names)
     )
 
 
