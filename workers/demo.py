@@ -7,7 +7,6 @@ its evidence as it arrives, a summary at the end, and shuts everything down.
 """
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,19 +16,21 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from fraud.config import Settings, to_env
+from fraud.config import KafkaSettings, Settings
 from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
 from fraud.index.reference_index import build_index
-from fraud.schemas import Alert
+from fraud.schemas import Alert, Verdict
 from fraud.scoring.detector import Detector, effective_scorer
+from fraud.scoring.explain import format_verdict
 from workers.broker import LocalBroker, free_port
 from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from workers.processes import start_worker, stop_process
 from workers.producer import produce, read_messages
 
 DEMO_MESSAGES = demo_messages_path()
@@ -41,46 +42,8 @@ def run_demo(
     settings: Settings, external_bootstrap: str | None = None, rate: float | None = 20.0
 ) -> int:
     with ExitStack() as stack:
-        if external_bootstrap:
-            bootstrap = external_bootstrap
-            print(f"using the Kafka cluster at {bootstrap}")
-        else:
-            print("starting a local Kafka broker (KRaft) ...", flush=True)
-            broker = stack.enter_context(LocalBroker())
-            bootstrap = broker.bootstrap_servers
-            print(f"  broker up at {bootstrap}")
-
-        run = uuid.uuid4().hex[:8]
-        kafka = settings.kafka.model_copy(
-            update={
-                "bootstrap_servers": bootstrap,
-                "input_topic": f"demo-{run}-messages",
-                "alert_topic": f"demo-{run}-alerts",
-                "scores_topic": f"demo-{run}-scores",
-                "dead_letter_topic": f"demo-{run}-dead-letter",
-                "bank_topic": f"demo-{run}-references",
-                "feedback_topic": f"demo-{run}-feedback",
-                "group_id": f"demo-{run}",
-                "publish_scores": True,
-                "batch_timeout_ms": 100,
-            }
-        )
-        topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
-        ensure_topics(kafka, topics)
-
-        print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
-        index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
-        encoder = Encoder.from_settings(settings)
-        seed = read_labeled_csv(seed_references_path())
-        index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
-        index.save(index_dir)
-        counts = index.counts()
-        print(
-            f"  {counts['total']} references ({counts['fraud']} fraud in "
-            f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
-            f"version {index.version}"
-        )
-        detector = Detector(encoder, index, effective_scorer(settings.scorer, index))
+        kafka = _demo_topics(settings.kafka, _bootstrap(external_bootstrap, stack))
+        index_dir, detector = _seed_detector(settings, stack)
 
         print("starting the scoring worker (its own process) ...", flush=True)
         metrics_port = free_port()
@@ -89,17 +52,8 @@ def run_demo(
 
         messages = read_messages(DEMO_MESSAGES)
         expected = {m["id"]: m for m in messages}
-        consumer = make_consumer(
-            kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
-        )
+        consumer = _decisions_consumer(kafka)
         stack.callback(consumer.close)
-        partitions = [
-            TopicPartition(kafka.scores_topic, 0),
-            TopicPartition(kafka.dead_letter_topic, 0),
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-
         print(f"replaying {len(messages)} demo messages and {len(MALFORMED)} malformed records\n")
         produce(kafka, kafka.input_topic, messages, rate)
         producer = make_producer(kafka)
@@ -107,30 +61,109 @@ def run_demo(
             producer.send(kafka.input_topic, raw).get(timeout=30)
         producer.close()
 
-        decisions: dict[str, Alert] = {}
-        dead_letters: list[str] = []
-        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
-        while (len(decisions) < len(messages) or len(dead_letters) < len(MALFORMED)) and (
-            time.monotonic() < deadline
-        ):
-            if worker.poll() is not None:
-                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    if tp.topic == kafka.dead_letter_topic:
-                        reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
-                        dead_letters.append(reason)
-                        print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
-                        continue
-                    alert = Alert.from_bytes(record.value)
-                    decisions[alert.message_id] = alert
-                    if alert.is_alert:
-                        _print_alert(alert, expected[alert.message_id], detector)
-
+        decisions, dead_letters = _follow(consumer, kafka, worker, expected, detector)
         worker.terminate()
         worker.wait(timeout=60)
         _print_summary(decisions, expected, dead_letters, worker.returncode)
         return 0 if len(decisions) == len(messages) else 1
+
+
+def _bootstrap(external_bootstrap: str | None, stack: ExitStack) -> str:
+    """The cluster given, or a local broker started for the demo (stopped with `stack`)."""
+    if external_bootstrap:
+        print(f"using the Kafka cluster at {external_bootstrap}")
+        return external_bootstrap
+    print("starting a local Kafka broker (KRaft) ...", flush=True)
+    broker = stack.enter_context(LocalBroker())
+    print(f"  broker up at {broker.bootstrap_servers}")
+    return broker.bootstrap_servers
+
+
+def _demo_topics(kafka: KafkaSettings, bootstrap: str) -> KafkaSettings:
+    """Topics and a group of this run's own (so a cluster's other topics are never
+    touched), created; scores published, so the demo sees every decision."""
+    run = uuid.uuid4().hex[:8]
+    kafka = kafka.model_copy(
+        update={
+            "bootstrap_servers": bootstrap,
+            "input_topic": f"demo-{run}-messages",
+            "alert_topic": f"demo-{run}-alerts",
+            "scores_topic": f"demo-{run}-scores",
+            "dead_letter_topic": f"demo-{run}-dead-letter",
+            "bank_topic": f"demo-{run}-references",
+            "feedback_topic": f"demo-{run}-feedback",
+            "group_id": f"demo-{run}",
+            "publish_scores": True,
+            "batch_timeout_ms": 100,
+        }
+    )
+    topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
+    ensure_topics(kafka, topics)
+    return kafka
+
+
+def _seed_detector(settings: Settings, stack: ExitStack) -> tuple[Path, Detector]:
+    """The seed set indexed into a temporary directory (removed with `stack`), and a
+    detector over it: the worker scores with the directory, the demo explains its alerts
+    with the detector's references."""
+    print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+    index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
+    encoder = Encoder.from_settings(settings)
+    seed = read_labeled_csv(seed_references_path())
+    index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
+    index.save(index_dir)
+    counts = index.counts()
+    print(
+        f"  {counts['total']} references ({counts['fraud']} fraud in "
+        f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
+        f"version {index.version}"
+    )
+    return index_dir, Detector(encoder, index, effective_scorer(settings.scorer, index))
+
+
+def _decisions_consumer(kafka: KafkaSettings) -> KafkaConsumer:
+    """A reader of the scores and dead-letter topics from their start, in no group."""
+    consumer = make_consumer(
+        kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
+    )
+    partitions = [
+        TopicPartition(kafka.scores_topic, 0),
+        TopicPartition(kafka.dead_letter_topic, 0),
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+def _follow(
+    consumer: KafkaConsumer,
+    kafka: KafkaSettings,
+    worker: subprocess.Popen,
+    expected: dict[str, dict],
+    detector: Detector,
+) -> tuple[dict[str, Alert], list[str]]:
+    """Every decision and dead letter as it arrives, each alert and dead letter printed,
+    until all are in or WAIT_FOR_DECISIONS_S has passed; a worker that exits is an error."""
+    decisions: dict[str, Alert] = {}
+    dead_letters: list[str] = []
+    deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
+    while (len(decisions) < len(expected) or len(dead_letters) < len(MALFORMED)) and (
+        time.monotonic() < deadline
+    ):
+        if worker.poll() is not None:
+            raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for record in records:
+                if tp.topic == kafka.dead_letter_topic:
+                    reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
+                    dead_letters.append(reason)
+                    print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
+                    continue
+                alert = Alert.from_bytes(record.value)
+                decisions[alert.message_id] = alert
+                if alert.is_alert:
+                    _print_alert(alert, expected[alert.message_id], detector)
+    return decisions, dead_letters
 
 
 def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -> None:
@@ -151,19 +184,17 @@ def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -
 def _start_worker(
     settings: Settings, kafka, index_dir: Path, metrics_port: int, stack: ExitStack
 ) -> subprocess.Popen:
+    """`fraud worker` on the demo's topics and index, its log lines on this process's
+    stderr (beside the demo's own output on stdout), stopped when `stack` closes."""
     worker_settings = settings.model_copy(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
-    env = {**os.environ, **to_env(worker_settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], env=env)
+    proc = start_worker(worker_settings, sys.stderr)
     stack.callback(stop_process, proc)
     return proc
 
 
 def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
-    from fraud.schemas import Verdict
-    from workers.cli.main import format_verdict
-
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
     verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
