@@ -79,7 +79,7 @@ def variants_part(
     texts: Sequence[str],
     say: Say,
     dataset: "Dataset | None" = None,
-    cache_dir: Path | None = None,
+    cache_dir: Path = Path(".cache/embeddings"),
 ) -> dict[str, dict]:
     """Every encoder variant on `texts`: speed, fidelity to fp32 and, given a labeled
     `dataset`, the shipped scorer's cross-validated PR-AUC with its embeddings (slow: one
