@@ -43,3 +43,25 @@ class BrokerRefusedError(BrokerUnavailableError):
     TLS handshake. Trying again with the same settings fails the same way."""
 
     retriable = False
+
+
+# -- Added by the runtime helper (issue 18, phase 2): errors the workers raise that are the
+# library's concern too. PublishError was workers/kafka/clients.py's; ScoringError was
+# `fraud serve`'s ScoringFailed, which derived from Exception only.
+
+
+class PublishError(FraudError):
+    """The broker did not acknowledge some sends: what produced them is not committed (a
+    crash-free stop: the records are replayed from the committed offsets)."""
+
+    retriable = True
+
+
+class ScoringError(FraudError):
+    """A message could not be scored: its encoding or scoring raised. The exception's class
+    and where it was raised are logged under `error_id`, never its text (it could quote
+    the message)."""
+
+    def __init__(self, message_id: str, error_id: str) -> None:
+        super().__init__(f"message {message_id} could not be scored (error id {error_id})")
+        self.message_id, self.error_id = message_id, error_id

@@ -42,6 +42,7 @@ import uuid
 from pathlib import Path
 
 from fraud.errors import BrokerUnavailableError, ConfigError
+from workers.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,6 @@ def die_with_parent(sig: int = signal.SIGKILL):
             os._exit(1)
 
     return preexec
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_id() -> str:

@@ -7,9 +7,7 @@ its evidence as it arrives, a summary at the end, and shuts everything down.
 """
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -19,17 +17,18 @@ from pathlib import Path
 
 from kafka.structs import TopicPartition
 
-from fraud.config import Settings, to_env
+from fraud.config import Settings
 from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
 from fraud.index.reference_index import build_index
-from fraud.schemas import Alert
+from fraud.schemas import Alert, Verdict
 from fraud.scoring.detector import Detector, effective_scorer
-from workers.broker import LocalBroker, free_port
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from workers.broker import LocalBroker
+from workers.cli.main import format_verdict  # moves to the library (fraud.scoring) with issue 18
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce, read_messages
 
 DEMO_MESSAGES = demo_messages_path()
@@ -154,16 +153,12 @@ def _start_worker(
     worker_settings = settings.model_copy(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
-    env = {**os.environ, **to_env(worker_settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], env=env)
+    proc = start_fraud_process("worker", worker_settings, log=None)  # its log: the terminal
     stack.callback(stop_process, proc)
     return proc
 
 
 def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
-    from fraud.schemas import Verdict
-    from workers.cli.main import format_verdict
-
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
     verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))

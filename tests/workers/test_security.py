@@ -15,8 +15,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -26,30 +24,20 @@ from pathlib import Path
 
 import pytest
 
-from fraud.config import KafkaSettings, Settings, to_env
+from fraud.config import KafkaSettings, ServeSettings, Settings, to_env
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError
 from fraud.schemas import Alert
 from tests.workers.kafka_helpers import own_topics, read_topic, send_raw
-from workers.broker import LocalBroker, free_port
+from workers.broker import LocalBroker
 from workers.cli.main import main
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration]
 
 SCAM = "URGENT: your Northbank account is locked, verify your details at nb-login.co now"
 LEGIT = "running 10 min late, order me a flat white"
 USER, PASSWORD, WRONG = "fraud-worker", f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
-
-
-def _start_worker(settings: Settings, log, *flags: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli.main", "worker", *flags],
-        env={**env, **to_env(settings)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 # -- Kafka security --------------------------------------------------------------------------
@@ -84,7 +72,7 @@ def test_a_worker_scores_through_a_sasl_ssl_scram_listener(scram_broker, seed_in
     send_raw(kafka, kafka.input_topic, [json.dumps(m).encode() for m in messages])
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = _start_worker(settings, log)
+        worker = start_fraud_process("worker", settings, log)
         try:
             scores = read_topic(kafka, kafka.scores_topic, 2, timeout_s=120)
         finally:
@@ -201,7 +189,7 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
     send_raw(kafka, kafka.input_topic, [json.dumps(m).encode() for m in good] + bad)
     log_path = tmp_path_factory.mktemp("canary") / "worker.log"
     with log_path.open("w") as log:
-        worker = _start_worker(settings, log, "-v")
+        worker = start_fraud_process(("worker", "-v"), settings, log)
         try:
             scores = read_topic(kafka, kafka.scores_topic, len(good), timeout_s=180)
             dead = read_topic(kafka, kafka.dead_letter_topic, len(bad), timeout_s=30)
@@ -253,13 +241,12 @@ def test_the_workers_metrics_and_health_endpoint_listens_on_loopback_only(canary
 
 
 def test_fraud_serve_listens_on_loopback_only(seed_index_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(FRAUD_INDEX_DIR=str(seed_index_dir), FRAUD_SERVE__PORT="0")
+    settings = Settings().model_copy(
+        update={"index_dir": seed_index_dir, "serve": ServeSettings(port=0)}
+    )
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "serve"], env=env, stdout=log, stderr=log
-        )
+        proc = start_fraud_process("serve", settings, log)
         try:
             # It binds, logs "serving on", then uvicorn starts listening on that socket.
             deadline = time.monotonic() + 90

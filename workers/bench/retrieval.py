@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 from fraud.index.reference_index import IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
+from workers.bench.timing import RepeatTimer
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "sms_spam_uci.csv"
 DEFAULT_CACHE = Path(".cache/embeddings")
@@ -93,15 +94,15 @@ def synthetic_bank(
 
 
 def _median_ms(index: faiss.Index, queries: np.ndarray, k: int, batch: int, rounds: int) -> float:
-    """Median milliseconds per message of searching `queries` `batch` at a time."""
-    times = []
-    for r in range(rounds):
-        start = (r * batch) % max(len(queries) - batch + 1, 1)
-        chunk = queries[start : start + batch]
-        t = time.perf_counter()
-        index.search(chunk, k)
-        times.append((time.perf_counter() - t) / len(chunk))
-    return float(np.median(times) * 1e3)
+    """Median milliseconds per message of searching `queries` `batch` at a time, each round
+    another slice of them."""
+    size = min(batch, len(queries))
+    starts = [(r * batch) % max(len(queries) - batch + 1, 1) for r in range(rounds)]
+    chunks = [queries[start : start + batch] for start in starts]
+    timer = RepeatTimer(runs=rounds)
+    for r in timer:
+        index.search(chunks[r], k)
+    return timer.median_s() / size * 1e3
 
 
 def retrieval_bench(

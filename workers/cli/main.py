@@ -498,7 +498,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import publish_index
+    from workers.state import publish_index
 
     index = _load_index(settings)
     sent = publish_index(settings.kafka, index, settings.index_dir)
@@ -510,7 +510,7 @@ def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_update(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import update_reference
+    from workers.state import update_reference
 
     changes: dict[str, Any] = {"changed_by": args.by, "reason": args.reason}
     if args.label:
@@ -538,7 +538,7 @@ def cmd_index_update(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.scoring.verdicts import AnalystVerdict
-    from workers.kafka.clients import ensure_topics, make_producer
+    from workers.kafka import ensure_topics, make_producer
 
     verdict = AnalystVerdict(
         message_id=args.message_id,
@@ -562,33 +562,14 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
+    from workers.feedback import run_feedback_processor
 
-    from fraud.scoring.detector import Detector
-    from workers.feedback.processor import FeedbackProcessor
-
-    # The workers' scoring path, for retroactive alerts on confirmed campaigns.
-    detector = Detector.from_settings(settings)
-    processor = FeedbackProcessor(
-        settings.kafka,
-        detector.encoder,
-        settings.disable_after_false_positives,
-        detector=detector,
-        campaigns=settings.campaigns,
-        lookback_s=settings.feedback_lookback_s,
-        recent_max_bytes=settings.feedback_recent_max_bytes,
-    )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: processor.stop())
-    try:
-        processor.run()
-    finally:
-        processor.close()
+    run_feedback_processor(settings)
     return 0
 
 
 def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import snapshot
+    from workers.state import snapshot
 
     name, dim = _encoder_identity(settings)
     index = snapshot(settings.kafka, name, dim, settings.index_dir, force=args.force)
@@ -600,8 +581,9 @@ def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """Topics, then an index directory linked to the bank: the index in --index published
     when the bank is empty (the seed set when there is none), else a snapshot of the bank
-    (workers/state/setup.py says when a directory is refused)."""
-    from workers.state.setup import create_topics, setup_index
+    (workers/state/bank.py setup_index says when a directory is refused)."""
+    from workers.kafka import create_topics
+    from workers.state import setup_index
 
     if args.partitions < 1:
         raise DataError(f"--partitions must be >= 1, got {args.partitions}")
@@ -615,14 +597,14 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.scoring.worker import run_worker
+    from workers.scoring import run_worker
 
     run_worker(settings)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.serve.app import run_serve
+    from workers.serve import run_serve
 
     run_serve(settings)
     return 0

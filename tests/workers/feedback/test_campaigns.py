@@ -10,11 +10,11 @@ from fraud.index.reference_index import ReferenceIndex
 from fraud.schemas import Alert
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict
-from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.feedback.test_processor import _send_verdicts
-from workers.feedback.processor import FeedbackProcessor
+from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
+from workers.feedback import FeedbackProcessor
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index
+from workers.state import BankFollower, publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -47,7 +47,7 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
     assert not any(v.is_alert for v in worker_detector.score([m["text"] for m in messages]))
     follower = BankFollower(kafka, worker_detector.index)
     campaigns = CampaignSettings(min_score=0.1, min_recipients=3)
-    processor = FeedbackProcessor(kafka, encoder, detector=detector(), campaigns=campaigns)
+    processor = FeedbackProcessor.open(kafka, encoder, detector=detector(), campaigns=campaigns)
     try:
         with running_processor(processor), running_worker(worker_detector, kafka, bank=follower):
             produce(kafka, kafka.input_topic, messages)

@@ -12,12 +12,13 @@ from fraud.index.changelog import decode_change
 from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict, reference_id_for
+from tests.fakes import PoisonedEncoder
 from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.state.test_bank import NOVEL_SCAM
-from workers.feedback.processor import FeedbackProcessor
-from workers.kafka.clients import make_producer
+from workers.feedback import FeedbackProcessor
+from workers.kafka import make_producer
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index
+from workers.state import BankFollower, publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -50,7 +51,7 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     before_scam, before_fp = detectors[0].score([NOVEL_SCAM, LOOKALIKE])
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
-    processor = FeedbackProcessor(kafka, encoder)
+    processor = FeedbackProcessor.open(kafka, encoder)
     try:
         with ExitStack() as stack:
             stack.enter_context(running_processor(processor))
@@ -162,7 +163,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
         # Two false positives that cited the culprit, judged legit one at a time, with the
         # processor restarted in between: the count survives on the citations topic.
         for n in (1, 2):
-            processor = FeedbackProcessor(kafka, encoder, disable_after=2)
+            processor = FeedbackProcessor.open(kafka, encoder, disable_after=2)
             with running_processor(processor):
                 producer = make_producer(kafka)
                 producer.send(kafka.alert_topic, _alert_citing(f"fp-{n}", culprit)).get(30)
@@ -196,7 +197,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
 def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, kafka_settings):
     kafka = kafka_settings
     produce(kafka, kafka.input_topic, [{"id": "early-1", "text": SEEN}])
-    with running_processor(FeedbackProcessor(kafka, encoder, lookback_s=600)) as processor:
+    with running_processor(FeedbackProcessor.open(kafka, encoder, lookback_s=600)) as processor:
         _send_verdicts(kafka, [AnalystVerdict(message_id="early-1", verdict="legit")])
         deadline = time.monotonic() + 30
         while processor.changes < 1:
@@ -205,26 +206,6 @@ def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, k
     (record,) = read_topic(kafka, kafka.bank_topic, 1)
     ref = decode_change(record.key, record.value).reference
     assert (ref.id, ref.text, ref.label) == (reference_id_for("early-1"), SEEN, "legit")
-
-
-class InjectedFault(RuntimeError):
-    pass
-
-
-class PoisonedEncoder:
-    """The real encoder, raising on a batch that holds a text with `marker` (quoting it, as
-    a real fault could): a bug that one input triggers."""
-
-    def __init__(self, encoder, marker: str) -> None:
-        self.encoder, self.marker = encoder, marker
-
-    def encode(self, texts, *args, **kwargs):
-        if any(self.marker in t for t in texts):
-            raise InjectedFault(f"cannot encode {texts!r}")
-        return self.encoder.encode(texts, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
 
 
 def test_a_verdict_or_decision_that_fails_is_isolated_and_the_processor_goes_on(
@@ -237,7 +218,7 @@ def test_a_verdict_or_decision_that_fails_is_isolated_and_the_processor_goes_on(
         AnalystVerdict(message_id="v-2", verdict="legit", text=f"lunch at noon? {marker}"),
         AnalystVerdict(message_id="v-3", verdict="legit", text=LOOKALIKE),
     ]
-    processor = FeedbackProcessor(kafka, PoisonedEncoder(encoder, marker))
+    processor = FeedbackProcessor.open(kafka, PoisonedEncoder(encoder, marker))
     with caplog.at_level(logging.INFO), running_processor(processor):
         # A decision whose text the encoder fails on, for campaign tracking.
         produce(kafka, kafka.input_topic, [{"id": "d-1", "text": f"win big {marker}"}])

@@ -18,9 +18,8 @@ from tests.workers.kafka_helpers import (
     wait_for_commit,
     worker_settings,
 )
-from workers.broker import free_port
-from workers.kafka.clients import ensure_topics
-from workers.processes import start_worker, stop_process
+from workers.kafka import ensure_topics
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -84,7 +83,8 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
     log_path = tmp_path / "worker.log"
     command = (*FAULTY, "--encode-poison", ENCODE_POISON, "--score-poison", SCORE_POISON)
     with log_path.open("w") as log:
-        worker = start_worker(
+        worker = start_fraud_process(
+            "worker",
             worker_settings(kafka, seed_index_dir, port),
             log,
             (*command, "--decision-poison", "m-17"),
@@ -152,7 +152,9 @@ def test_an_encoder_failing_on_every_message_stops_the_worker_without_committing
     send_raw(kafka, kafka.input_topic, values)
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(worker_settings(kafka, seed_index_dir), log, (*FAULTY, "--broken"))
+        worker = start_fraud_process(
+            "worker", worker_settings(kafka, seed_index_dir), log, (*FAULTY, "--broken")
+        )
         try:
             returncode = worker.wait(timeout=180)
         finally:

@@ -12,9 +12,9 @@ from fraud.index.changelog import change_key, encode_upsert
 from fraud.index.reference_index import Reference, ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from tests.workers.kafka_helpers import read_topic, running_worker
-from workers.kafka.clients import make_producer
+from workers.kafka import make_producer
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index, snapshot
+from workers.state import BankFollower, publish_index, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 

@@ -1,18 +1,16 @@
 """The recipient's history as keys, on the real broker with real worker processes."""
 
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from fraud.config import HistorySettings, Settings, to_env
+from fraud.config import HistorySettings, Settings
 from fraud.schemas import Alert
 from fraud.scoring.history import Arrival, RecipientHistory, score_in_order
 from tests.workers.kafka_helpers import read_topic, running_worker
-from workers.kafka.clients import ensure_topics
+from workers.kafka import ensure_topics
+from workers.processes import start_fraud_process
 from workers.producer import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -103,12 +101,7 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     ]
     log_path = tmp_path / "worker-a.log"
     with log_path.open("w") as log:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "worker", "--publish-scores"],
-            env={**os.environ, **to_env(settings)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        first = start_fraud_process(("worker", "--publish-scores"), settings, log)
     try:
         _send_one_by_one(kafka, victim[:2], 0)
     finally:
@@ -143,8 +136,8 @@ def test_a_confirmed_fraud_joins_its_recipients_history(
     from fraud.index.reference_index import ReferenceIndex
     from fraud.scoring.detector import Detector, effective_scorer
     from fraud.scoring.verdicts import AnalystVerdict, verdict_reference
-    from workers.kafka.clients import make_producer
-    from workers.state.bank import BankFollower, publish_index
+    from workers.kafka import make_producer
+    from workers.state import BankFollower, publish_index
 
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
     publish_index(
