@@ -13,6 +13,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from fraud.schemas import Alert
+
 
 class FakeEncoder:
     """The encoder protocol (name, dim, encode(texts) -> (n, dim) float32 unit rows) with
@@ -175,3 +177,22 @@ class RecordingConsumer:
         if self.refusals:
             raise self.refusals.pop(0)
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+def decision(message_id: str, is_alert: bool, category: str | None = None) -> Alert:
+    """A decision as the detector builds it, without a model: what publishing needs."""
+    return Alert(
+        alert_id=f"alert-{message_id}",
+        message_id=message_id,
+        score=0.9 if is_alert else 0.1,
+        is_alert=is_alert,
+        threshold=0.5,
+        category=category if is_alert else None,
+        category_distribution={},
+        evidence=[],
+        model="fake-encoder",
+        index_version="v-test",
+        scored_at="2026-01-01T00:00:00.000+00:00",
+        processing_ms=1.0,
+        passthrough={},
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kafka.structs import TopicPartition
 
-from fraud.config import Settings
+from fraud.config import KafkaSettings, Settings
 from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
@@ -48,38 +48,9 @@ def run_demo(
             broker = stack.enter_context(LocalBroker())
             bootstrap = broker.bootstrap_servers
             print(f"  broker up at {bootstrap}")
-
-        run = uuid.uuid4().hex[:8]
-        kafka = settings.kafka.model_copy(
-            update={
-                "bootstrap_servers": bootstrap,
-                "input_topic": f"demo-{run}-messages",
-                "alert_topic": f"demo-{run}-alerts",
-                "scores_topic": f"demo-{run}-scores",
-                "dead_letter_topic": f"demo-{run}-dead-letter",
-                "bank_topic": f"demo-{run}-references",
-                "feedback_topic": f"demo-{run}-feedback",
-                "group_id": f"demo-{run}",
-                "publish_scores": True,
-                "batch_timeout_ms": 100,
-            }
-        )
-        topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
-        ensure_topics(kafka, topics)
-
-        print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+        kafka = _demo_topics(settings, bootstrap)
         index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
-        encoder = Encoder.from_settings(settings)
-        seed = read_labeled_csv(seed_references_path())
-        index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
-        index.save(index_dir)
-        counts = index.counts()
-        print(
-            f"  {counts['total']} references ({counts['fraud']} fraud in "
-            f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
-            f"version {index.version}"
-        )
-        detector = Detector(encoder, index, effective_scorer(settings.scorer, index))
+        detector = _build_index(settings, index_dir)
 
         print("starting the scoring worker (its own process) ...", flush=True)
         metrics_port = free_port()
@@ -106,30 +77,75 @@ def run_demo(
             producer.send(kafka.input_topic, raw).get(timeout=30)
         producer.close()
 
-        decisions: dict[str, Alert] = {}
-        dead_letters: list[str] = []
-        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
-        while (len(decisions) < len(messages) or len(dead_letters) < len(MALFORMED)) and (
-            time.monotonic() < deadline
-        ):
-            if worker.poll() is not None:
-                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    if tp.topic == kafka.dead_letter_topic:
-                        reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
-                        dead_letters.append(reason)
-                        print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
-                        continue
-                    alert = Alert.from_bytes(record.value)
-                    decisions[alert.message_id] = alert
-                    if alert.is_alert:
-                        _print_alert(alert, expected[alert.message_id], detector)
-
+        decisions, dead_letters = _watch(kafka, consumer, worker, expected, detector)
         worker.terminate()
         worker.wait(timeout=60)
         _print_summary(decisions, expected, dead_letters, worker.returncode)
         return 0 if len(decisions) == len(messages) else 1
+
+
+def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
+    """Topics and a consumer group of this run's own, created."""
+    run = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(
+        update={
+            "bootstrap_servers": bootstrap,
+            "input_topic": f"demo-{run}-messages",
+            "alert_topic": f"demo-{run}-alerts",
+            "scores_topic": f"demo-{run}-scores",
+            "dead_letter_topic": f"demo-{run}-dead-letter",
+            "bank_topic": f"demo-{run}-references",
+            "feedback_topic": f"demo-{run}-feedback",
+            "group_id": f"demo-{run}",
+            "publish_scores": True,
+            "batch_timeout_ms": 100,
+        }
+    )
+    topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
+    ensure_topics(kafka, topics)
+    return kafka
+
+
+def _build_index(settings: Settings, index_dir: Path) -> Detector:
+    """The seed set's index, saved in `index_dir` for the worker; a detector on it, to
+    explain the alerts as they come."""
+    print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+    encoder = Encoder.from_settings(settings)
+    seed = read_labeled_csv(seed_references_path())
+    index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
+    index.save(index_dir)
+    counts = index.counts()
+    print(
+        f"  {counts['total']} references ({counts['fraud']} fraud in "
+        f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
+        f"version {index.version}"
+    )
+    return Detector(encoder, index, effective_scorer(settings.scorer, index))
+
+
+def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
+    """Print each alert and dead letter as it arrives, until every message has a decision
+    and every malformed record a dead letter (or WAIT_FOR_DECISIONS_S has passed)."""
+    decisions: dict[str, Alert] = {}
+    dead_letters: list[str] = []
+    deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
+    while (len(decisions) < len(expected) or len(dead_letters) < len(MALFORMED)) and (
+        time.monotonic() < deadline
+    ):
+        if worker.poll() is not None:
+            raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for record in records:
+                if tp.topic == kafka.dead_letter_topic:
+                    reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
+                    dead_letters.append(reason)
+                    print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
+                    continue
+                alert = Alert.from_bytes(record.value)
+                decisions[alert.message_id] = alert
+                if alert.is_alert:
+                    _print_alert(alert, expected[alert.message_id], detector)
+    return decisions, dead_letters
 
 
 def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -> None:

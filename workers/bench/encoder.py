@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fraud.encoding.encoder import REFERENCE_VARIANT, VARIANTS
+from fraud.quality.evaluation import evaluate
+from fraud.quality.variants import SHIPPED
 from fraud.scoring.attention import attend
 from workers.bench.timing import RepeatTimer
 
@@ -47,7 +50,7 @@ def matmul_gflops(
     times int8 weights, what the int8 variant runs) for int8."""
     if precision == "int8":
         return _int8_matmul_gops(rows, hidden, intermediate, repeats)
-    import torch
+    import torch  # lazily, as the encoder loads it: only this bound needs it here
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     a = torch.randn(rows, hidden, dtype=dtype)
@@ -61,6 +64,7 @@ def matmul_gflops(
 
 
 def _int8_matmul_gops(rows: int, hidden: int, intermediate: int, repeats: int) -> float:
+    # Lazily: ONNX is needed only for the int8 bound, and only where it is installed.
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -156,8 +160,6 @@ def variants_bench(
     bound and the fp32 bound, its embeddings' cosine to the reference variant's, and how
     far a text's embedding moves with its batchmates (cosine between encoding it alone
     and in a batch). `make_encoder(variant)` builds one."""
-    from fraud.encoding.encoder import REFERENCE_VARIANT, VARIANTS
-
     texts = list(texts)
     out: dict[str, dict] = {}
     reference = None
@@ -194,10 +196,6 @@ def variant_quality(dataset, embeddings: dict[str, np.ndarray], folds: int = 5) 
     """Per encoder variant: its embeddings' cosine to the reference variant's, and the
     shipped scorer's cross-validated PR-AUC with them (same folds, same seed), with the
     drop against the reference. `embeddings` maps variant -> (n, dim) rows of `dataset`."""
-    from fraud.encoding.encoder import REFERENCE_VARIANT
-    from fraud.quality.evaluation import evaluate
-    from fraud.quality.variants import SHIPPED
-
     reference = embeddings[REFERENCE_VARIANT]
     out: dict[str, dict] = {}
     for variant, X in embeddings.items():

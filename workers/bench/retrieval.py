@@ -29,7 +29,19 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fraud.index.reference_index import IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
+from fraud.config import ScorerSettings
+from fraud.datasets import LabeledText, read_labeled_csv
+from fraud.encoding.cache import CachedEncoder
+from fraud.encoding.encoder import BUNDLED_MODEL_NAME, Encoder
+from fraud.index.reference_index import (
+    IndexSpec,
+    ReferenceIndex,
+    faiss_memory_bytes,
+    flat_faiss,
+    ivf_faiss,
+)
+from fraud.scoring.detector import Detector
+from fraud.text.normalize import normalize
 from workers.bench.timing import RepeatTimer
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "sms_spam_uci.csv"
@@ -42,18 +54,12 @@ def uci_embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, is_fraud) of the UCI texts, de-duplicated after normalization; the
     encoder is loaded only if the cache lacks a text."""
-    from fraud.datasets import read_labeled_csv
-    from fraud.encoding.cache import CachedEncoder
-    from fraud.encoding.encoder import BUNDLED_MODEL_NAME
-    from fraud.text.normalize import normalize
 
     class LazyEncoder:
         name, dim = BUNDLED_MODEL_NAME, 384
 
         def encode(self, texts, progress=None):
-            from fraud.encoding.encoder import Encoder
-
-            return Encoder().encode(texts, progress=progress)
+            return Encoder().encode(texts, progress=progress)  # loaded on a cache miss only
 
     items = read_labeled_csv(csv_path, "spam", "ham")
     seen, unique = set(), []
@@ -179,11 +185,6 @@ def decision_agreement(
     index of the same references: in each of `folds` folds of the UCI data the rest is the
     index and the fold the messages; how many is_alert decisions differ. nlist None: the
     default rule (16 lists at this size, so nprobe 16 searches them all: exact)."""
-    from fraud.config import ScorerSettings
-    from fraud.datasets import LabeledText
-    from fraud.index.reference_index import ReferenceIndex
-    from fraud.scoring.detector import Detector
-
     vectors, is_fraud = uci_embeddings(csv_path, cache_dir)
     fold_of = np.random.default_rng(seed).permutation(len(vectors)) % folds
     params = ScorerSettings()
