@@ -27,7 +27,13 @@ import pytest
 from fraud.config import KafkaSettings, ServeSettings, Settings, to_env
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError
 from fraud.schemas import Alert
-from tests.workers.kafka_helpers import own_topics, read_topic, send_raw
+from tests.workers.kafka_helpers import (
+    own_topics,
+    read_topic,
+    send_raw,
+    wait_for_commit,
+    worker_metric,
+)
 from workers.broker import LocalBroker
 from workers.cli.main import main
 from workers.kafka import ensure_topics, make_consumer, make_producer
@@ -194,6 +200,13 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
             scores = read_topic(kafka, kafka.scores_topic, len(good), timeout_s=180)
             dead = read_topic(kafka, kafka.dead_letter_topic, len(bad), timeout_s=30)
             assert (len(scores), len(dead)) == (len(good), len(bad)), log_path.read_text()[-3000:]
+            # The worker counts a batch once its offsets are committed, just after the
+            # broker acknowledged its records: wait for that rather than race it.
+            wait_for_commit(kafka, kafka.input_topic, len(good) + len(bad))
+            deadline = time.monotonic() + 30
+            while worker_metric(port, "fraud_messages_scored_total") != len(good):
+                assert time.monotonic() < deadline, "the scored messages were not counted"
+                time.sleep(0.1)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 page = r.read().decode()
             listening = listening_addresses(worker.pid)

@@ -37,29 +37,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but SIGTERM/SIGINT end the process with status 0 once the
-        shutdown is done, as the worker does (uvicorn raises the signal again after it)."""
-
-        @contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
-def _server_class():
     import uvicorn  # lazily: the web server is needed only by `fraud serve`
 
     class Server(uvicorn.Server):
