@@ -1,4 +1,9 @@
-"""One error hierarchy. Each message says what was expected, what was found, what to do."""
+"""One error hierarchy: every error the library raises on purpose derives from FraudError.
+
+Each message says what was expected, what was found and what to do. (Wrong arguments from
+code, such as an array of the wrong shape, raise TypeError or ValueError, as numpy and
+faiss do.)
+"""
 
 
 class FraudError(Exception):
@@ -43,3 +48,9 @@ class BrokerRefusedError(BrokerUnavailableError):
     TLS handshake. Trying again with the same settings fails the same way."""
 
     retriable = False
+
+
+class ModelBrokenError(FraudError):
+    """A batch failed and so did a known-good probe: the model (or the index) fails on
+    every message. Isolating would dead-letter every input; the process stops instead,
+    without committing, and says so in one line (fraud/scoring/isolation.py)."""

@@ -24,9 +24,9 @@ from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index.reference_index import build_index
-from fraud.schemas import Alert
-from fraud.scoring.detector import Detector, effective_scorer
+from fraud.index import build_index
+from fraud.schemas import Alert, Assessment
+from fraud.scoring import Detector, effective_scorer, format_assessment
 from workers.broker import LocalBroker, free_port
 from workers.kafka.clients import ensure_topics, make_consumer, make_producer
 from workers.processes import stop_process
@@ -161,13 +161,10 @@ def _start_worker(
 
 
 def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
-    from fraud.schemas import Verdict
-    from workers.cli.main import format_verdict
-
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
-    verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
-    print(format_verdict(verdict, detector))
+    assessment = Assessment(**alert.model_dump(include=set(Assessment.model_fields)))
+    print(format_assessment(assessment, detector))
     print(f"  (scored in {alert.processing_ms:.0f} ms, index {alert.index_version})\n")
 
 

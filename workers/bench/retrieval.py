@@ -29,7 +29,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fraud.index.reference_index import IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
+from fraud.index import IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "sms_spam_uci.csv"
 DEFAULT_CACHE = Path(".cache/embeddings")
@@ -203,8 +203,8 @@ def decision_agreement(
             index.add(items, vectors[train], "uci")
             if spec.type == "ivf":
                 nlists.append(index.index_params()["nlist"])
-            verdicts = Detector(None, index, params).score_embeddings(vectors[test])
-            decisions.append(np.array([v.is_alert for v in verdicts]))
+            assessments = Detector(None, index, params).score(vectors[test]).assessments
+            decisions.append(np.array([a.is_alert for a in assessments]))
         changed += int((decisions[0] != decisions[1]).sum())
         alerts_flat += int(decisions[0].sum())
         alerts_ivf += int(decisions[1].sum())

@@ -368,17 +368,17 @@ class FeedbackProcessor:
             ]
             messages = [self.recent.messages[m.message_id] for m in members]
             texts = [m.text for m in messages]
-            verdicts = self._each(self.detector.score, texts, "re-scoring a campaign")
+            assessments = self._each(self._rescore, texts, "re-scoring a campaign")
             scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            for member, message, verdict in zip(members, messages, verdicts, strict=True):
-                if isinstance(verdict, Failure):
-                    self._skip(message.id, verdict, "not re-scored")
+            for member, message, assessment in zip(members, messages, assessments, strict=True):
+                if isinstance(assessment, Failure):
+                    self._skip(message.id, assessment, "not re-scored")
                     continue
-                if not verdict.is_alert:
+                if not assessment.is_alert:
                     continue
-                alert = self.detector.alert(
+                alert = self.detector.decide(
                     message,
-                    verdict,
+                    assessment,
                     scored_at=scored_at,
                     processing_ms=0.0,
                     retroactive=True,
@@ -393,6 +393,10 @@ class FeedbackProcessor:
                 log.info("retroactive alert on %s (campaign %s)", message.id, campaign.campaign_id)
             futures.append(self._publish_campaign(campaign))
         return futures
+
+    def _rescore(self, texts: list[str]) -> list:
+        """The workers' assessment of each text (the detector's scoring path)."""
+        return self.detector.score(self.detector.encode(texts), texts).assessments
 
     # -- verdicts --------------------------------------------------------------------
 

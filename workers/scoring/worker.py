@@ -59,7 +59,7 @@ from fraud.errors import SchemaError
 from fraud.metrics import WorkerMetrics, build_metrics, observe_bank_changes, set_index_gauges
 from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
 from fraud.scoring.detector import Detector
-from fraud.scoring.history import Arrival, score_in_order
+from fraud.scoring.history import Arrival, HistoryScorer
 from fraud.scoring.isolation import Failure, ModelBrokenError, check_model, isolate, raised_at
 from workers.kafka import compat as kafka_compat
 from workers.kafka.clients import (
@@ -335,7 +335,7 @@ class ScoringWorker:
         batch.stage.lap("decode")
         if batch.good:
             texts = [m.text for _, m in batch.good]
-            batch.encoded = self._encoder_thread.submit(_timed, self.detector.encoder.encode, texts)
+            batch.encoded = self._encoder_thread.submit(_timed, self.detector.encode, texts)
         return batch
 
     def finish(self, batch: "Batch") -> BatchResult:
@@ -463,7 +463,7 @@ class ScoringWorker:
     def _encode(self, texts: list[str], rows: Sequence[int]) -> np.ndarray:
         """Embed texts[rows] on the encoder thread (the model is used from one thread)."""
         chosen = [texts[i] for i in rows]
-        return self._encoder_thread.submit(self.detector.encoder.encode, chosen).result()
+        return self._encoder_thread.submit(self.detector.encode, chosen).result()
 
     def _score_rows(
         self,
@@ -477,20 +477,19 @@ class ScoringWorker:
         their decisions (the messages are batch.good[encoded[row]])."""
         picked = [batch.good[encoded[r]] for r in rows]
         history = None if self.history is None else self.history.history
-        verdicts = score_in_order(
-            self.detector,
-            history,
+        result = HistoryScorer(self.detector, history).score(
             [arrivals[encoded[r]] for r in rows],
             queries[list(rows)],
             [m.text for _, m in picked],
-            timings=batch.stage.seconds,
         )
+        for stage, seconds in result.timings.items():
+            batch.stage.seconds[stage] = batch.stage.seconds.get(stage, 0.0) + seconds
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         elapsed_ms = (time.monotonic() - batch.started) * 1000
         decided = []
-        for (record, message), verdict in zip(picked, verdicts, strict=True):
-            alert = self.detector.alert(
-                message, verdict, scored_at=scored_at, processing_ms=elapsed_ms
+        for (record, message), assessment in zip(picked, result.assessments, strict=True):
+            alert = self.detector.decide(
+                message, assessment, scored_at=scored_at, processing_ms=elapsed_ms
             )
             decided.append(Decided(record, message, alert, alert.to_bytes()))
         return decided
@@ -521,7 +520,7 @@ class ScoringWorker:
         self.metrics.batch_failures.labels("isolated").inc()
 
     def _score_probe(self, texts: list[str]) -> None:
-        self.detector.score_embeddings(self._encode(texts, range(len(texts))), texts)
+        self.detector.score(self._encode(texts, range(len(texts))), texts)
 
     def _dead_letter(self, failed: "Failed"):
         """A message whose encoding or scoring raised, to the dead-letter topic: the

@@ -1,7 +1,7 @@
-"""`fraud serve`: inline scoring over HTTP, a verdict before a message is delivered.
+"""`fraud serve`: inline scoring over HTTP, a decision before a message is delivered.
 
-The decision is the one the worker publishes (fraud/schemas.py `Alert`, built by
-`Detector.alert` from `Detector.score_embeddings`: the same scoring path), answered to the
+The decision is the one the worker publishes (fraud/schemas.py `Decision`, built by
+`Detector.decide` from `Detector.score`: the same scoring path), answered to the
 caller; with `--publish` it is also written to the scores topic, and to the alert topic
 when it is an alert, keyed by message id as the worker does.
 
@@ -184,18 +184,18 @@ class Scorer:
     def _score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert]:
         m = self.metrics
         texts = [message.text for message in messages]
-        timings: dict[str, float] = {}
         started = time.perf_counter()
-        queries = self.detector.encoder.encode(texts)
-        timings["encode"] = time.perf_counter() - started
-        verdicts = self.detector.score_embeddings(queries, texts, timings=timings)
+        queries = self.detector.encode(texts)
+        timings = {"encode": time.perf_counter() - started}
+        result = self.detector.score(queries, texts)
+        timings.update(result.timings)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         now = time.monotonic()
         alerts = [
-            self.detector.alert(
-                message, verdict, scored_at=scored_at, processing_ms=(now - at) * 1e3
+            self.detector.decide(
+                message, assessment, scored_at=scored_at, processing_ms=(now - at) * 1e3
             )
-            for message, verdict, at in zip(messages, verdicts, arrived, strict=True)
+            for message, assessment, at in zip(messages, result.assessments, arrived, strict=True)
         ]
         if self.publisher is not None:
             published = time.perf_counter()

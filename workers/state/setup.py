@@ -21,8 +21,8 @@ from fraud.config import KafkaSettings, Settings
 from fraud.data import seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.errors import DataError
+from fraud.index import ReferenceIndex, build_index
 from fraud.index.files import describe, index_files_in, linked_to
-from fraud.index.reference_index import ReferenceIndex, build_index
 from workers.kafka.clients import ensure_topics
 from workers.state.bank import (
     COMPACTED,

@@ -4,7 +4,7 @@ import pytest
 from fraud.errors import SchemaError
 from fraud.index.changelog import apply_change, change_key, decode_change, encode_upsert
 from fraud.index.reference_index import Reference, ReferenceIndex
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 

@@ -16,7 +16,7 @@ from fraud.index.files import check_writable, write_index_dir
 from fraud.index.reference_index import MANIFEST_FILE, Reference, ReferenceIndex
 from fraud.scoring.detector import Detector
 from fraud.scoring.head import HEAD_CONFIG, HEAD_WEIGHTS, HeadConfig, TrainedHead, load_head
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 BANK = {"topic": "fraud-references", "cluster_id": "c-1"}

@@ -6,7 +6,7 @@ import pytest
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
 from fraud.index.reference_index import MANIFEST_FILE, Reference, ReferenceIndex
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 

@@ -11,7 +11,7 @@ from fraud.quality.evaluation import (
     summarize,
 )
 from fraud.quality.variants import AttentionVariant, EmbeddingLogReg, LearnedAttentionVariant
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 
 def _dataset(n: int = 120, seed: int = 0) -> tuple[Dataset, np.ndarray]:

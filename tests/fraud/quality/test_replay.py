@@ -25,7 +25,7 @@ from fraud.quality.replay import (
 )
 from fraud.quality.variants import LearnedAttentionVariant, split_index
 from fraud.scoring.detector import Detector
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 32
 

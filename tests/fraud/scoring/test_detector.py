@@ -9,7 +9,7 @@ from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText
 from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DEMO = "fraud/data/demo_messages.jsonl"
 

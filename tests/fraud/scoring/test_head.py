@@ -8,7 +8,7 @@ from fraud.index.files import write_index_dir
 from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector
 from fraud.scoring.head import HeadConfig, TrainedHead, load_head
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 

@@ -16,7 +16,7 @@ from fraud.scoring.history import (
     encode_state,
     score_in_order,
 )
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 

@@ -15,7 +15,7 @@ from fraud.index.reference_index import Reference, ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.head import HeadConfig, load_head, train_over_index
 from fraud.text.ngrams import CharNgrams, mix, pair_cosines
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 TEXTS = [

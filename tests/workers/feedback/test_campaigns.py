@@ -10,8 +10,8 @@ from fraud.index.reference_index import ReferenceIndex
 from fraud.schemas import Alert
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict
-from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.feedback.test_processor import _send_verdicts
+from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from workers.feedback.processor import FeedbackProcessor
 from workers.producer import produce
 from workers.state.bank import BankFollower, publish_index

@@ -13,7 +13,7 @@ from fraud.config import Settings, to_env
 from fraud.data import seed_references_path
 from fraud.datasets import LabeledText
 from fraud.index.reference_index import MANIFEST_FILE, ReferenceIndex
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 from tests.workers.kafka_helpers import read_topic, worker_settings
 from workers.broker import free_port
 from workers.kafka.clients import partition_count
