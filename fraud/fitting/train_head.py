@@ -32,8 +32,11 @@ def train_head(
     """Fit on training messages whose keys already exclude each message itself.
 
     The lexical term is trained on the same messages; the head learns from its
-    out-of-fold logits, so it does not learn to trust a model that saw the answer.
+    out-of-fold logits, so it does not learn to trust a model that saw the answer. The
+    head learns a value per category of the index's codebook: config.n_categories is set
+    to their number (fewer would give some categories the null key's value).
     """
+    config = replace(config, n_categories=len(index.categories))
     torch.manual_seed(config.seed)
     texts, y = list(texts), np.asarray(y, dtype=bool)
     lexical, lexical_logits = None, np.zeros(len(y))

@@ -75,7 +75,7 @@ class TestRealModels:
         from fraud.datasets import LabeledText
         from fraud.encoding.encoder import Encoder
         from fraud.errors import IndexMismatchError
-        from fraud.index.reference_index import ReferenceIndex, build_index
+        from fraud.index import ReferenceIndex, build_index
 
         items = [LabeledText("恭喜您中奖了", "fraud", "lottery")]
         build_index(e5, items, "t", {}, progress=False).save(tmp_path)
