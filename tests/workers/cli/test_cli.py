@@ -205,12 +205,12 @@ def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir
 
 
 @pytest.mark.model
-def test_a_verdict_reads_with_bank_and_history_evidence(detector):
-    from fraud.schemas import Evidence, Verdict
-    from workers.cli.main import format_verdict
+def test_an_assessment_reads_with_bank_and_history_evidence(detector):
+    from fraud.schemas import Assessment, Evidence
+    from fraud.scoring import format_assessment
 
     ref_id = next(i for i in range(len(detector.index)) if detector.index.reference(i).label)
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="delivery",
@@ -222,7 +222,7 @@ def test_a_verdict_reads_with_bank_and_history_evidence(detector):
             ),
         ],
     )
-    text = format_verdict(verdict, detector)
+    text = format_assessment(assessment, detector)
     assert f"#{ref_id}" in text and detector.index.reference(ref_id).text[:30] in text
     assert "m-7 (history)" in text and "earlier message to this recipient" in text
 

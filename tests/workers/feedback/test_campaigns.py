@@ -10,6 +10,7 @@ from fraud.index.reference_index import ReferenceIndex
 from fraud.schemas import Alert
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict
+from tests.fakes import assess
 from tests.workers.feedback.test_processor import _send_verdicts
 from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from workers.feedback.processor import FeedbackProcessor
@@ -44,7 +45,7 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
         {"id": f"gg-{i}", "text": TEMPLATE.format(n), "recipient": f"r-{i}"}
         for i, n in enumerate(NAMES)
     ]
-    assert not any(v.is_alert for v in worker_detector.score([m["text"] for m in messages]))
+    assert not any(a.is_alert for a in assess(worker_detector, [m["text"] for m in messages]))
     follower = BankFollower(kafka, worker_detector.index)
     campaigns = CampaignSettings(min_score=0.1, min_recipients=3)
     processor = FeedbackProcessor(kafka, encoder, detector=detector(), campaigns=campaigns)

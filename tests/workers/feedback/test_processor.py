@@ -124,22 +124,22 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
 
 def _alert_citing(message_id: str, reference_id: int) -> bytes:
     """An alert as a worker would have published it, with one bank reference as evidence."""
-    from fraud.schemas import Alert, Evidence, Verdict, parse_message
+    from fraud.schemas import Assessment, Decision, Evidence, parse_message
 
     message = parse_message(json.dumps({"id": message_id, "text": "x"}).encode(), 100)
     evidence = [
         Evidence(reference_id=reference_id, category="phishing", similarity=0.8, weight=0.9)
     ]
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="phishing",
         category_distribution={"phishing": 0.9},
         evidence=evidence,
     )
-    alert = Alert.build(
+    alert = Decision.build(
         message,
-        verdict,
+        assessment,
         threshold=0.5,
         model="m",
         index_version="v",

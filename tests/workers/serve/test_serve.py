@@ -28,6 +28,7 @@ from fraud.index.changelog import change_key, encode_upsert
 from fraud.index.reference_index import Reference, ReferenceIndex
 from fraud.metrics import build_serve_metrics
 from fraud.schemas import Alert, Message
+from tests.fakes import assess
 from tests.workers.kafka_helpers import own_topics, read_topic
 from workers.broker import LocalBroker
 from workers.kafka.clients import make_producer
@@ -97,8 +98,8 @@ def running_server(app, **config):
 def _expected(detector, text: str, message_id: str = "m", **fields) -> Alert:
     """The worker's decision for the same message (scored_at, processing_ms aside)."""
     message = Message(id=message_id, text=text, **fields)
-    verdict = detector.score([text])[0]
-    return detector.alert(message, verdict, scored_at="", processing_ms=0)
+    assessment = assess(detector, [text])[0]
+    return detector.decide(message, assessment, scored_at="", processing_ms=0)
 
 
 def _same_decision(got: Alert, expected: Alert, tolerance: float = 1e-6) -> None:
@@ -154,7 +155,7 @@ def test_batch_answers_every_decision_in_request_order(detector):
         assert r.status_code == 200, r.text
         decisions = [Alert.model_validate(d) for d in r.json()["decisions"]]
     assert [d.message_id for d in decisions] == [m["id"] for m in messages]
-    verdicts = detector.score(texts)  # the same texts encoded together, as the service did
+    verdicts = assess(detector, texts)  # the same texts encoded together, as the service did
     for decision, verdict in zip(decisions, verdicts, strict=True):
         assert decision.score == pytest.approx(verdict.score, abs=1e-6)
         assert decision.is_alert == verdict.is_alert
@@ -175,7 +176,7 @@ def test_concurrent_requests_are_scored_together_and_each_gets_its_own_answer(de
             answers = list(pool.map(post, range(len(texts))))
         page = client.get("/metrics").text
     assert [a["message_id"] for a in answers] == [f"c-{i}" for i in range(len(texts))]
-    expected = detector.score(texts)
+    expected = assess(detector, texts)
     for answer, verdict in zip(answers, expected, strict=True):
         # Batchmates move a bf16 embedding slightly (fraud/encoding/encoder.py), never the verdict.
         assert answer["score"] == pytest.approx(verdict.score, abs=0.02)
@@ -450,7 +451,7 @@ def test_a_poisoned_request_gets_500_with_an_error_id_and_its_batchmates_their_d
     error_id = failed.json()["error_id"]
     assert error_id in failed.json()["detail"] and "p-3" in failed.json()["detail"]
     good = [i for i in range(len(texts)) if i != 3]
-    expected = detector.score([texts[i] for i in good])
+    expected = assess(detector, [texts[i] for i in good])
     for i, verdict in zip(good, expected, strict=True):
         assert answers[i].status_code == 200, answers[i].text
         assert answers[i].json()["message_id"] == f"p-{i}"

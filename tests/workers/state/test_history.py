@@ -10,7 +10,8 @@ import pytest
 
 from fraud.config import HistorySettings, Settings, to_env
 from fraud.schemas import Alert
-from fraud.scoring.history import Arrival, RecipientHistory, score_in_order
+from fraud.scoring.history import Arrival, HistoryScorer, RecipientHistory
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_worker
 from workers.kafka.clients import ensure_topics
 from workers.producer import produce
@@ -56,7 +57,7 @@ def test_a_campaign_the_bank_lacks_is_caught_in_one_recipients_history_not_elsew
     ensure_topics(kafka, [kafka.input_topic], partitions=2)
     # One at a time, as the worker gets them below: a bf16 embedding moves slightly with
     # the padding its batchmates impose (issue 21), and the comparison is at 1e-6.
-    alone = [detector.score([text])[0] for text in CAMPAIGN]
+    alone = [assess(detector, [text])[0] for text in CAMPAIGN]
     assert not any(v.is_alert for v in alone), [v.score for v in alone]  # the precondition
 
     with (
@@ -128,7 +129,8 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     # Each text encoded alone, as the workers got them one by one (a bf16 embedding moves
     # slightly with its batchmates' padding: issue 21).
     queries = np.concatenate([encoder.encode([t]) for t in texts])
-    expected = score_in_order(detector, RecipientHistory(HISTORY), arrivals, queries, texts)
+    scorer = HistoryScorer(detector, RecipientHistory(HISTORY))
+    expected = scorer.score(arrivals, queries, texts).assessments
     got = [decisions[m["id"]].score for m in victim]
     assert np.allclose(got, [v.score for v in expected], atol=1e-5), (got, expected)
     assert decisions["victim-3"].is_alert
