@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from fraud.encoding.encoder import input_prefix
+from fraud.encoding import input_prefix
 from fraud.errors import ConfigError
+from tests.fakes import assess
 
 
 def _model_dir(tmp_path, info: dict | None):
@@ -91,7 +92,7 @@ class TestRealModels:
             m for m in read_messages("fraud/data/demo_messages.jsonl") if is_other_script(m["text"])
         ]
         assert len(demo) >= 10
-        verdicts = detector.score([m["text"] for m in demo])
+        verdicts = assess(detector, [m["text"] for m in demo])
         wrong = [
             (m["id"], round(v.score, 3))
             for v, m in zip(verdicts, demo, strict=True)

@@ -12,6 +12,7 @@ from fraud.index.changelog import decode_change
 from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict, reference_id_for
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.state.test_bank import NOVEL_SCAM
 from workers.feedback.processor import FeedbackProcessor
@@ -47,7 +48,7 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     )
     indexes = [ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim) for _ in "ab"]
     detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
-    before_scam, before_fp = detectors[0].score([NOVEL_SCAM, LOOKALIKE])
+    before_scam, before_fp = assess(detectors[0], [NOVEL_SCAM, LOOKALIKE])
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
     processor = FeedbackProcessor(kafka, encoder)
