@@ -1,4 +1,9 @@
-"""One error hierarchy. Each message says what was expected, what was found, what to do."""
+"""One error hierarchy: every error the library raises on purpose derives from FraudError.
+
+Each message says what was expected, what was found and what to do. (Wrong arguments from
+code, such as an array of the wrong shape, raise TypeError or ValueError, as numpy and
+faiss do.)
+"""
 
 
 class FraudError(Exception):
@@ -45,11 +50,6 @@ class BrokerRefusedError(BrokerUnavailableError):
     retriable = False
 
 
-# -- Added by the runtime helper (issue 18, phase 2): errors the workers raise that are the
-# library's concern too. PublishError was workers/kafka/clients.py's; ScoringError was
-# `fraud serve`'s ScoringFailed, which derived from Exception only.
-
-
 class PublishError(FraudError):
     """The broker did not acknowledge some sends: what produced them is not committed (a
     crash-free stop: the records are replayed from the committed offsets)."""
@@ -65,3 +65,9 @@ class ScoringError(FraudError):
     def __init__(self, message_id: str, error_id: str) -> None:
         super().__init__(f"message {message_id} could not be scored (error id {error_id})")
         self.message_id, self.error_id = message_id, error_id
+
+
+class ModelBrokenError(FraudError):
+    """A batch failed and so did a known-good probe: the model (or the index) fails on
+    every message. Isolating would dead-letter every input; the process stops instead,
+    without committing, and says so in one line (fraud/scoring/isolation.py)."""

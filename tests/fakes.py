@@ -1,39 +1,58 @@
-"""Shared fakes: stand-ins for the encoder, Kafka's clients and records, for unit tests of
-pure logic (the integration tests use the real broker, model and index)."""
+"""Shared fakes for unit tests of pure logic: an encoder without a model, unit vectors, a
+fresh metrics registry, Kafka's clients and records. The integration tests use the real
+broker, model and index (tests/conftest.py)."""
 
-# == Added by the runtime helper (issue 18, phase 2): fakes for tests/workers ===============
-# The library helper adds its own section to this file too; the lead merges them.
-
-import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 
-from fraud.schemas import Alert
+from fraud.schemas import Decision
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """n random float32 rows of length 1 (embeddings as an encoder returns them)."""
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 class FakeEncoder:
-    """The encoder protocol (name, dim, encode(texts) -> (n, dim) float32 unit rows) with
-    no model: each text's vector comes from its hash, the same text the same vector."""
+    """A TextEncoder (fraud/encoding/base.py) without a model: the same text always gets
+    the same random unit vector (seeded by the text), and `seen` records every batch."""
 
-    name = "fake-encoder"
+    def __init__(self, name: str = "fake", dim: int = 8, seed: int = 0) -> None:
+        self.name, self.dim, self.seed = name, dim, seed
+        self.batch_size = 8
+        self.seen: list[list[str]] = []
 
-    def __init__(self, dim: int = 8) -> None:
-        self.dim = dim
-        self.calls: list[list[str]] = []  # the texts of each encode() call
+    def encode(
+        self, texts: Sequence[str], progress: Callable[[int], object] | None = None
+    ) -> np.ndarray:
+        self.seen.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = unit_vectors(1, self.dim, seed=self.seed + sum(map(ord, text)))[0]
+        if progress is not None:
+            progress(len(texts))
+        return out
 
-    def encode(self, texts, progress: bool = False) -> np.ndarray:
-        self.calls.append(list(texts))
-        rows = []
-        for text in texts:
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-            rows.append(np.random.default_rng(seed).normal(size=self.dim))
-        out = np.asarray(rows, np.float32).reshape(len(rows), self.dim)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+@pytest.fixture
+def fresh_registry() -> CollectorRegistry:
+    """A registry of the test's own, as prometheus client_python's tests use: metrics
+    built on it start at zero and never meet another test's."""
+    return CollectorRegistry()
+
+
+def assess(detector, texts: Sequence[str]) -> list:
+    """The detector's assessment of each text: its hot path (encode, then score) in one
+    call, for tests that start from texts."""
+    return detector.score(detector.encode(texts), texts).assessments
 
 
 class InjectedFault(RuntimeError):
@@ -179,9 +198,9 @@ class RecordingConsumer:
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
 
 
-def decision(message_id: str, is_alert: bool, category: str | None = None) -> Alert:
+def decision(message_id: str, is_alert: bool, category: str | None = None) -> Decision:
     """A decision as the detector builds it, without a model: what publishing needs."""
-    return Alert(
+    return Decision(
         alert_id=f"alert-{message_id}",
         message_id=message_id,
         score=0.9 if is_alert else 0.1,

@@ -22,11 +22,10 @@ from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index.reference_index import build_index
-from fraud.schemas import Alert, Verdict
-from fraud.scoring.detector import Detector, effective_scorer
+from fraud.index import build_index
+from fraud.schemas import Assessment, Decision
+from fraud.scoring import Detector, effective_scorer, format_assessment
 from workers.broker import LocalBroker
-from workers.cli.main import format_verdict  # moves to the library (fraud.scoring) with issue 18
 from workers.kafka import ensure_topics, make_consumer, make_producer
 from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce, read_messages
@@ -126,7 +125,7 @@ def _build_index(settings: Settings, index_dir: Path) -> Detector:
 def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
     """Print each alert and dead letter as it arrives, until every message has a decision
     and every malformed record a dead letter (or WAIT_FOR_DECISIONS_S has passed)."""
-    decisions: dict[str, Alert] = {}
+    decisions: dict[str, Decision] = {}
     dead_letters: list[str] = []
     deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
     while (len(decisions) < len(expected) or len(dead_letters) < len(MALFORMED)) and (
@@ -141,7 +140,7 @@ def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
                     dead_letters.append(reason)
                     print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
                     continue
-                alert = Alert.from_bytes(record.value)
+                alert = Decision.from_bytes(record.value)
                 decisions[alert.message_id] = alert
                 if alert.is_alert:
                     _print_alert(alert, expected[alert.message_id], detector)
@@ -174,16 +173,16 @@ def _start_worker(
     return proc
 
 
-def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
+def _print_alert(alert: Decision, message: dict, detector: Detector) -> None:
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
-    verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
-    print(format_verdict(verdict, detector))
+    assessment = Assessment(**alert.model_dump(include=set(Assessment.model_fields)))
+    print(format_assessment(assessment, detector))
     print(f"  (scored in {alert.processing_ms:.0f} ms, index {alert.index_version})\n")
 
 
 def _print_summary(
-    decisions: dict[str, Alert], expected: dict[str, dict], dead_letters: list[str], worker_rc
+    decisions: dict[str, Decision], expected: dict[str, dict], dead_letters: list[str], worker_rc
 ) -> None:
     frauds = [m for m in expected.values() if m.get("expected") == "fraud"]
     legits = [m for m in expected.values() if m.get("expected") != "fraud"]

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from fraud.config import Settings
-from fraud.index.reference_index import ReferenceIndex
+from fraud.index import ReferenceIndex
 from fraud.scoring.verdicts import AnalystVerdict
 from tests.workers.kafka_helpers import read_topic, running_processor, send_raw
 from workers.feedback import FeedbackProcessor

@@ -11,7 +11,7 @@ The faults, each like a bug that one input triggers:
 
 - --encode-poison TEXT: the encoder raises InjectedEncodingFault on a batch holding a text
   that contains TEXT (on the encoder thread, as a real encoder fault would);
-- --score-poison TEXT: scoring (Detector.score_embeddings) raises InjectedScoringFault on
+- --score-poison TEXT: scoring (Detector.score) raises InjectedScoringFault on
   a batch holding such a text;
 - --decision-poison ID: building the decision of message ID raises InjectedDecisionFault,
   after its scoring has left it in its recipient's history;
@@ -57,24 +57,24 @@ def inject(detector: Detector, args: argparse.Namespace) -> Detector:
             detector.encoder, args.encode_poison, InjectedEncodingFault
         )
     if args.score_poison:
-        score_embeddings = detector.score_embeddings
+        score = detector.score
 
         def scoring(queries, texts=None, *rest, **kwargs):
             for text in texts or ():
                 if args.score_poison in text:
                     raise InjectedScoringFault(f"cannot score {text!r}")
-            return score_embeddings(queries, texts, *rest, **kwargs)
+            return score(queries, texts, *rest, **kwargs)
 
-        detector.score_embeddings = scoring
+        detector.score = scoring
     if args.decision_poison:
-        alert = detector.alert
+        decide = detector.decide
 
-        def decision(message, verdict, **fields):
+        def decision(message, assessment, **fields):
             if message.id == args.decision_poison:
                 raise InjectedDecisionFault(f"cannot build the decision on {message.text!r}")
-            return alert(message, verdict, **fields)
+            return decide(message, assessment, **fields)
 
-        detector.alert = decision
+        detector.decide = decision
     return detector
 
 

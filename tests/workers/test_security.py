@@ -26,7 +26,7 @@ import pytest
 
 from fraud.config import KafkaSettings, ServeSettings, Settings, to_env
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from tests.workers.kafka_helpers import (
     own_topics,
     read_topic,
@@ -86,7 +86,7 @@ def test_a_worker_scores_through_a_sasl_ssl_scram_listener(scram_broker, seed_in
     log_text = log_path.read_text()
     assert sorted(r.key for r in scores) == [b"s-1", b"s-2"], log_text[-3000:]
     alerts = read_topic(kafka, kafka.alert_topic, 1, timeout_s=10)
-    assert [Alert.from_bytes(r.value).message_id for r in alerts] == ["s-1"]
+    assert [Decision.from_bytes(r.value).message_id for r in alerts] == ["s-1"]
     assert worker.returncode == 0, log_text[-3000:]
     assert PASSWORD not in log_text  # the settings are logged, the password masked
     assert '"sasl_password":"**********"' in log_text
@@ -164,7 +164,7 @@ class CanaryRun:
     canary: str
     log: str
     metrics_page: str
-    alerts: list[Alert]
+    alerts: list[Decision]
     written: dict[str, list[bytes]]  # what the worker wrote, per topic (dead letters aside)
     dead_letters: int
     listening: set[tuple[str, int]]  # the worker's listening sockets while it ran
@@ -219,7 +219,7 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
         canary=canary,
         log=log_path.read_text(),
         metrics_page=page,
-        alerts=[Alert.from_bytes(r.value) for r in alerts],
+        alerts=[Decision.from_bytes(r.value) for r in alerts],
         written={
             "scores": [r.value for r in scores],
             "alerts": [r.value for r in alerts],

@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fraud.encoding.encoder import REFERENCE_VARIANT, VARIANTS
-from fraud.quality.evaluation import evaluate
-from fraud.quality.variants import SHIPPED
+from fraud.encoding import ENCODER_VARIANTS, REFERENCE_ENCODER_VARIANT
+from fraud.quality import SHIPPED, evaluate, evaluation_variants
 from fraud.scoring.attention import attend
 from workers.bench.timing import RepeatTimer
 
@@ -163,7 +162,8 @@ def variants_bench(
     texts = list(texts)
     out: dict[str, dict] = {}
     reference = None
-    for variant in (REFERENCE_VARIANT, *(v for v in VARIANTS if v != REFERENCE_VARIANT)):
+    others = [v for v in ENCODER_VARIANTS if v != REFERENCE_ENCODER_VARIANT]
+    for variant in (REFERENCE_ENCODER_VARIANT, *others):
         encoder = make_encoder(variant)
         speed = encoder_bench(encoder, texts, (encoder.batch_size,), repeats)
         vectors = encoder.encode(texts)
@@ -189,18 +189,24 @@ def variants_bench(
         out[variant]["keeps_embeddings"] = bool(
             cosine.mean() >= MIN_COSINE and invariance.min() >= MIN_ALONE_VS_BATCH
         )
-    return {v: out[v] for v in VARIANTS}
+    return {v: out[v] for v in ENCODER_VARIANTS}
 
 
 def variant_quality(dataset, embeddings: dict[str, np.ndarray], folds: int = 5) -> dict:
     """Per encoder variant: its embeddings' cosine to the reference variant's, and the
     shipped scorer's cross-validated PR-AUC with them (same folds, same seed), with the
     drop against the reference. `embeddings` maps variant -> (n, dim) rows of `dataset`."""
-    reference = embeddings[REFERENCE_VARIANT]
+    reference = embeddings[REFERENCE_ENCODER_VARIANT]
     out: dict[str, dict] = {}
     for variant, X in embeddings.items():
         report, _ = evaluate(
-            dataset, X, folds=folds, seed=0, threshold_rule={}, variant_names=[SHIPPED]
+            dataset,
+            X,
+            variants=evaluation_variants(),
+            folds=folds,
+            seed=0,
+            threshold_rule={},
+            variant_names=[SHIPPED],
         )
         cosine = (X * reference).sum(axis=1)
         out[variant] = {
@@ -208,7 +214,7 @@ def variant_quality(dataset, embeddings: dict[str, np.ndarray], folds: int = 5) 
             "cosine_min": round(float(cosine.min()), 4),
             "pr_auc": round(report["variants"][SHIPPED]["pr_auc"], 4),
         }
-    base = out[REFERENCE_VARIANT]["pr_auc"]
+    base = out[REFERENCE_ENCODER_VARIANT]["pr_auc"]
     for row in out.values():
         row["pr_auc_drop"] = round(base - row["pr_auc"], 4)
         row["qualifies"] = (

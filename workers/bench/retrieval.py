@@ -33,14 +33,8 @@ from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText, read_labeled_csv
 from fraud.encoding.cache import CachedEncoder
 from fraud.encoding.encoder import BUNDLED_MODEL_NAME, Encoder
-from fraud.index.reference_index import (
-    IndexSpec,
-    ReferenceIndex,
-    faiss_memory_bytes,
-    flat_faiss,
-    ivf_faiss,
-)
-from fraud.scoring.detector import Detector
+from fraud.index import IndexSpec, ReferenceIndex, faiss_memory_bytes, flat_faiss, ivf_faiss
+from fraud.scoring import Detector
 from fraud.text.normalize import normalize
 from workers.bench.timing import RepeatTimer
 
@@ -205,8 +199,8 @@ def decision_agreement(
             index.add(items, vectors[train], "uci")
             if spec.type == "ivf":
                 nlists.append(index.index_params()["nlist"])
-            verdicts = Detector(None, index, params).score_embeddings(vectors[test])
-            decisions.append(np.array([v.is_alert for v in verdicts]))
+            assessments = Detector(None, index, params).score(vectors[test]).assessments
+            decisions.append(np.array([a.is_alert for a in assessments]))
         changed += int((decisions[0] != decisions[1]).sum())
         alerts_flat += int(decisions[0].sum())
         alerts_ivf += int(decisions[1].sum())

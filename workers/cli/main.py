@@ -86,8 +86,8 @@ def _encoder(settings: Settings):
 
 def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.data import seed_references_path
+    from fraud.index import IndexSpec, build_index
     from fraud.index.files import check_writable
-    from fraud.index.reference_index import IndexSpec, build_index
 
     try:
         spec = IndexSpec(
@@ -111,7 +111,7 @@ def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import ReferenceIndex, embed_into
+    from fraud.index import ReferenceIndex, embed_into
 
     items = read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
     encoder = _encoder(settings)
@@ -125,7 +125,7 @@ def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import read_manifest
+    from fraud.index import read_manifest
 
     manifest = read_manifest(settings.index_dir)
     if args.json:
@@ -155,38 +155,16 @@ def _print_info(manifest: dict[str, Any], directory: Path) -> None:
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.scoring.detector import Detector
+    from fraud.scoring import Detector, format_assessment
 
     detector = Detector.from_settings(settings)
-    verdict = detector.score([args.text])[0]
+    texts = [args.text]
+    assessment = detector.score(detector.encode(texts), texts).assessments[0]
     if args.json:
-        print(verdict.model_dump_json(indent=2))
+        print(assessment.model_dump_json(indent=2))
         return 0
-    print(format_verdict(verdict, detector))
+    print(format_assessment(assessment, detector))
     return 0
-
-
-def format_verdict(verdict, detector, width: int = 70) -> str:
-    """A verdict as an analyst reads it: score, category, then the evidence with its text."""
-    flag = "ALERT" if verdict.is_alert else "ok"
-    lines = [
-        f"{flag}  score {verdict.score:.3f} (threshold {detector.params.threshold:.2f})"
-        + (f"  category {verdict.category}" if verdict.category else "")
-    ]
-    if verdict.category_distribution:
-        dist = sorted(verdict.category_distribution.items(), key=lambda kv: -kv[1])
-        lines.append("  categories: " + ", ".join(f"{c} {w:.3f}" for c, w in dist[:4]))
-    for ev in verdict.evidence:
-        if ev.source == "history":  # an earlier message to the same recipient
-            where, text = f"{ev.message_id} (history)", "an earlier message to this recipient"
-        else:
-            where, text = f"#{ev.reference_id}", detector.index.reference(ev.reference_id).text
-        text = text if len(text) <= width else text[: width - 1] + "…"
-        lines.append(
-            f"  evidence {where:<6} {ev.category:<13} sim {ev.similarity:.3f} "
-            f"weight {ev.weight:.3f}  {text}"
-        )
-    return "\n".join(lines)
 
 
 # -- quality: evaluate, calibrate, train -------------------------------------------------
@@ -253,7 +231,7 @@ def _cached(encoders: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
 
 def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(name, Dataset) for every --csv: deduplicated, then sampled as --sample says."""
-    from fraud.quality.evaluation import Dataset
+    from fraud.fitting import Dataset
 
     if not args.csv:
         raise DataError("evaluate needs a labeled CSV: --csv PATH")
@@ -287,9 +265,8 @@ def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import encode_with_progress
-    from fraud.quality.evaluation import encoder_timing, evaluate, plot_report
-    from fraud.quality.variants import SHIPPED
+    from fraud.index import encode_with_progress
+    from fraud.quality import SHIPPED, encoder_timing, evaluate, evaluation_variants, plot_report
 
     datasets = _evaluation_datasets(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
@@ -305,6 +282,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         report, results = evaluate(
             dataset,
             X if models else X[""],
+            variants=evaluation_variants(),
             folds=args.folds,
             seed=args.seed,
             threshold_rule=_threshold_rule(args),
@@ -362,9 +340,9 @@ def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
     """History off vs on over a simulated time-ordered stream (fraud/quality/replay.py)."""
     from fraud.encoding.cache import CachedEncoder
     from fraud.errors import DataError
-    from fraud.index.reference_index import encode_with_progress
-    from fraud.quality.evaluation import Dataset
-    from fraud.quality.replay import TUNING_FOLDS, print_replay_report, replay_evaluate
+    from fraud.fitting import Dataset
+    from fraud.index import encode_with_progress
+    from fraud.quality import TUNING_FOLDS, replay_evaluate
 
     if not args.csv:
         raise DataError("evaluate-replay needs a labeled CSV: --csv PATH")
@@ -397,6 +375,27 @@ def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
     print_replay_report(report)
     print(f"\nreport {args.out / 'replay.json'} ({report['seconds']} s)")
     return 0
+
+
+def print_replay_report(report: dict[str, Any]) -> None:
+    """The replay report's lines and tables (fraud/quality/replay.py) on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fraud.quality import replay_report_text
+
+    text = replay_report_text(report)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for line in text.folds:
+        console.print(line)
+    for t in text.tables:
+        table = Table(title=t.title)
+        for column in t.columns:
+            table.add_column(column, justify="left" if column == t.columns[0] else "right")
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(text.changes)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -449,7 +448,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _load_index(settings: Settings):
-    from fraud.index.reference_index import ReferenceIndex
+    from fraud.index import ReferenceIndex
 
     encoder_name, dim = _encoder_identity(settings)
     return ReferenceIndex.load(settings.index_dir, model=encoder_name, dim=dim)
@@ -749,7 +748,7 @@ def _seed_index_dir(settings: Settings, encoder, stack) -> Path:
     import tempfile
 
     from fraud.data import seed_references_path
-    from fraud.index.reference_index import build_index
+    from fraud.index import build_index
 
     index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "index"
     items = read_labeled_csv(seed_references_path())
@@ -890,7 +889,7 @@ def _bench_variants(args, settings: Settings, texts, report: dict, console) -> N
     scorer's cross-validated PR-AUC (slow: one cross-validation per variant)."""
     from rich.table import Table
 
-    from fraud.encoding.encoder import VARIANTS, Encoder
+    from fraud.encoding import ENCODER_VARIANTS, Encoder
     from workers.bench.encoder import variant_quality, variants_bench
 
     built: dict[str, Encoder] = {}
@@ -905,14 +904,15 @@ def _bench_variants(args, settings: Settings, texts, report: dict, console) -> N
     report["variants"] = rows = variants_bench(make, texts[: args.encoder_texts])
     if args.quality:
         from fraud.encoding.cache import CachedEncoder
-        from fraud.quality.evaluation import Dataset
+        from fraud.fitting import Dataset
 
         dataset = Dataset.from_labeled(
             read_labeled_csv(Path(args.csv), args.fraud_labels, args.legit_labels)
         )
         console.print(f"quality: {len(dataset.y)} messages, 5-fold CV per variant ...")
         embeddings = {
-            v: CachedEncoder(make(v), args.cache_dir).encode(dataset.texts) for v in VARIANTS
+            v: CachedEncoder(make(v), args.cache_dir).encode(dataset.texts)
+            for v in ENCODER_VARIANTS
         }
         for variant, q in variant_quality(dataset, embeddings).items():
             rows[variant].update({f"cv_{k}": v for k, v in q.items()})

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from fraud.config import Settings
 from workers.feedback.processor import FeedbackProcessor
 from workers.processes import stop_on_signals
-from workers.scoring import load_runtime
+from workers.runtime import load_runtime
 
 log = logging.getLogger(__name__)
 

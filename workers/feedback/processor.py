@@ -47,9 +47,9 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from fraud.config import CampaignSettings, KafkaSettings
 from fraud.errors import PublishError, SchemaError
+from fraud.index import ReferenceIndex
 from fraud.index.changelog import change_key, encode_upsert
-from fraud.index.reference_index import ReferenceIndex
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from fraud.scoring.campaigns import Campaign, CampaignTracker, Member
 from fraud.scoring.detector import Detector
 from fraud.scoring.isolation import Failure, check_model, isolate, raised_at
@@ -66,7 +66,7 @@ from workers.kafka import (
     read_to_end,
     subscribe_when_known,
 )
-from workers.scoring import (
+from workers.runtime import (
     on_bad_record,
     on_publish_failed,
     publish_dead_letters,
@@ -226,7 +226,7 @@ class FeedbackProcessor:
 
     # -- campaigns -------------------------------------------------------------------
 
-    def track(self, decided: list[tuple[Alert, int]]) -> list[Campaign]:
+    def track(self, decided: list[tuple[Decision, int]]) -> list[Campaign]:
         """Place new decisions into campaigns; publish the reported campaigns that grew."""
         floor = self.tracker.settings.min_score
         for alert, ts in decided:
@@ -285,17 +285,17 @@ class FeedbackProcessor:
             ]
             messages = [self.recent.messages[m.message_id] for m in members]
             texts = [m.text for m in messages]
-            verdicts = self._each(self.detector.score, texts, "re-scoring a campaign")
+            assessments = self._each(self._rescore, texts, "re-scoring a campaign")
             scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            for member, message, verdict in zip(members, messages, verdicts, strict=True):
-                if isinstance(verdict, Failure):
-                    self._skip(message.id, verdict, "not re-scored")
+            for member, message, assessment in zip(members, messages, assessments, strict=True):
+                if isinstance(assessment, Failure):
+                    self._skip(message.id, assessment, "not re-scored")
                     continue
-                if not verdict.is_alert:
+                if not assessment.is_alert:
                     continue
-                alert = self.detector.alert(
+                alert = self.detector.decide(
                     message,
-                    verdict,
+                    assessment,
                     scored_at=scored_at,
                     processing_ms=0.0,
                     retroactive=True,
@@ -309,6 +309,10 @@ class FeedbackProcessor:
                 log.info("retroactive alert on %s (campaign %s)", message.id, campaign.campaign_id)
             futures.append(self._publish_campaign(campaign))
         return futures
+
+    def _rescore(self, texts: list[str]) -> list:
+        """The workers' assessment of each text (the detector's scoring path)."""
+        return self.detector.score(self.detector.encode(texts), texts).assessments
 
     # -- verdicts --------------------------------------------------------------------
 

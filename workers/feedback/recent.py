@@ -16,7 +16,7 @@ from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings
 from fraud.errors import SchemaError
-from fraud.schemas import Alert, Message, parse_message
+from fraud.schemas import Decision, Message, parse_message
 from workers.kafka import make_consumer
 
 # What a recent input message costs beyond its text and the rest of its record, in bytes,
@@ -115,7 +115,7 @@ class RecentMessages:
             raise
         return cls(kafka, consumer, capacity, max_bytes)
 
-    def poll(self, timeout_ms: int = 0) -> list[tuple[Alert, int]]:
+    def poll(self, timeout_ms: int = 0) -> list[tuple[Decision, int]]:
         """Read what arrived; returns the new decisions with their Kafka timestamps."""
         decided = []
         for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
@@ -130,7 +130,7 @@ class RecentMessages:
                     )
                     continue
                 try:
-                    alert = Alert.from_bytes(record.value)
+                    alert = Decision.from_bytes(record.value)
                 except ValueError:
                     continue
                 if alert.is_alert:

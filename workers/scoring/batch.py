@@ -3,47 +3,16 @@ decoded and what became a dead letter, the encoder thread's work on it, and the 
 stage took (StageClock)."""
 
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from kafka.consumer.fetcher import ConsumerRecord
 
 from fraud.errors import SchemaError
-from fraud.schemas import Alert, Message, parse_message
+from fraud.schemas import Decision, Message, parse_message
 from fraud.scoring.history import Arrival
 from fraud.scoring.isolation import Failure
-from workers.scoring.runtime import DeadLetter, on_bad_record
-
-R = TypeVar("R")
-
-
-class StageClock:
-    """Seconds per stage of one batch (the fraud_stage_duration_seconds histogram):
-    lap(name) charges the time since the last lap to `name`."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
-        self._last = now
-
-    def skip(self) -> None:
-        """The time since the last lap is no stage of this batch (waiting for the encoder
-        thread), or was timed where it was spent (search and attention, inside scoring)."""
-        self._last = time.perf_counter()
-
-    def timed(self, name: str, fn: Callable[..., R], *args) -> R:
-        """fn(*args), its seconds charged to `name`: for work on another thread (the
-        encoder's), which this thread's laps do not see. Nothing is charged if it raises."""
-        started = time.perf_counter()
-        out = fn(*args)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-        return out
+from workers.runtime import DeadLetter, StageClock, on_bad_record
 
 
 @dataclass
@@ -90,7 +59,7 @@ class BatchResult:
 
     consumed: int = 0
     scored: int = 0
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: list[Decision] = field(default_factory=list)
     dead_letters: int = 0
 
 
@@ -100,7 +69,7 @@ class Decided:
 
     record: ConsumerRecord
     message: Message
-    alert: Alert
+    alert: Decision
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from kafka.errors import (
 
 from fraud.config import KafkaSettings
 from fraud.errors import PublishError
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from workers.kafka import BrokerWait, await_sends, commit_offsets, offsets_after
 from workers.kafka import compat as kafka_compat
-from workers.scoring.batch import StageClock
-from workers.scoring.runtime import (
+from workers.runtime import (
     DeadLetter,
+    StageClock,
     on_publish_failed,
     publish_dead_letters,
     publish_decisions,
@@ -101,7 +101,7 @@ class Checkpoint:
 
     def commit(
         self,
-        decisions: Sequence[Alert],
+        decisions: Sequence[Decision],
         dead_letters: Sequence[DeadLetter],
         records: list[ConsumerRecord],
         clock: StageClock | None = None,
@@ -129,7 +129,7 @@ class Checkpoint:
         if self.exactly_once:
             self.producer.begin_transaction()
 
-    def publish(self, decisions: Iterable[Alert], dead_letters: Iterable[DeadLetter]) -> list:
+    def publish(self, decisions: Iterable[Decision], dead_letters: Iterable[DeadLetter]) -> list:
         """Step 2: the send futures of the decisions and the dead letters."""
         sent = publish_decisions(self.producer, self.kafka, decisions)
         return publish_dead_letters(self.producer, self.kafka, dead_letters) + [

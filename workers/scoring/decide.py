@@ -17,7 +17,7 @@ import numpy as np
 
 from fraud.metrics import WorkerMetrics
 from fraud.scoring.detector import Detector
-from fraud.scoring.history import Arrival, score_in_order
+from fraud.scoring.history import Arrival, HistoryScorer
 from fraud.scoring.isolation import Failure, ModelBrokenError, check_model, isolate, raised_at
 from workers.scoring.batch import Batch, Decided, Failed, arrival
 from workers.state import HistoryState
@@ -39,7 +39,7 @@ class BatchDecider:
         """Hand the batch's decoded texts to the encoder thread (batch.encoded)."""
         if batch.decoded:
             texts = [m.text for _, m in batch.decoded]
-            encode = self.detector.encoder.encode
+            encode = self.detector.encode
             batch.encoded = self._encoder_thread.submit(batch.stage.timed, "encode", encode, texts)
 
     def drop(self, batch: Batch | None) -> None:
@@ -114,7 +114,7 @@ class BatchDecider:
     def _encode(self, texts: list[str], rows: Sequence[int]) -> np.ndarray:
         """Embed texts[rows] on the encoder thread (the model is used from one thread)."""
         chosen = [texts[i] for i in rows]
-        return self._encoder_thread.submit(self.detector.encoder.encode, chosen).result()
+        return self._encoder_thread.submit(self.detector.encode, chosen).result()
 
     def _score_rows(
         self,
@@ -128,20 +128,18 @@ class BatchDecider:
         their decisions (the messages are batch.decoded[encoded[row]])."""
         picked = [batch.decoded[encoded[r]] for r in rows]
         history = None if self.history is None else self.history.history
-        verdicts = score_in_order(
-            self.detector,
-            history,
+        result = HistoryScorer(self.detector, history).score(
             [arrivals[encoded[r]] for r in rows],
             queries[list(rows)],
             [m.text for _, m in picked],
-            timings=batch.stage.seconds,
         )
+        batch.stage.charge(result.timings)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         ms = (time.monotonic() - batch.started) * 1000
-        decide = self.detector.alert
+        decide = self.detector.decide
         return [
-            Decided(record, message, decide(message, v, scored_at=scored_at, processing_ms=ms))
-            for (record, message), v in zip(picked, verdicts, strict=True)
+            Decided(record, message, decide(message, a, scored_at=scored_at, processing_ms=ms))
+            for (record, message), a in zip(picked, result.assessments, strict=True)
         ]
 
     def _forget(self, arrivals: Iterable[Arrival]) -> None:
@@ -170,4 +168,4 @@ class BatchDecider:
         self.metrics.batch_failures.labels("isolated").inc()
 
     def _score_probe(self, texts: list[str]) -> None:
-        self.detector.score_embeddings(self._encode(texts, range(len(texts))), texts)
+        self.detector.score(self._encode(texts, range(len(texts))), texts)

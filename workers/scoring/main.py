@@ -28,7 +28,7 @@ from workers.kafka import (
     partition_count,
 )
 from workers.processes import stop_on_signals
-from workers.scoring.runtime import load_runtime
+from workers.runtime import load_runtime
 from workers.scoring.worker import ScoringWorker
 from workers.state import HistoryState
 

@@ -47,10 +47,10 @@ from fraud.errors import PublishError
 from fraud.metrics import WorkerMetrics, set_index_gauges
 from fraud.scoring.detector import Detector
 from workers.kafka import BrokerWait, subscribe_when_known
+from workers.runtime import on_bank_change
 from workers.scoring.batch import Batch, BatchResult
 from workers.scoring.checkpoint import Checkpoint, TransactionLost
 from workers.scoring.decide import BatchDecider
-from workers.scoring.runtime import on_bank_change
 from workers.state import BankFollower, HistoryState, PartitionListener
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""`fraud serve`: inline scoring over HTTP, a verdict before a message is delivered.
+"""`fraud serve`: inline scoring over HTTP, a decision before a message is delivered.
 
-The decision is the one the worker publishes (fraud/schemas.py `Alert`, built by
-`Detector.alert` from `Detector.score_embeddings`: the same scoring path), answered to the
+The decision is the one the worker publishes (fraud/schemas.py `Decision`, built by
+`Detector.decide` from `Detector.score`: the same scoring path), answered to the
 caller; with `--publish` it is also written to the scores topic, and to the alert topic
 when it is an alert, keyed by message id as the worker does (publish_decisions).
 

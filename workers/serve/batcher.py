@@ -21,7 +21,7 @@ from fastapi import HTTPException
 from fraud.config import ServeSettings
 from fraud.errors import ScoringError
 from fraud.metrics import ServeMetrics
-from fraud.schemas import Alert, Message
+from fraud.schemas import Decision, Message
 from fraud.scoring.isolation import raised_at
 from workers.serve.scorer import InlineScorer, scoring_failed
 
@@ -87,7 +87,7 @@ class Batcher:
             self.last_progress = time.monotonic()
             self._task = asyncio.create_task(self._run(), name="batcher")
 
-    async def submit(self, messages: list[Message]) -> list[Alert]:
+    async def submit(self, messages: list[Message]) -> list[Decision]:
         """Queue messages and wait for their decisions, in order."""
         if not self.ready:
             raise unavailable(

@@ -1,6 +1,6 @@
 """`fraud serve`'s requests and answers, as pydantic models (they make its OpenAPI schema).
 
-The decision itself is fraud/schemas.py `Alert`, the record the worker publishes."""
+The decision itself is fraud/schemas.py `Decision`, the record the worker publishes."""
 
 from typing import Any, Literal
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fraud.config import ServeSettings
 from fraud.errors import SchemaError
-from fraud.schemas import Alert, Message, check_json_value
+from fraud.schemas import Decision, Message, check_json_value
 
 EXAMPLE = {
     "id": "msg-0001",
@@ -34,7 +34,7 @@ class ScoringProblem(Problem):
 class ScoreBatchResponse(BaseModel):
     """The decisions for a batch request, in the order of its messages."""
 
-    decisions: list[Alert]
+    decisions: list[Decision]
 
 
 class Health(BaseModel):

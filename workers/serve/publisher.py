@@ -7,8 +7,8 @@ import time
 
 from fraud.config import KafkaSettings
 from fraud.metrics import ServeMetrics
-from fraud.schemas import Alert
-from workers.scoring import publish_decisions
+from fraud.schemas import Decision
+from workers.runtime import publish_decisions
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class DecisionPublisher:
         with self._lock:
             return self._pending
 
-    def offer(self, alert: Alert) -> bool:
+    def offer(self, alert: Decision) -> bool:
         """Queue `alert` for publishing (on the scoring thread); False if it was dropped."""
         records = _records(alert)
         with self._lock:
@@ -109,7 +109,7 @@ class DecisionPublisher:
         self.producer.close(timeout=10)
 
 
-def _records(alert: Alert) -> int:
+def _records(alert: Decision) -> int:
     """The records of a decision: the scores topic's, and the alert topic's for an alert."""
     return 2 if alert.is_alert else 1
 

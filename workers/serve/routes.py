@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fraud.config import ServeSettings
 from fraud.errors import ScoringError
-from fraud.schemas import Alert, Message
+from fraud.schemas import Decision, Message
 from workers.serve.batcher import STALL_S, Batcher
 from workers.serve.models import (
     Health,
@@ -54,12 +54,12 @@ def scoring_router(serve: ServeSettings, secured: bool) -> APIRouter:
     security = [Security(HTTPBearer(auto_error=False))] if secured else []
     router = APIRouter(prefix="/v1", responses=refused, dependencies=security)
 
-    async def decide(request: Request, messages: list[Message]) -> list[Alert]:
+    async def decide(request: Request, messages: list[Message]) -> list[Decision]:
         return await _batcher(request).submit(messages)  # ScoringError: 500 (scoring_failed)
 
     @router.post(
         "/score",
-        response_model=Alert,
+        response_model=Decision,
         summary="Score one message",
         description="The decision the scoring worker would publish for this message.",
     )

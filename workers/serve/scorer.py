@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from fraud.config import Settings
 from fraud.errors import ScoringError
 from fraud.metrics import ServeMetrics, WorkerMetrics, set_index_gauges
-from fraud.schemas import Alert, Message
+from fraud.schemas import Decision, Message
 from fraud.scoring.detector import Detector
 from fraud.scoring.isolation import Failure, isolate, raised_at
 from workers.kafka import ensure_topics, make_producer
-from workers.scoring import StageClock, load_runtime, on_bank_change
+from workers.runtime import StageClock, load_runtime, on_bank_change
 from workers.serve.publisher import PUBLISH_MAX_BLOCK_MS, DecisionPublisher
 from workers.state import BankFollower, BankWatch, FollowState
 
@@ -56,7 +56,7 @@ class InlineScorer:
 
     def score(
         self, messages: Sequence[Message], arrived: Sequence[float]
-    ) -> list[Alert | ScoringError]:
+    ) -> list[Decision | ScoringError]:
         """Decisions for a batch, in order; a ScoringError (logged with an error id) for a
         message that could not be scored. A batch that fails is split until the messages
         that fail alone are found (fraud/scoring/isolation.py), so one bad message does
@@ -82,19 +82,20 @@ class InlineScorer:
             for (message, _), o in zip(items, outcomes, strict=True)
         ]
 
-    def _score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Alert]:
+    def _score(self, messages: Sequence[Message], arrived: Sequence[float]) -> list[Decision]:
         clock = StageClock()
         texts = [message.text for message in messages]
-        queries = self.detector.encoder.encode(texts)
+        queries = self.detector.encode(texts)
         clock.lap("encode")
-        verdicts = self.detector.score_embeddings(queries, texts, timings=clock.seconds)
+        result = self.detector.score(queries, texts)
+        clock.charge(result.timings)
         scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         now = time.monotonic()
         alerts = [
-            self.detector.alert(
-                message, verdict, scored_at=scored_at, processing_ms=(now - at) * 1e3
+            self.detector.decide(
+                message, assessment, scored_at=scored_at, processing_ms=(now - at) * 1e3
             )
-            for message, verdict, at in zip(messages, verdicts, arrived, strict=True)
+            for message, assessment, at in zip(messages, result.assessments, arrived, strict=True)
         ]
         clock.skip()  # search and attention were timed inside; the decisions are no stage
         if self.publisher is not None:
@@ -104,7 +105,7 @@ class InlineScorer:
         self._observe(alerts, arrived, clock, now)
         return alerts
 
-    def _observe(self, alerts: list[Alert], arrived, clock: StageClock, now: float) -> None:
+    def _observe(self, alerts: list[Decision], arrived, clock: StageClock, now: float) -> None:
         m = self.metrics
         m.messages_scored.inc(len(alerts))
         m.batch_size.observe(len(alerts))

@@ -28,15 +28,15 @@ from fraud.config import KafkaSettings, Settings
 from fraud.data import seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.errors import DataError, SchemaError
-from fraud.index.changelog import BankChange, apply_change, change_key, decode_change, encode_upsert
-from fraud.index.files import check_writable, describe, index_files_in, linked_to, write_index_dir
-from fraud.index.reference_index import (
+from fraud.index import (
     IndexSpec,
     Reference,
     ReferenceIndex,
     build_index,
     read_manifest,
 )
+from fraud.index.changelog import BankChange, apply_change, change_key, decode_change, encode_upsert
+from fraud.index.files import check_writable, describe, index_files_in, linked_to, write_index_dir
 from workers.kafka import await_sends, cluster_id, ensure_bank_topic, make_consumer, make_producer
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,8 @@ def test_missing_index(capsys, tmp_path):
 
 def test_index_build_refuses_to_replace_another_index_before_any_work(capsys, tmp_path):
     from fraud.datasets import LabeledText
-    from fraud.index.reference_index import ReferenceIndex
-    from tests.conftest import unit_vectors
+    from fraud.index import ReferenceIndex
+    from tests.fakes import unit_vectors
 
     existing = ReferenceIndex("m", 4)
     existing.add([LabeledText("mine", "fraud", "x")], unit_vectors(1, 4), "user")
@@ -205,12 +205,12 @@ def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir
 
 
 @pytest.mark.model
-def test_a_verdict_reads_with_bank_and_history_evidence(detector):
-    from fraud.schemas import Evidence, Verdict
-    from workers.cli.main import format_verdict
+def test_an_assessment_reads_with_bank_and_history_evidence(detector):
+    from fraud.schemas import Assessment, Evidence
+    from fraud.scoring import format_assessment
 
     ref_id = next(i for i in range(len(detector.index)) if detector.index.reference(i).label)
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="delivery",
@@ -222,7 +222,7 @@ def test_a_verdict_reads_with_bank_and_history_evidence(detector):
             ),
         ],
     )
-    text = format_verdict(verdict, detector)
+    text = format_assessment(assessment, detector)
     assert f"#{ref_id}" in text and detector.index.reference(ref_id).text[:30] in text
     assert "m-7 (history)" in text and "earlier message to this recipient" in text
 

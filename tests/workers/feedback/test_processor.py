@@ -8,11 +8,11 @@ from contextlib import ExitStack
 import pytest
 
 from fraud.config import ScorerSettings
+from fraud.index import ReferenceIndex
 from fraud.index.changelog import decode_change
-from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict, reference_id_for
-from tests.fakes import PoisonedEncoder
+from tests.fakes import PoisonedEncoder, assess
 from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.state.test_bank import NOVEL_SCAM
 from workers.feedback import FeedbackProcessor
@@ -48,7 +48,7 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     )
     indexes = [ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim) for _ in "ab"]
     detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
-    before_scam, before_fp = detectors[0].score([NOVEL_SCAM, LOOKALIKE])
+    before_scam, before_fp = assess(detectors[0], [NOVEL_SCAM, LOOKALIKE])
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
     processor = FeedbackProcessor.open(kafka, encoder)
@@ -125,22 +125,22 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
 
 def _alert_citing(message_id: str, reference_id: int) -> bytes:
     """An alert as a worker would have published it, with one bank reference as evidence."""
-    from fraud.schemas import Alert, Evidence, Verdict, parse_message
+    from fraud.schemas import Assessment, Decision, Evidence, parse_message
 
     message = parse_message(json.dumps({"id": message_id, "text": "x"}).encode(), 100)
     evidence = [
         Evidence(reference_id=reference_id, category="phishing", similarity=0.8, weight=0.9)
     ]
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="phishing",
         category_distribution={"phishing": 0.9},
         evidence=evidence,
     )
-    alert = Alert.build(
+    alert = Decision.build(
         message,
-        verdict,
+        assessment,
         threshold=0.5,
         model="m",
         index_version="v",

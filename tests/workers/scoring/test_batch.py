@@ -8,7 +8,8 @@ import pytest
 
 from fraud.scoring.isolation import Failure
 from tests.fakes import consumer_record
-from workers.scoring.batch import Batch, Failed, StageClock, arrival
+from workers.runtime import StageClock
+from workers.scoring.batch import Batch, Failed, arrival
 
 
 def _message(message_id: str, **fields) -> bytes:

@@ -11,7 +11,8 @@ from kafka.errors import CommitFailedError
 from fraud.config import KafkaSettings
 from fraud.errors import PublishError
 from tests.fakes import RecordingConsumer, RecordingProducer, consumer_record, decision
-from workers.scoring import Checkpoint, DeadLetter, StageClock
+from workers.runtime import DeadLetter, StageClock
+from workers.scoring import Checkpoint
 
 KAFKA = KafkaSettings(
     input_topic="messages",

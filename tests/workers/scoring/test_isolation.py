@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from tests.workers.kafka_helpers import (
     committed_offset,
     read_topic,
@@ -108,7 +108,7 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
 
     decided = len(values) - len(poisoned)
     scores = read_topic(kafka, kafka.scores_topic, decided)
-    decisions = {r.key.decode(): Alert.from_bytes(r.value) for r in scores}
+    decisions = {r.key.decode(): Decision.from_bytes(r.value) for r in scores}
     expected = {json.loads(v)["id"] for v in values} - set(poisoned)
     assert len(scores) == len(decisions) and set(decisions) == expected
     dead = read_topic(kafka, kafka.dead_letter_topic, len(poisoned))

@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import Settings
 from fraud.metrics import STAGES
-from fraud.schemas import Alert
+from fraud.schemas import Decision
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_worker, send_raw, wait_for_commit
 from workers.kafka import ensure_topics
 from workers.processes import free_port, start_fraud_process
@@ -24,7 +25,7 @@ DEMO = "fraud/data/demo_messages.jsonl"
 def test_messages_in_exactly_the_expected_alerts_out(detector, kafka_settings):
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
     messages = read_messages(DEMO)
-    verdicts = detector.score([m["text"] for m in messages])
+    verdicts = assess(detector, [m["text"] for m in messages])
     expected = {m["id"]: v for m, v in zip(messages, verdicts, strict=True) if v.is_alert}
     assert 0 < len(expected) < len(messages)  # both kinds present: the test can fail
 
@@ -42,7 +43,7 @@ def test_messages_in_exactly_the_expected_alerts_out(detector, kafka_settings):
         assert published == len(expected)
 
     alerts = read_topic(kafka, kafka.alert_topic, len(expected))
-    by_key = {r.key.decode(): Alert.from_bytes(r.value) for r in alerts}
+    by_key = {r.key.decode(): Decision.from_bytes(r.value) for r in alerts}
     assert len(alerts) == len(by_key) == len(expected)  # no duplicates, nothing extra
     assert set(by_key) == set(expected)
     sent = {m["id"]: m for m in messages}

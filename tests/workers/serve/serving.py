@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import ServeSettings
 from fraud.metrics import build_serve_metrics
-from fraud.schemas import Alert, Message
+from fraud.schemas import Decision, Message
+from tests.fakes import assess
 from workers.serve import InlineScorer, bind, create_app
 
 SCAM = "Your parcel is held at the depot: pay the 1.99 GBP fee at parcel-redelivery.info"
@@ -74,14 +75,14 @@ def running_server(app, **config):
     assert not thread.is_alive(), "uvicorn did not stop"
 
 
-def expected_decision(detector, text: str, message_id: str = "m", **fields) -> Alert:
+def expected_decision(detector, text: str, message_id: str = "m", **fields) -> Decision:
     """The worker's decision for the same message (scored_at, processing_ms aside)."""
     message = Message(id=message_id, text=text, **fields)
-    verdict = detector.score([text])[0]
-    return detector.alert(message, verdict, scored_at="", processing_ms=0)
+    verdict = assess(detector, [text])[0]
+    return detector.decide(message, verdict, scored_at="", processing_ms=0)
 
 
-def same_decision(got: Alert, expected: Alert, tolerance: float = 1e-6) -> None:
+def same_decision(got: Decision, expected: Decision, tolerance: float = 1e-6) -> None:
     ignore = {"scored_at", "processing_ms", "score", "category_distribution", "evidence"}
     assert got.model_dump(exclude=ignore) == expected.model_dump(exclude=ignore)
     assert got.score == pytest.approx(expected.score, abs=tolerance)

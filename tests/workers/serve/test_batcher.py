@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import ServeSettings
 from fraud.metrics import build_serve_metrics
+from tests.fakes import assess
 from tests.workers.serve.serving import (
     LEGIT,
     SCAM,
@@ -39,7 +40,7 @@ def test_concurrent_requests_are_scored_together_and_each_gets_its_own_answer(de
             answers = list(pool.map(post, range(len(texts))))
         page = client.get("/metrics").text
     assert [a["message_id"] for a in answers] == [f"c-{i}" for i in range(len(texts))]
-    expected = detector.score(texts)
+    expected = assess(detector, texts)
     for answer, verdict in zip(answers, expected, strict=True):
         # Batchmates move a bf16 embedding slightly (fraud/encoding/encoder.py), never the verdict.
         assert answer["score"] == pytest.approx(verdict.score, abs=0.02)

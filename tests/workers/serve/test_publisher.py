@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from fraud.config import ServeSettings, Settings
-from fraud.index.reference_index import ReferenceIndex
+from fraud.index import ReferenceIndex
 from fraud.metrics import build_serve_metrics
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from tests.workers.kafka_helpers import own_topics, read_topic
 from tests.workers.serve.serving import (
     LEGIT,
@@ -57,7 +57,7 @@ def test_publish_writes_decisions_to_the_workers_topics(
     assert [r.key.decode() for r in scores] == ["p-1", "p-2"]
     assert [json.loads(r.value) for r in scores] == answers  # what callers got, byte for byte
     assert [r.key.decode() for r in alerts] == ["p-1"]
-    assert Alert.from_bytes(alerts[0].value).passthrough == {"recipient": "+44 7700 900123"}
+    assert Decision.from_bytes(alerts[0].value).passthrough == {"recipient": "+44 7700 900123"}
     assert first["is_alert"] and not answers[1]["is_alert"]
 
 

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from fraud.config import ServeSettings
 from fraud.metrics import build_serve_metrics
-from fraud.schemas import Alert
+from fraud.schemas import Decision
+from tests.fakes import assess
 from tests.workers.serve.serving import (
     AUTH,
     LEGIT,
@@ -47,7 +48,7 @@ def test_score_answers_the_workers_decision_for_the_same_message(detector):
         )
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/json"
-        got = Alert.from_bytes(r.content)
+        got = Decision.from_bytes(r.content)
         expected = expected_decision(
             detector, SCAM, "msg-1", recipient="+44 7700 900123", metadata=metadata
         )
@@ -60,7 +61,7 @@ def test_score_answers_the_workers_decision_for_the_same_message(detector):
         assert got.processing_ms > 0
 
         r = client.post("/v1/score", json={"id": "msg-2", "text": LEGIT})
-        got = Alert.from_bytes(r.content)
+        got = Decision.from_bytes(r.content)
         same_decision(got, expected_decision(detector, LEGIT, "msg-2"))
         assert not got.is_alert and got.passthrough == {}
 
@@ -71,9 +72,9 @@ def test_batch_answers_every_decision_in_request_order(detector):
     with client_for(detector) as client:
         r = client.post("/v1/score:batch", json={"messages": messages})
         assert r.status_code == 200, r.text
-        decisions = [Alert.model_validate(d) for d in r.json()["decisions"]]
+        decisions = [Decision.model_validate(d) for d in r.json()["decisions"]]
     assert [d.message_id for d in decisions] == [m["id"] for m in messages]
-    verdicts = detector.score(texts)  # the same texts encoded together, as the service did
+    verdicts = assess(detector, texts)  # the same texts encoded together, as the service did
     for decision, verdict in zip(decisions, verdicts, strict=True):
         assert decision.score == pytest.approx(verdict.score, abs=1e-6)
         assert decision.is_alert == verdict.is_alert

@@ -13,11 +13,11 @@ from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from fraud.config import ServeSettings, Settings
+from fraud.index import Reference, ReferenceIndex
 from fraud.index.changelog import change_key, encode_upsert
-from fraud.index.reference_index import Reference, ReferenceIndex
 from fraud.metrics import build_serve_metrics
 from fraud.scoring.detector import Detector
-from tests.fakes import PoisonedEncoder
+from tests.fakes import PoisonedEncoder, assess
 from tests.workers.serve.serving import (
     LEGIT,
     NOVEL_SCAM,
@@ -80,7 +80,7 @@ def test_a_poisoned_request_gets_500_with_an_error_id_and_its_batchmates_their_d
     error_id = failed.json()["error_id"]
     assert error_id in failed.json()["detail"] and "p-3" in failed.json()["detail"]
     good = [i for i in range(len(texts)) if i != 3]
-    expected = detector.score([texts[i] for i in good])
+    expected = assess(detector, [texts[i] for i in good])
     for i, verdict in zip(good, expected, strict=True):
         assert answers[i].status_code == 200, answers[i].text
         assert answers[i].json()["message_id"] == f"p-{i}"

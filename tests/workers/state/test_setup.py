@@ -12,8 +12,8 @@ import pytest
 from fraud.config import Settings, to_env
 from fraud.data import seed_references_path
 from fraud.datasets import LabeledText
-from fraud.index.reference_index import MANIFEST_FILE, ReferenceIndex
-from tests.conftest import unit_vectors
+from fraud.index import MANIFEST_FILE, ReferenceIndex
+from tests.fakes import unit_vectors
 from tests.workers.kafka_helpers import read_topic, worker_settings
 from workers.kafka import partition_count
 from workers.processes import free_port, start_fraud_process, stop_process

@@ -8,26 +8,28 @@ common are written once, here.
 - on_bad_record: the error policy, one function (as quix-streams' error callbacks): what
   a record that cannot be processed becomes (a dead letter, or a stop).
 - on_publish_failed: what is logged when the broker did not acknowledge a batch's outputs.
+- StageClock: seconds per stage of one batch (the fraud_stage_duration_seconds histogram).
 """
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from kafka import KafkaProducer
 
 from fraud.config import KafkaSettings, Settings
 from fraud.errors import PublishError, SchemaError
 from fraud.metrics import WorkerMetrics, observe_bank_changes, set_index_gauges
-from fraud.schemas import SCORING_ERROR, Alert
+from fraud.schemas import SCORING_ERROR, Decision
 from fraud.scoring.detector import Detector
 from fraud.scoring.isolation import ModelBrokenError, raised_at
 from workers.kafka import send_dead_letter
 from workers.state import BankFollower
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 # -- load the detector, follow the bank ----------------------------------------------------
@@ -80,7 +82,7 @@ def on_bank_change(metrics: WorkerMetrics, detector: Detector, changes: list) ->
 class Sent(NamedTuple):
     """One record of a decision, sent: to which topic, and kafka-python's future for it."""
 
-    decision: Alert
+    decision: Decision
     topic: str
     future: Any  # kafka.producer.future.FutureRecordMetadata
 
@@ -88,7 +90,7 @@ class Sent(NamedTuple):
 def publish_decisions(
     producer: KafkaProducer,
     kafka: KafkaSettings,
-    decisions: Iterable[Alert],
+    decisions: Iterable[Decision],
     *,
     scores: bool | None = None,
 ) -> list[Sent]:
@@ -183,3 +185,35 @@ def records_at(records: Sequence) -> str:
         f"{topic}[{partition}]@{first}" + (f"..{last}" if last != first else "")
         for (topic, partition), (first, last) in sorted(spans.items())
     )
+
+
+class StageClock:
+    """Seconds per stage of one batch (the fraud_stage_duration_seconds histogram):
+    lap(name) charges the time since the last lap to `name`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def skip(self) -> None:
+        """The time since the last lap is no stage of this batch (waiting for the encoder
+        thread), or was timed where it was spent (search and attention, inside scoring)."""
+        self._last = time.perf_counter()
+
+    def charge(self, timings: dict[str, float]) -> None:
+        """Add stages timed elsewhere (the detector's search and attention)."""
+        for name, seconds in timings.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def timed(self, name: str, fn: Callable[..., R], *args) -> R:
+        """fn(*args), its seconds charged to `name`: for work on another thread (the
+        encoder's), which this thread's laps do not see. Nothing is charged if it raises."""
+        started = time.perf_counter()
+        out = fn(*args)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        return out

@@ -1,4 +1,4 @@
-"""What every process that scores shares (workers/scoring/runtime.py), without a broker or a
+"""What every process that scores shares (workers/runtime.py), without a broker or a
 model: where decisions are published and under which key, the error policy, and which
 index is followed."""
 
@@ -12,8 +12,8 @@ from fraud.errors import PublishError, SchemaError
 from fraud.scoring.detector import Detector
 from fraud.scoring.isolation import ModelBrokenError
 from tests.fakes import RecordingProducer, consumer_record, decision
-from workers.scoring import runtime
-from workers.scoring.runtime import (
+from workers import runtime
+from workers.runtime import (
     DeadLetter,
     load_runtime,
     on_bad_record,
