@@ -8,7 +8,6 @@ its evidence as it arrives, a summary at the end, and shuts everything down.
 
 import json
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -16,7 +15,6 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings
@@ -24,13 +22,12 @@ from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index.reference_index import build_index
-from fraud.schemas import Alert, Verdict
-from fraud.scoring.detector import Detector, effective_scorer
-from fraud.scoring.explain import format_verdict
-from workers.broker import LocalBroker, free_port
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import start_worker, stop_process
+from fraud.index import build_index
+from fraud.schemas import Assessment, Decision
+from fraud.scoring import Detector, effective_scorer, format_assessment
+from workers.broker import LocalBroker
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce, read_messages
 
 DEMO_MESSAGES = demo_messages_path()
@@ -42,8 +39,17 @@ def run_demo(
     settings: Settings, external_bootstrap: str | None = None, rate: float | None = 20.0
 ) -> int:
     with ExitStack() as stack:
-        kafka = _demo_topics(settings.kafka, _bootstrap(external_bootstrap, stack))
-        index_dir, detector = _seed_detector(settings, stack)
+        if external_bootstrap:
+            bootstrap = external_bootstrap
+            print(f"using the Kafka cluster at {bootstrap}")
+        else:
+            print("starting a local Kafka broker (KRaft) ...", flush=True)
+            broker = stack.enter_context(LocalBroker())
+            bootstrap = broker.bootstrap_servers
+            print(f"  broker up at {bootstrap}")
+        kafka = _demo_topics(settings, bootstrap)
+        index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
+        detector = _build_index(settings, index_dir)
 
         print("starting the scoring worker (its own process) ...", flush=True)
         metrics_port = free_port()
@@ -52,8 +58,17 @@ def run_demo(
 
         messages = read_messages(DEMO_MESSAGES)
         expected = {m["id"]: m for m in messages}
-        consumer = _decisions_consumer(kafka)
+        consumer = make_consumer(
+            kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
+        )
         stack.callback(consumer.close)
+        partitions = [
+            TopicPartition(kafka.scores_topic, 0),
+            TopicPartition(kafka.dead_letter_topic, 0),
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+
         print(f"replaying {len(messages)} demo messages and {len(MALFORMED)} malformed records\n")
         produce(kafka, kafka.input_topic, messages, rate)
         producer = make_producer(kafka)
@@ -61,29 +76,17 @@ def run_demo(
             producer.send(kafka.input_topic, raw).get(timeout=30)
         producer.close()
 
-        decisions, dead_letters = _follow(consumer, kafka, worker, expected, detector)
+        decisions, dead_letters = _watch(kafka, consumer, worker, expected, detector)
         worker.terminate()
         worker.wait(timeout=60)
         _print_summary(decisions, expected, dead_letters, worker.returncode)
         return 0 if len(decisions) == len(messages) else 1
 
 
-def _bootstrap(external_bootstrap: str | None, stack: ExitStack) -> str:
-    """The cluster given, or a local broker started for the demo (stopped with `stack`)."""
-    if external_bootstrap:
-        print(f"using the Kafka cluster at {external_bootstrap}")
-        return external_bootstrap
-    print("starting a local Kafka broker (KRaft) ...", flush=True)
-    broker = stack.enter_context(LocalBroker())
-    print(f"  broker up at {broker.bootstrap_servers}")
-    return broker.bootstrap_servers
-
-
-def _demo_topics(kafka: KafkaSettings, bootstrap: str) -> KafkaSettings:
-    """Topics and a group of this run's own (so a cluster's other topics are never
-    touched), created; scores published, so the demo sees every decision."""
+def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
+    """Topics and a consumer group of this run's own, created."""
     run = uuid.uuid4().hex[:8]
-    kafka = kafka.model_copy(
+    kafka = settings.kafka.model_copy(
         update={
             "bootstrap_servers": bootstrap,
             "input_topic": f"demo-{run}-messages",
@@ -102,12 +105,10 @@ def _demo_topics(kafka: KafkaSettings, bootstrap: str) -> KafkaSettings:
     return kafka
 
 
-def _seed_detector(settings: Settings, stack: ExitStack) -> tuple[Path, Detector]:
-    """The seed set indexed into a temporary directory (removed with `stack`), and a
-    detector over it: the worker scores with the directory, the demo explains its alerts
-    with the detector's references."""
+def _build_index(settings: Settings, index_dir: Path) -> Detector:
+    """The seed set's index, saved in `index_dir` for the worker; a detector on it, to
+    explain the alerts as they come."""
     print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
-    index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
     encoder = Encoder.from_settings(settings)
     seed = read_labeled_csv(seed_references_path())
     index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
@@ -118,33 +119,13 @@ def _seed_detector(settings: Settings, stack: ExitStack) -> tuple[Path, Detector
         f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
         f"version {index.version}"
     )
-    return index_dir, Detector(encoder, index, effective_scorer(settings.scorer, index))
+    return Detector(encoder, index, effective_scorer(settings.scorer, index))
 
 
-def _decisions_consumer(kafka: KafkaSettings) -> KafkaConsumer:
-    """A reader of the scores and dead-letter topics from their start, in no group."""
-    consumer = make_consumer(
-        kafka, group_id=None, enable_auto_commit=False, consumer_timeout_ms=1000
-    )
-    partitions = [
-        TopicPartition(kafka.scores_topic, 0),
-        TopicPartition(kafka.dead_letter_topic, 0),
-    ]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    return consumer
-
-
-def _follow(
-    consumer: KafkaConsumer,
-    kafka: KafkaSettings,
-    worker: subprocess.Popen,
-    expected: dict[str, dict],
-    detector: Detector,
-) -> tuple[dict[str, Alert], list[str]]:
-    """Every decision and dead letter as it arrives, each alert and dead letter printed,
-    until all are in or WAIT_FOR_DECISIONS_S has passed; a worker that exits is an error."""
-    decisions: dict[str, Alert] = {}
+def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
+    """Print each alert and dead letter as it arrives, until every message has a decision
+    and every malformed record a dead letter (or WAIT_FOR_DECISIONS_S has passed)."""
+    decisions: dict[str, Decision] = {}
     dead_letters: list[str] = []
     deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
     while (len(decisions) < len(expected) or len(dead_letters) < len(MALFORMED)) and (
@@ -159,7 +140,7 @@ def _follow(
                     dead_letters.append(reason)
                     print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
                     continue
-                alert = Alert.from_bytes(record.value)
+                alert = Decision.from_bytes(record.value)
                 decisions[alert.message_id] = alert
                 if alert.is_alert:
                     _print_alert(alert, expected[alert.message_id], detector)
@@ -184,26 +165,24 @@ def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -
 def _start_worker(
     settings: Settings, kafka, index_dir: Path, metrics_port: int, stack: ExitStack
 ) -> subprocess.Popen:
-    """`fraud worker` on the demo's topics and index, its log lines on this process's
-    stderr (beside the demo's own output on stdout), stopped when `stack` closes."""
     worker_settings = settings.model_copy(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
-    proc = start_worker(worker_settings, sys.stderr)
+    proc = start_fraud_process("worker", worker_settings, log=None)  # its log: the terminal
     stack.callback(stop_process, proc)
     return proc
 
 
-def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
+def _print_alert(alert: Decision, message: dict, detector: Detector) -> None:
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
-    verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
-    print(format_verdict(verdict, detector))
+    assessment = Assessment(**alert.model_dump(include=set(Assessment.model_fields)))
+    print(format_assessment(assessment, detector))
     print(f"  (scored in {alert.processing_ms:.0f} ms, index {alert.index_version})\n")
 
 
 def _print_summary(
-    decisions: dict[str, Alert], expected: dict[str, dict], dead_letters: list[str], worker_rc
+    decisions: dict[str, Decision], expected: dict[str, dict], dead_letters: list[str], worker_rc
 ) -> None:
     frauds = [m for m in expected.values() if m.get("expected") == "fraud"]
     legits = [m for m in expected.values() if m.get("expected") != "fraud"]

@@ -1,30 +1,21 @@
-"""A verdict as an analyst reads it: the text `fraud score` and `fraud demo` print.
+"""An assessment as an analyst reads it (`fraud score`, the demo)."""
 
-Plain text, no terminal library: the library stays free of presentation dependencies, and
-the callers print the string as they like.
-"""
-
-from typing import TYPE_CHECKING
-
-from fraud.schemas import Verdict
-
-if TYPE_CHECKING:  # a type only: importing the detector loads torch and FAISS
-    from fraud.scoring.detector import Detector
+from fraud.schemas import Assessment
+from fraud.scoring.detector import Detector
 
 
-def format_verdict(verdict: Verdict, detector: "Detector", width: int = 70) -> str:
-    """Score, flag and category, then each piece of evidence with the text it cites (a
-    reference of the detector's index, or an earlier message to the same recipient), cut to
-    `width` characters."""
-    flag = "ALERT" if verdict.is_alert else "ok"
+def format_assessment(assessment: Assessment, detector: Detector, width: int = 70) -> str:
+    """Score and category, then the evidence with the text of each reference cited (an
+    earlier message to the recipient for a history key); texts cut to `width`."""
+    flag = "ALERT" if assessment.is_alert else "ok"
     lines = [
-        f"{flag}  score {verdict.score:.3f} (threshold {detector.params.threshold:.2f})"
-        + (f"  category {verdict.category}" if verdict.category else "")
+        f"{flag}  score {assessment.score:.3f} (threshold {detector.params.threshold:.2f})"
+        + (f"  category {assessment.category}" if assessment.category else "")
     ]
-    if verdict.category_distribution:
-        dist = sorted(verdict.category_distribution.items(), key=lambda kv: -kv[1])
+    if assessment.category_distribution:
+        dist = sorted(assessment.category_distribution.items(), key=lambda kv: -kv[1])
         lines.append("  categories: " + ", ".join(f"{c} {w:.3f}" for c, w in dist[:4]))
-    for ev in verdict.evidence:
+    for ev in assessment.evidence:
         if ev.source == "history":  # an earlier message to the same recipient
             where, text = f"{ev.message_id} (history)", "an earlier message to this recipient"
         else:

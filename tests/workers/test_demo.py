@@ -2,7 +2,7 @@
 
 The demo builds the seed index, starts `fraud worker` as its own process (through
 workers/processes.py, the one spawner), replays the demo messages and two malformed
-records, prints each alert with its evidence (fraud.scoring.explain.format_verdict) and a
+records, prints each alert with its evidence (fraud.scoring.format_assessment) and a
 summary, and stops the worker.
 """
 

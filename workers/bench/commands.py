@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from fraud.config import Settings
 from fraud.data import seed_references_path
 from fraud.datasets import read_labeled_csv
+from fraud.encoding import ENCODER_VARIANTS, Encoder
 from fraud.encoding.cache import CachedEncoder
-from fraud.encoding.encoder import VARIANTS, Encoder
-from fraud.index.reference_index import build_index
+from fraud.index import build_index
 from workers.bench.encoder import encoder_bench, variant_quality, variants_bench
 from workers.bench.end_to_end import end_to_end_bench
 from workers.bench.serve import serve_bench
@@ -29,7 +29,7 @@ from workers.bench.soak import FLAT_PCT, soak
 from workers.broker import LocalBroker
 
 if TYPE_CHECKING:  # a type only: the evaluation harness loads scikit-learn
-    from fraud.quality.evaluation import Dataset
+    from fraud.fitting import Dataset
 
 Say = Callable[[str], None]
 
@@ -89,7 +89,9 @@ def variants_part(
     rows = variants_bench(make, texts)
     if dataset is not None:
         say(f"quality: {len(dataset.y)} messages, 5-fold CV per variant ...")
-        embeddings = {v: CachedEncoder(make(v), cache_dir).encode(dataset.texts) for v in VARIANTS}
+        embeddings = {
+            v: CachedEncoder(make(v), cache_dir).encode(dataset.texts) for v in ENCODER_VARIANTS
+        }
         for variant, q in variant_quality(dataset, embeddings).items():
             rows[variant].update({f"cv_{k}": v for k, v in q.items()})
     return rows

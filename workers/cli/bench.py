@@ -77,7 +77,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def _quality_dataset(rows):
     """The --csv rows as the evaluation harness's Dataset (deduplicated), for --quality."""
-    from fraud.quality.evaluation import Dataset
+    from fraud.fitting import Dataset
 
     return Dataset.from_labeled(rows)
 

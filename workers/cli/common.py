@@ -190,7 +190,7 @@ def encoder_identity(settings: Settings) -> tuple[str, int]:
 
 def load_index(settings: Settings):
     """The index in settings.index_dir, checked against the configured encoder."""
-    from fraud.index.reference_index import ReferenceIndex
+    from fraud.index import ReferenceIndex
 
     encoder_name, dim = encoder_identity(settings)
     return ReferenceIndex.load(settings.index_dir, model=encoder_name, dim=dim)

@@ -35,8 +35,8 @@ from workers.cli.common import (
 
 def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.data import seed_references_path
+    from fraud.index import IndexSpec, build_index
     from fraud.index.files import check_writable
-    from fraud.index.reference_index import IndexSpec, build_index
 
     try:
         spec = IndexSpec(
@@ -60,7 +60,7 @@ def cmd_index_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import ReferenceIndex, embed_into
+    from fraud.index import ReferenceIndex, embed_into
 
     items = read_csv_arg(args, "index add needs a labeled CSV: --csv PATH")
     encoder = load_encoder(settings)
@@ -74,7 +74,7 @@ def cmd_index_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import read_manifest
+    from fraud.index import read_manifest
 
     manifest = read_manifest(settings.index_dir)
     if args.json:
@@ -85,7 +85,7 @@ def cmd_index_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import publish_index
+    from workers.state import publish_index
 
     index = load_index(settings)
     sent = publish_index(settings.kafka, index, settings.index_dir)
@@ -97,7 +97,7 @@ def cmd_index_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_index_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import snapshot
+    from workers.state import snapshot
 
     name, dim = encoder_identity(settings)
     index = snapshot(settings.kafka, name, dim, settings.index_dir, force=args.force)
@@ -124,7 +124,7 @@ def _reference_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_index_update(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.state.bank import update_reference
+    from workers.state import update_reference
 
     changes = _reference_changes(args)
     index = load_index(settings)

@@ -13,7 +13,6 @@ fraud produce FILE [--topic T] [--rate R]       send messages to a topic
 # import.
 
 import argparse
-import signal
 from pathlib import Path
 
 from fraud.config import Settings
@@ -31,8 +30,9 @@ from workers.cli.common import (
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """Topics, then an index directory linked to the bank: the index in --index published
     when the bank is empty (the seed set when there is none), else a snapshot of the bank
-    (workers/state/setup.py says when a directory is refused)."""
-    from workers.state.setup import create_topics, setup_index
+    (workers/state/bank.py setup_index says when a directory is refused)."""
+    from workers.kafka import create_topics
+    from workers.state import setup_index
 
     if args.partitions < 1:
         raise DataError(f"--partitions must be >= 1, got {args.partitions}")
@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.scoring.verdicts import AnalystVerdict
-    from workers.kafka.clients import ensure_topics, make_producer
+    from workers.kafka import ensure_topics, make_producer
 
     verdict = AnalystVerdict(
         message_id=args.message_id,
@@ -85,26 +85,9 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_feedback_processor(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.scoring.detector import Detector
-    from workers.feedback import FeedbackProcessor
+    from workers.feedback import run_feedback_processor
 
-    # The workers' scoring path, for retroactive alerts on confirmed campaigns.
-    detector = Detector.from_settings(settings)
-    processor = FeedbackProcessor(
-        settings.kafka,
-        detector.encoder,
-        settings.disable_after_false_positives,
-        detector=detector,
-        campaigns=settings.campaigns,
-        lookback_s=settings.feedback_lookback_s,
-        recent_max_bytes=settings.feedback_recent_max_bytes,
-    )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: processor.stop())
-    try:
-        processor.run()
-    finally:
-        processor.close()
+    run_feedback_processor(settings)
     return 0
 
 

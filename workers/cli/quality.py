@@ -77,7 +77,7 @@ def _cached(encoders: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
 
 def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(name, Dataset) for every --csv: deduplicated, then sampled as --sample says."""
-    from fraud.quality.evaluation import Dataset
+    from fraud.fitting import Dataset
 
     if not args.csv:
         raise DataError("evaluate needs a labeled CSV: --csv PATH")
@@ -111,9 +111,8 @@ def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.index.reference_index import encode_with_progress
-    from fraud.quality.evaluation import encoder_timing, evaluate, plot_report
-    from fraud.quality.variants import SHIPPED
+    from fraud.index import encode_with_progress
+    from fraud.quality import SHIPPED, encoder_timing, evaluate, evaluation_variants, plot_report
 
     datasets = _evaluation_datasets(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
@@ -129,6 +128,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         report, results = evaluate(
             dataset,
             X if models else X[""],
+            variants=evaluation_variants(),
             folds=args.folds,
             seed=args.seed,
             threshold_rule=threshold_rule(args),
@@ -163,9 +163,9 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
     """History off vs on over a simulated time-ordered stream (fraud/quality/replay.py)."""
     from fraud.encoding.cache import CachedEncoder
-    from fraud.index.reference_index import encode_with_progress
-    from fraud.quality.evaluation import Dataset
-    from fraud.quality.replay import TUNING_FOLDS, print_replay_report, replay_evaluate
+    from fraud.fitting import Dataset
+    from fraud.index import encode_with_progress
+    from fraud.quality import TUNING_FOLDS, replay_evaluate
 
     dataset = Dataset.from_labeled(
         read_csv_arg(args, "evaluate-replay needs a labeled CSV: --csv PATH")
@@ -195,6 +195,27 @@ def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
     print_replay_report(report)
     print(f"\nreport {args.out / 'replay.json'} ({report['seconds']} s)")
     return 0
+
+
+def print_replay_report(report: dict[str, Any]) -> None:
+    """The replay report's lines and tables (fraud/quality/replay.py) on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fraud.quality import replay_report_text
+
+    text = replay_report_text(report)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for line in text.folds:
+        console.print(line)
+    for t in text.tables:
+        table = Table(title=t.title)
+        for column in t.columns:
+            table.add_column(column, justify="left" if column == t.columns[0] else "right")
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(text.changes)
 
 
 # -- the tables --------------------------------------------------------------------------

@@ -13,15 +13,15 @@ from workers.cli.common import COMMON, SCORER
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud.scoring.detector import Detector
-    from fraud.scoring.explain import format_verdict
+    from fraud.scoring import Detector, format_assessment
 
     detector = Detector.from_settings(settings)
-    verdict = detector.score([args.text])[0]
+    texts = [args.text]
+    assessment = detector.score(detector.encode(texts), texts).assessments[0]
     if args.json:
-        print(verdict.model_dump_json(indent=2))
+        print(assessment.model_dump_json(indent=2))
         return 0
-    print(format_verdict(verdict, detector))
+    print(format_assessment(assessment, detector))
     return 0
 
 

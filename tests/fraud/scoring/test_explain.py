@@ -1,15 +1,15 @@
-"""format_verdict: a verdict as `fraud score` and `fraud demo` print it."""
+"""format_assessment: an assessment as `fraud score` and `fraud demo` print it."""
 
 import pytest
 
-from fraud.schemas import Evidence, Verdict
-from fraud.scoring.explain import format_verdict
+from fraud.schemas import Assessment, Evidence
+from fraud.scoring import format_assessment
 
 
 @pytest.mark.model
 def test_a_verdict_reads_with_bank_and_history_evidence(detector):
     ref_id = next(i for i in range(len(detector.index)) if detector.index.reference(i).label)
-    verdict = Verdict(
+    verdict = Assessment(
         score=0.9,
         is_alert=True,
         category="delivery",
@@ -21,7 +21,7 @@ def test_a_verdict_reads_with_bank_and_history_evidence(detector):
             ),
         ],
     )
-    text = format_verdict(verdict, detector)
+    text = format_assessment(verdict, detector)
     assert text.startswith(f"ALERT  score 0.900 (threshold {detector.params.threshold:.2f})")
     assert f"#{ref_id}" in text and detector.index.reference(ref_id).text[:30] in text
     assert "m-7 (history)" in text and "earlier message to this recipient" in text

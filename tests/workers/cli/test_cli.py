@@ -44,8 +44,8 @@ def test_missing_index(capsys, tmp_path):
 
 def test_index_build_refuses_to_replace_another_index_before_any_work(capsys, tmp_path):
     from fraud.datasets import LabeledText
-    from fraud.index.reference_index import ReferenceIndex
-    from tests.conftest import unit_vectors
+    from fraud.index import ReferenceIndex
+    from tests.fakes import unit_vectors
 
     existing = ReferenceIndex("m", 4)
     existing.add([LabeledText("mine", "fraud", "x")], unit_vectors(1, 4), "user")

@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.scoring.detector import Detector
+from tests.fakes import SlowEncoder
 from tests.workers.kafka_helpers import (
     Decisions,
     freeze_inside_a_transaction,
@@ -26,9 +27,8 @@ from tests.workers.kafka_helpers import (
     worker_metric,
     worker_settings,
 )
-from workers.broker import free_port
-from workers.kafka.clients import ensure_topics, make_producer
-from workers.processes import start_worker, stop_process
+from workers.kafka import ensure_topics, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     log_path = tmp_path / "workers.log"
     in_transaction: list[str] = []
     with log_path.open("w") as log:
-        first = start_worker(settings, log)
+        first = start_fraud_process("worker", settings, log)
         try:
             # Kill it once it is well into the stream: a batch is then in hand.
             seen = decisions.read_until(lambda c: len(c) >= MESSAGES // 4, timeout_s=180)
@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
             # Everything the first worker wrote that a reader can see (read_committed: up
             # to the open transaction, which stays undecided until the broker aborts it).
             by_first = set(decisions.read_to_end())
-            second = start_worker(settings, log)
+            second = start_fraud_process("worker", settings, log)
             try:
                 counts = decisions.read_until(
                     lambda c: set(ids) <= set(c) or second.poll() is not None, timeout_s=240
@@ -188,12 +188,14 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
         logs["second"].open("w") as second_log,
         Traffic(kafka, RATE) as traffic,
     ):
-        first = start_worker(worker_settings(kafka, seed_index_dir, ports["first"]), first_log)
+        first = start_fraud_process(
+            "worker", worker_settings(kafka, seed_index_dir, ports["first"]), first_log
+        )
         try:
             seen = decisions.read_until(lambda c: len(c) >= 20, timeout_s=180)
             assert len(seen) >= 20, logs["first"].read_text()[-3000:]
-            second = start_worker(
-                worker_settings(kafka, seed_index_dir, ports["second"]), second_log
+            second = start_fraud_process(
+                "worker", worker_settings(kafka, seed_index_dir, ports["second"]), second_log
             )
             try:
                 # Joined, given partitions, and scoring some of the flow.
@@ -235,21 +237,6 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
     # A commit a rebalance refused is retried for the partitions the worker kept, so once
     # both have stopped cleanly every decided record is committed: nothing to replay.
     assert set(uncommitted.values()) == {0}, uncommitted
-
-
-class SlowEncoder:
-    """The real encoder behind a fixed delay per call: inference slower than the poll
-    interval's budget, injected by the test rather than by a setting of the worker."""
-
-    def __init__(self, encoder, delay_s: float) -> None:
-        self.encoder, self.delay_s = encoder, delay_s
-
-    def __getattr__(self, name: str):
-        return getattr(self.encoder, name)
-
-    def encode(self, texts, *args, **kwargs):
-        time.sleep(self.delay_s)
-        return self.encoder.encode(texts, *args, **kwargs)
 
 
 def test_inference_slower_than_the_poll_interval_starts_no_rebalance(detector, kafka_settings):
@@ -301,7 +288,7 @@ def test_a_send_the_broker_refuses_stops_the_worker_before_the_commit(
     ids = produce_messages(kafka, 8)
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(worker_settings(kafka, seed_index_dir), log)
+        worker = start_fraud_process("worker", worker_settings(kafka, seed_index_dir), log)
         try:
             returncode = worker.wait(timeout=180)
         finally:
