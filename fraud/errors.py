@@ -1,4 +1,9 @@
-"""One error hierarchy. Each message says what was expected, what was found, what to do."""
+"""One error hierarchy: every error the library raises on purpose derives from FraudError.
+
+Each message says what was expected, what was found and what to do. (Wrong arguments from
+code, such as an array of the wrong shape, raise TypeError or ValueError, as numpy and
+faiss do.)
+"""
 
 
 class FraudError(Exception):
@@ -43,3 +48,26 @@ class BrokerRefusedError(BrokerUnavailableError):
     TLS handshake. Trying again with the same settings fails the same way."""
 
     retriable = False
+
+
+class PublishError(FraudError):
+    """The broker did not acknowledge some sends: what produced them is not committed (a
+    crash-free stop: the records are replayed from the committed offsets)."""
+
+    retriable = True
+
+
+class ScoringError(FraudError):
+    """A message could not be scored: its encoding or scoring raised. The exception's class
+    and where it was raised are logged under `error_id`, never its text (it could quote
+    the message)."""
+
+    def __init__(self, message_id: str, error_id: str) -> None:
+        super().__init__(f"message {message_id} could not be scored (error id {error_id})")
+        self.message_id, self.error_id = message_id, error_id
+
+
+class ModelBrokenError(FraudError):
+    """A batch failed and so did a known-good probe: the model (or the index) fails on
+    every message. Isolating would dead-letter every input; the process stops instead,
+    without committing, and says so in one line (fraud/scoring/isolation.py)."""

@@ -57,19 +57,22 @@ class WorkerMetrics:
 
 
 def build_metrics(registry: CollectorRegistry) -> WorkerMetrics:
-    metrics = _worker_metrics(registry)
+    metrics = WorkerMetrics(
+        **_message_metrics(registry), **_latency_metrics(registry), **_state_metrics(registry)
+    )
     for outcome in BATCH_FAILURE_OUTCOMES:  # at 0 from the start, so rate() sees the first
         metrics.batch_failures.labels(outcome)
     return metrics
 
 
-def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
-    return WorkerMetrics(
+def _message_metrics(registry: CollectorRegistry) -> dict:
+    """What the worker read, scored, published and dead-lettered."""
+    return dict(
         messages_consumed=Counter(
             "fraud_messages_consumed", "Records read from the input topic.", registry=registry
         ),
         messages_scored=Counter(
-            "fraud_messages_scored", "Messages that received a verdict.", registry=registry
+            "fraud_messages_scored", "Messages that received a decision.", registry=registry
         ),
         alerts_published=Counter(
             "fraud_alerts_published",
@@ -89,48 +92,54 @@ def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=registry,
         ),
+        scores=Histogram(
+            "fraud_score",
+            "The fraud score of each scored message (0 to 1).",
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        ),
+        batch_failures=Counter(
+            "fraud_batch_failures",
+            "Batches whose encoding or scoring raised, by outcome: isolated (split until the "
+            "failing messages were found; the rest scored) or fatal (a known-good probe "
+            "failed too: the model is broken, the worker stops without committing).",
+            ["outcome"],
+            registry=registry,
+        ),
+        worker_up=Gauge(
+            "fraud_worker_up",
+            "1 while the worker's scoring loop runs.",
+            registry=registry,
+        ),
+    )
+
+
+def _latency_metrics(registry: CollectorRegistry) -> dict:
+    """How long things took, and waits on the broker."""
+    return dict(
         processing_latency=Histogram(
             "fraud_processing_latency_seconds",
             "From a record being polled to its decision being acknowledged by the broker.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         ),
-        index_references=Gauge(
-            "fraud_index_references",
-            "References in the loaded index, by label.",
-            ["label"],
+        end_to_end_latency=Histogram(
+            "fraud_end_to_end_latency_seconds",
+            "From a message's Kafka timestamp to its decision acknowledged by the broker.",
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         ),
-        bank_changes=Counter(
-            "fraud_bank_changes_applied",
-            "Reference-bank changes applied from the bank topic.",
+        stage_duration=Histogram(
+            "fraud_stage_duration_seconds",
+            "Time per batch in each stage: " + ", ".join(STAGES) + ".",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
             registry=registry,
         ),
         verdict_propagation=Histogram(
             "fraud_verdict_propagation_seconds",
             "From an analyst verdict reaching the feedback topic to this worker scoring with it.",
             buckets=PROPAGATION_BUCKETS,
-            registry=registry,
-        ),
-        history_recipients=Gauge(
-            "fraud_history_recipients",
-            "Recipients whose history this worker holds.",
-            registry=registry,
-        ),
-        history_entries=Gauge(
-            "fraud_history_entries",
-            "Messages kept as history keys, over all recipients.",
-            registry=registry,
-        ),
-        history_memory=Gauge(
-            "fraud_history_memory_bytes",
-            "Estimated memory of the recipients' histories.",
-            registry=registry,
-        ),
-        consumer_lag=Gauge(
-            "fraud_consumer_lag_messages",
-            "Records of an assigned input partition not yet read (end offset - position).",
-            ["topic", "partition"],
             registry=registry,
         ),
         broker_waiting=Gauge(
@@ -149,23 +158,22 @@ def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             "Seconds spent in those waits, counted from the start of the flush.",
             registry=registry,
         ),
-        end_to_end_latency=Histogram(
-            "fraud_end_to_end_latency_seconds",
-            "From a message's Kafka timestamp to its decision acknowledged by the broker.",
-            buckets=LATENCY_BUCKETS,
+        consumer_lag=Gauge(
+            "fraud_consumer_lag_messages",
+            "Records of an assigned input partition not yet read (end offset - position).",
+            ["topic", "partition"],
             registry=registry,
         ),
-        stage_duration=Histogram(
-            "fraud_stage_duration_seconds",
-            "Time per batch in each stage: " + ", ".join(STAGES) + ".",
-            ["stage"],
-            buckets=STAGE_BUCKETS,
-            registry=registry,
-        ),
-        scores=Histogram(
-            "fraud_score",
-            "The fraud score of each scored message (0 to 1).",
-            buckets=SCORE_BUCKETS,
+    )
+
+
+def _state_metrics(registry: CollectorRegistry) -> dict:
+    """The loaded index, the bank changes applied, the recipients' history."""
+    return dict(
+        index_references=Gauge(
+            "fraud_index_references",
+            "References in the loaded index, by label.",
+            ["label"],
             registry=registry,
         ),
         index_fraud_references=Gauge(
@@ -174,22 +182,29 @@ def _worker_metrics(registry: CollectorRegistry) -> WorkerMetrics:
             ["category"],
             registry=registry,
         ),
+        bank_changes=Counter(
+            "fraud_bank_changes_applied",
+            "Reference-bank changes applied from the bank topic.",
+            registry=registry,
+        ),
         model_info=Info(
             "fraud_model",
             "The encoder, the index version and the scorer parameters in use.",
             registry=registry,
         ),
-        worker_up=Gauge(
-            "fraud_worker_up",
-            "1 while the worker's scoring loop runs.",
+        history_recipients=Gauge(
+            "fraud_history_recipients",
+            "Recipients whose history this worker holds.",
             registry=registry,
         ),
-        batch_failures=Counter(
-            "fraud_batch_failures",
-            "Batches whose encoding or scoring raised, by outcome: isolated (split until the "
-            "failing messages were found; the rest scored) or fatal (a known-good probe "
-            "failed too: the model is broken, the worker stops without committing).",
-            ["outcome"],
+        history_entries=Gauge(
+            "fraud_history_entries",
+            "Messages kept as history keys, over all recipients.",
+            registry=registry,
+        ),
+        history_memory=Gauge(
+            "fraud_history_memory_bytes",
+            "Estimated memory of the recipients' histories.",
             registry=registry,
         ),
     )

@@ -1,13 +1,18 @@
-"""Wire formats: the incoming message, the verdict, and the alert/score record.
+"""Wire formats: the incoming message, the model's assessment, and the decision record.
 
 Incoming records are JSON objects `{"id": str, "text": str, ...}`; every other field
-(sender, recipient, timestamp, metadata, ...) is passed through to the alert untouched.
+(sender, recipient, timestamp, metadata, ...) is passed through to the decision untouched.
+
+Names (STYLE.md): an `Assessment` is the model's answer for one message (score, category,
+evidence); a `Decision` is that answer as published for every message, with the threshold,
+model and index version it was made with; an alert is a decision over the threshold. A
+verdict is an analyst's (fraud/scoring/verdicts.py, `AnalystVerdict`), never the model's.
 """
 
 import json
 import re
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,13 +20,15 @@ from fraud.errors import SchemaError
 
 SCHEMA_VERSION = 2  # 2: evidence source/message_id, retroactive, campaign_id
 # Why a record could not be decoded: the reasons parse_message raises.
-DECODE_REASONS = ("too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text")
+DecodeReason = Literal["too_large", "invalid_utf8", "invalid_json", "invalid_schema", "no_text"]
 # Dead-letter reasons: a small fixed set, used as a header value and a metric label. Beyond
 # decoding: scoring_error, the record decoded but encoding or scoring it raised (isolated
 # from its batch, fraud/scoring/isolation.py; a verdict the feedback processor failed on, too);
 # unknown_message, a verdict on a message the feedback processor never saw.
-SCORING_ERROR = "scoring_error"
-DEAD_LETTER_REASONS = (*DECODE_REASONS, SCORING_ERROR, "unknown_message")
+DeadLetterReason = Literal[DecodeReason, "scoring_error", "unknown_message"]
+DECODE_REASONS: tuple[DecodeReason, ...] = get_args(DecodeReason)
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
+SCORING_ERROR: DeadLetterReason = "scoring_error"
 _ALERT_NAMESPACE = uuid.UUID("5d1e8f0a-6c1b-4e57-9a34-2f0f6c9b7e11")
 # Arrays and objects nested deeper than this are refused: no message needs it, and the
 # alert that carries the passthrough fields could not be serialized past 255 levels.
@@ -146,8 +153,12 @@ class Evidence(BaseModel):
     weight: float
 
 
-class Verdict(BaseModel):
-    """The scorer's answer for one message."""
+class Assessment(BaseModel):
+    """The model's answer for one message (Detector.score): what a Decision publishes.
+
+    Not called a verdict: a verdict is an analyst's (fraud/scoring/verdicts.py). Its JSON
+    is what `fraud score --json` prints.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -158,11 +169,12 @@ class Verdict(BaseModel):
     evidence: list[Evidence]
 
 
-class Alert(BaseModel):
-    """A decision as published: to the alert topic when is_alert, to the scores topic always.
+class Decision(BaseModel):
+    """The decision on one message as published: to the alert topic when is_alert (an
+    alert), to the scores topic always. Called `Alert` before; the JSON is unchanged.
 
-    alert_id is derived from message id, model and index version, so a replay after a
-    crash repeats the same alert id (and the same Kafka key) rather than a new one.
+    alert_id (its wire name) is derived from message id, model and index version, so a
+    replay after a crash repeats the same id (and the same Kafka key) rather than a new one.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -190,7 +202,7 @@ class Alert(BaseModel):
     def build(
         cls,
         message: Message,
-        verdict: Verdict,
+        assessment: Assessment,
         *,
         threshold: float,
         model: str,
@@ -199,7 +211,7 @@ class Alert(BaseModel):
         processing_ms: float,
         retroactive: bool = False,
         campaign_id: str | None = None,
-    ) -> "Alert":
+    ) -> "Decision":
         alert_id = uuid.uuid5(_ALERT_NAMESPACE, f"{message.id}|{model}|{index_version}")
         return cls(
             alert_id=str(alert_id),
@@ -212,12 +224,16 @@ class Alert(BaseModel):
             passthrough=message.passthrough(),
             retroactive=retroactive,
             campaign_id=campaign_id,
-            **verdict.model_dump(),
+            **assessment.model_dump(),
         )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "Alert":
+    def from_bytes(cls, raw: bytes) -> "Decision":
         return cls.model_validate_json(raw)
+
+
+# The old name of Decision, kept for code written before the rename (same class, same JSON).
+Alert = Decision

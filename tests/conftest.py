@@ -2,16 +2,26 @@
 
 The broker: the cluster named by KAFKA_BOOTSTRAP_SERVERS if set, otherwise a local KRaft
 broker that this fixture starts and stops (`make test` runs the integration tests for real).
+Fakes for unit tests are in tests/fakes.py.
 """
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
-import pytest
+# What the `fraud` command sets before torch or FAISS load (workers/cli/main.py), set here
+# for the models the tests load in this process (and inherited by the processes they
+# start); `import fraud` sets nothing. OpenMP's idle threads sleep instead of spinning, and
+# oneDNN's kernel caches stay small; a value already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
 
-from fraud.config import KafkaSettings
+from collections.abc import Iterator  # noqa: E402 (after the environment above)
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from fraud.config import KafkaSettings  # noqa: E402
+from tests.fakes import fresh_registry  # noqa: E402, F401 (a fixture for every test)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +51,7 @@ def encoder():
     default place on first use (`make install` does it beforehand), so worker processes find
     it too."""
     from fraud.config import Settings
-    from fraud.encoding.encoder import Encoder
+    from fraud.encoding import Encoder
 
     return Encoder.from_settings(Settings())
 
@@ -52,7 +62,7 @@ def seed_index_dir(encoder, tmp_path_factory) -> Path:
     from fraud.config import ScorerSettings
     from fraud.data import seed_references_path
     from fraud.datasets import read_labeled_csv
-    from fraud.index.reference_index import build_index
+    from fraud.index import build_index
 
     seed = read_labeled_csv(seed_references_path())
     index = build_index(encoder, seed, "seed", ScorerSettings().model_dump(), progress=False)
@@ -64,13 +74,8 @@ def seed_index_dir(encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def detector(encoder, seed_index_dir):
     from fraud.config import ScorerSettings
-    from fraud.index.reference_index import ReferenceIndex
-    from fraud.scoring.detector import Detector, effective_scorer
+    from fraud.index import ReferenceIndex
+    from fraud.scoring import Detector, effective_scorer
 
     index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
     return Detector(encoder, index, effective_scorer(ScorerSettings(), index))
-
-
-def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -42,6 +42,7 @@ import uuid
 from pathlib import Path
 
 from fraud.errors import BrokerUnavailableError, ConfigError
+from workers.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,6 @@ def die_with_parent(sig: int = signal.SIGKILL):
             os._exit(1)
 
     return preexec
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_id() -> str:
@@ -235,40 +230,47 @@ class LocalBroker:
             # KRaft keeps SCRAM credentials in the metadata log: written at format time.
             format_args = ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         config = self.data_dir / "server.properties"
-        config.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners={','.join(listeners)},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners={','.join(advertised)}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    f"listener.security.protocol.map={','.join(protocols)}",
-                    *security,
-                    f"log.dirs={self.data_dir / 'logs'}",
-                    "num.partitions=1",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=4",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    # Abort a dead producer's timed-out transaction within a second of its
-                    # timeout, not up to 10 s later (the default scan interval).
-                    "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
-                    "log.flush.interval.messages=9223372036854775807",
-                    "",
-                ]
-            )
-        )
+        config.write_text(self._server_properties(listeners, advertised, protocols, security))
         (self.data_dir / "log4j2.xml").write_text(
             _LOG4J_CONFIG.format(log=self.data_dir / "broker.log")
         )
+        self._format_storage(config, format_args)
+
+    def _server_properties(
+        self, listeners: list[str], advertised: list[str], protocols: list[str], security: list[str]
+    ) -> str:
+        """The broker's server.properties: one KRaft node, broker and controller."""
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={','.join(advertised)}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"listener.security.protocol.map={','.join(protocols)}",
+                *security,
+                f"log.dirs={self.data_dir / 'logs'}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                # Abort a dead producer's timed-out transaction within a second of its
+                # timeout, not up to 10 s later (the default scan interval).
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.flush.interval.messages=9223372036854775807",
+                "",
+            ]
+        )
+
+    def _format_storage(self, config: Path, format_args: list[str]) -> None:
+        """Format the data directory's storage (KRaft) with a new cluster id."""
         fmt = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
@@ -330,6 +332,7 @@ class LocalBroker:
         ]
 
     def _wait_ready(self) -> None:
+        # Lazily: `python -m workers.broker` starts a broker without importing the client.
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 

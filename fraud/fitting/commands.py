@@ -4,7 +4,8 @@ Both treat the references as the training data, each one masked out of its own k
 and write what they fit into the index directory they loaded it from, so the worker and
 `fraud score` use it as is: the manifest's scorer parameters are the parameter-free
 scorer's (T, tau, the n-gram term and its threshold); a trained head and its own threshold
-are head.json and its weights (fraud/scoring/head.py). Kept apart, so that a detector that cannot
+are head.json and its weights (fraud/scoring/head.py, trained by
+fraud/fitting/train_head.py). Kept apart, so that a detector that cannot
 use the head (trained on another version of the index) falls back to the parameter-free
 scorer with that scorer's threshold, not the head's.
 """
@@ -14,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from fraud.errors import DataError
 from fraud.fitting.calibration import attention_fraud_scores, choose_threshold, fit_key_similarity
+from fraud.fitting.folds import Dataset, Split
+from fraud.fitting.train_head import head_inner_scores, train_over_index
 from fraud.index.files import write_index_dir
+from fraud.index.keys import KeySimilarity
 from fraud.index.reference_index import ReferenceIndex
-from fraud.quality.evaluation import Dataset, Split, inner_scores
-from fraud.scoring.head import HeadConfig, load_head, train_over_index
+from fraud.scoring.head import HeadConfig, load_head
 
 
 def index_split(index: ReferenceIndex) -> tuple[Split, np.ndarray]:
@@ -31,8 +35,6 @@ def index_split(index: ReferenceIndex) -> tuple[Split, np.ndarray]:
         categories=[r.category for r in refs],
     )
     if data.y.all() or not data.y.any():
-        from fraud.errors import DataError
-
         raise DataError(
             "fitting needs fraud and legit references in the index: add legit ones "
             "with `fraud index add`"
@@ -58,9 +60,11 @@ def calibrate(
         fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y)
     else:
         fitted = fit_key_similarity(index, dense, split.data.texts, split.data.y, ranges=())
-    term = {"ngram_weight": fitted["ngram_weight"], "ngram_range": list(fitted["ngram_range"])}
+    similarity = KeySimilarity.of(fitted)
     t, tau = fitted["temperature"], fitted["null_similarity"]
-    keys = index.search(split.X, top_k, exclude_ids=ids, texts=split.data.texts, **term)
+    keys = index.search(
+        split.X, top_k, exclude_ids=ids, texts=split.data.texts, similarity=similarity
+    )
     scores = attention_fraud_scores(keys.similarities, keys.valid, keys.is_fraud, t, tau)
     threshold = choose_threshold(scores, split.data.y, **threshold_rule)
     index.scorer_params.update(
@@ -68,10 +72,10 @@ def calibrate(
         null_similarity=round(tau, 6),
         top_k=top_k,
         threshold=round(threshold, 6),
-        **term,
+        **similarity.as_fields(),
     )
     if head is not None and head.index_version == index.version:
-        head_scores = _head_inner_scores(split, head.config)
+        head_scores = head_inner_scores(split, head.config)
         head.threshold = round(choose_threshold(head_scores, split.data.y, **threshold_rule), 6)
     else:
         head = None  # a stale head is carried as it is (write_index_dir says it is stale)
@@ -92,14 +96,7 @@ def train(
     split, ids = index_split(index)
     head = train_over_index(config, index, split.X, ids, split.data.texts, split.data.y, fit_ngram)
     config = head.config
-    threshold = choose_threshold(_head_inner_scores(split, config), split.data.y, **threshold_rule)
+    threshold = choose_threshold(head_inner_scores(split, config), split.data.y, **threshold_rule)
     head.threshold = round(threshold, 6)
     write_index_dir(directory, index, head)
     return {**head.fitted(), "threshold": threshold}
-
-
-def _head_inner_scores(split: Split, config: HeadConfig, folds: int = 3) -> np.ndarray:
-    from fraud.quality.variants import LearnedAttentionVariant
-
-    overrides = {k: v for k, v in config.__dict__.items() if k not in ("dim", "n_categories")}
-    return inner_scores(lambda: LearnedAttentionVariant(**overrides), split, folds, config.seed)

@@ -1,6 +1,11 @@
-"""Writing an index directory: all at once, and never over a user's files.
+"""An index directory's files: reading its manifest and checking every file against it,
+and writing the directory all at once, never over a user's files.
 
-An index directory holds the index's files (INDEX_FILES: index.faiss, references.jsonl,
+Reading. manifest.json records the format, the model, the counts and the SHA-256 of every
+other file; read_manifest and verify_files refuse (DataError, one line) a directory that is
+not an index, of another format, or with a file missing or changed.
+
+Writing. An index directory holds the index's files (INDEX_FILES: index.faiss, references.jsonl,
 a trained head's head.json, head.safetensors and lexical.safetensors, and manifest.json,
 which records the SHA-256 of each of the others) and maybe files of the user's own: those
 are no part of the index, and are never deleted or replaced. Every command that writes an
@@ -21,8 +26,7 @@ rename, as Orbax does with checkpoints (AtomicRenameTemporaryPath). rename(2) re
 only an empty directory, so an existing target is first renamed aside (`.NAME.old-XXXX`)
 and the new one renamed in: between those two renames, a few microseconds of metadata
 work, NAME does not exist. A crash exactly there leaves both complete directories beside
-it, and loading NAME then says which one to rename back
-(fraud/index/reference_index.py, read_manifest);
+it, and loading NAME then says which one to rename back (read_manifest);
 a crash anywhere else leaves NAME as it was or as it was meant to be, plus at most a
 hidden `.NAME.new-*` or `.NAME.old-*` to delete. (Linux's renameat2 with RENAME_EXCHANGE
 would swap the two in one step; Python's standard library does not offer it.) The old
@@ -38,28 +42,122 @@ the detector does not use it (fraud/scoring/detector.py): this logs a warning sa
 """
 
 import filecmp
+import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fraud.errors import DataError
-from fraud.index.reference_index import (
-    INDEX_FILE,
-    MANIFEST_FILE,
-    REFERENCES_FILE,
-    ReferenceIndex,
-    sha256_file,
-    verify_files,
-)
-from fraud.scoring.head import HEAD_CONFIG, HEAD_FILES, TrainedHead
+from fraud.text.lexical import LEXICAL_WEIGHTS
 
 log = logging.getLogger(__name__)
 
+# 2: the manifest records the SHA-256 of index.faiss and references.jsonl;
+# 3: of every file of the directory, the trained head's included, and the bank it is linked to
+FORMAT_VERSION = 3
+INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
+# A trained head's files (fraud/scoring/head.py), covered by the manifest like the rest.
+HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
+HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS, LEXICAL_WEIGHTS)
 INDEX_FILES = (INDEX_FILE, REFERENCES_FILE, *HEAD_FILES, MANIFEST_FILE)
+
+
+class IndexSnapshot(Protocol):
+    """What write_index_dir needs of an index (fraud/index/reference_index.py)."""
+
+    origin: tuple[Path, str] | None  # (directory, SHA-256 of its manifest) it was loaded from
+    bank: dict[str, str] | None  # the bank it is linked to
+
+    @property
+    def version(self) -> str: ...
+
+    def manifest(self) -> dict[str, Any]: ...
+
+    def write_files(self, directory: Path) -> None: ...
+
+
+class HeadFiles(Protocol):
+    """What write_index_dir needs of a trained head (fraud/scoring/head.py)."""
+
+    def write_files(self, directory: Path) -> None: ...
+
+
+# -- reading: the manifest and the digests ------------------------------------------------
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of an index directory; DataError, in one line saying what to do, when
+    there is none or it is not JSON."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        aside = sorted(directory.parent.glob(f".{directory.name}.old-*"))
+        if aside and not directory.exists():  # see replace_directory
+            raise DataError(
+                f"{directory}: missing: a write of it was interrupted; the index it held is "
+                f"in {aside[-1]}: rename that back to {directory}"
+            )
+        raise DataError(
+            f"{directory}: not an index directory (no {MANIFEST_FILE}): "
+            "create one with `fraud index build`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not an index manifest (a JSON object)")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], names=None) -> None:
+    """Refuse (DataError, one line) a directory of an older format, or whose files (all
+    the manifest lists, or `names` among them) are missing or differ from their SHA-256."""
+    directory = Path(directory)
+    version, files = manifest.get("format_version", 1), manifest.get("files")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{directory}: an index directory of format {version}, written by a newer "
+            f"version of fraud-stream (this one reads format {FORMAT_VERSION}): upgrade it"
+        )
+    rebuild = (
+        f"rebuild it with `fraud index build --out {directory} --force` (and `fraud train` "
+        "again if it had a trained head)"
+    )
+    if version < FORMAT_VERSION:
+        raise DataError(
+            f"{directory}: an index directory of format {version}, from before its manifest "
+            f"covered every file (format {FORMAT_VERSION}): {rebuild}"
+        )
+    if not isinstance(files, dict):
+        raise DataError(f"{directory}: the manifest records no file digests: {rebuild}")
+    if not {INDEX_FILE, REFERENCES_FILE} <= files.keys():
+        raise DataError(f"{directory / MANIFEST_FILE}: lists no {INDEX_FILE} or {REFERENCES_FILE}")
+    for name in files if names is None else names:
+        if sha256_file(directory / name) != files[name]:
+            raise DataError(
+                f"{directory / name}: its SHA-256 does not match the manifest's: the index "
+                "was changed or damaged after it was written; refusing to load it (rebuild "
+                "it, or restore the file)"
+            )
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file of an index directory (DataError when it is missing)."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing: the index directory is incomplete, rebuild it")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- writing ------------------------------------------------------------------------------
 
 
 def index_files_in(directory: Path) -> list[str]:
@@ -79,7 +177,7 @@ def describe(directory: Path) -> str:
         return "index files (" + ", ".join(index_files_in(directory)) + ")"
 
 
-def loaded_from(directory: Path, index: ReferenceIndex | None) -> bool:
+def loaded_from(directory: Path, index: IndexSnapshot | None) -> bool:
     """`index` was loaded from `directory` and the directory's manifest is unchanged."""
     if index is None or index.origin is None:
         return False
@@ -103,7 +201,7 @@ def linked_to(directory: Path, bank: dict[str, str] | None) -> bool:
     return isinstance(manifest, dict) and manifest.get("bank") == bank
 
 
-def check_writable(directory: Path, index: ReferenceIndex | None = None, force: bool = False):
+def check_writable(directory: Path, index: IndexSnapshot | None = None, force: bool = False):
     """Refuse (DataError, one line) to write `index` into `directory` when that would
     replace another index (the rules in the module docstring). Commands call it before
     their work, to fail early; write_index_dir calls it again before it writes."""
@@ -135,8 +233,8 @@ def check_writable(directory: Path, index: ReferenceIndex | None = None, force: 
 
 def write_index_dir(
     directory: Path,
-    index: ReferenceIndex,
-    head: TrainedHead | None = None,
+    index: IndexSnapshot,
+    head: HeadFiles | None = None,
     *,
     force: bool = False,
 ) -> None:
@@ -164,7 +262,7 @@ def write_index_dir(
 
 
 def _assemble(
-    new: Path, target: Path, index: ReferenceIndex, head: TrainedHead | None, keep_head: bool
+    new: Path, target: Path, index: IndexSnapshot, head: HeadFiles | None, keep_head: bool
 ) -> None:
     """Fill the new directory: index files, head files, the user's files, manifest last."""
     index.write_files(new)
@@ -286,7 +384,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _warn_if_head_is_stale(directory: Path, index: ReferenceIndex) -> None:
+def _warn_if_head_is_stale(directory: Path, index: IndexSnapshot) -> None:
     path = directory / HEAD_CONFIG
     if not path.is_file():
         return

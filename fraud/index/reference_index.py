@@ -1,8 +1,8 @@
 """The reference index: labeled reference messages in a FAISS inner-product index.
 
-On disk an index is a directory (format 3):
+On disk an index is a directory (format 3, written and checked by fraud/index/files.py):
 
-    index.faiss       the FAISS index, int64 ids (see "Index types" below)
+    index.faiss       the FAISS index, int64 ids (its type: fraud/index/spec.py)
     references.jsonl  one JSON object per reference: id, text, label, category, source
     head.json, head.safetensors, lexical.safetensors
                       a trained attention head, when `fraud train` made one (fraud/scoring/head.py)
@@ -22,139 +22,42 @@ change (upsert, remove) re-vectorizes that reference only, under the same IDF; t
 snapshot (save) fits the IDF again, as loading it does. So the directory format is unchanged, and
 an index written before the term existed gets it too.
 
-Index types (`IndexSpec`, recorded in the manifest under "index"):
-
-- flat: faiss.IndexIDMap2(IndexFlatIP), exact search. The default, and what a manifest
-  without an "index" entry (the format before index types) is loaded as.
-- ivf: faiss.IndexIVFFlat over an HNSW coarse quantizer, approximate search: a query is
-  compared with the vectors of the `nprobe` lists nearest to it, of `nlist`. Vectors are
-  stored uncompressed (so `key_vectors` returns them exactly) and a hash-table direct map
-  lets references be removed, replaced and reconstructed by id, as the bank needs. HNSW
-  as the index type was ruled out: FAISS's HNSW cannot remove vectors.
-
-The rule for ivf: the lists are trained (k-means on a sample of at most
-`train_per_list * nlist` of the index's own vectors) once the index holds at least
-`min_size` references, at the end of an `add`, an `upsert` or a `load`; until then it is
-flat (exact), so a bank that starts empty works from the first reference. The lists are
-not retrained as the bank grows: a rebuild (`fraud index build`) does that.
+Category codes come from the index's codebook (`Categories`, fraud/index/keys.py): given as
+references bring categories, only looked up while scoring.
 """
 
 import hashlib
 import json
 import logging
-import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from scipy import sparse
 
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
+from fraud.index.files import (
+    FORMAT_VERSION,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    REFERENCES_FILE,
+    read_manifest,
+    sha256_file,
+    verify_files,
+    write_index_dir,
+)
+from fraud.index.keys import DENSE, Categories, Keys, KeySimilarity
+from fraud.index.spec import HNSW_QUANTIZER_M, IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
 from fraud.text.ngrams import DEFAULT_NGRAM_RANGE, CharNgrams, mix, pair_cosines
-from fraud.text.normalize import NORMALIZATION_VERSION, normalize
+from fraud.text.normalize import NORMALIZATION_VERSION
 
 log = logging.getLogger(__name__)
-
-# 2: the manifest records the SHA-256 of index.faiss and references.jsonl;
-# 3: of every file of the directory, the trained head's included, and the bank it is linked to
-FORMAT_VERSION = 3
-INDEX_FILE, REFERENCES_FILE, MANIFEST_FILE = "index.faiss", "references.jsonl", "manifest.json"
-INDEX_TYPES = ("flat", "ivf")
-HNSW_QUANTIZER_M = 32  # links per node of the ivf coarse quantizer (an HNSW over centroids)
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """Which FAISS index an index uses, with its parameters (see the module docstring).
-
-    nlist None: chosen when the lists are trained, lists of about 256 vectors:
-    2 ** round(log2(n / 256)) for n references (32 at 10 k, 512 at 100 k, 4,096 at 1 M),
-    clipped to [16, 65,536]; `nprobe` 16 then compares a query with about 4,000 vectors
-    whatever the size.
-    """
-
-    type: str = "flat"
-    nlist: int | None = None
-    nprobe: int = 16
-    min_size: int = 10_000
-    train_per_list: int = 32
-
-    def __post_init__(self) -> None:
-        if self.type not in INDEX_TYPES:
-            raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}: {self.type!r}")
-        if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
-        if self.nprobe < 1 or self.min_size < 0 or self.train_per_list < 1:
-            raise ValueError(f"invalid index parameters: {self}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "IndexSpec":
-        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def nlist_for(self, n: int) -> int:
-        if self.nlist is not None:
-            return self.nlist
-        return int(np.clip(2 ** round(math.log2(max(n, 1) / 256)), 16, 65_536))
-
-
-def flat_faiss(dim: int) -> faiss.Index:
-    """The exact index: inner product over every vector, ids kept by an IndexIDMap2."""
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-
-
-def ivf_faiss(
-    spec: IndexSpec, ids: np.ndarray, vectors: np.ndarray, progress: bool = False, seed: int = 13
-) -> faiss.IndexIVFFlat:
-    """An IndexIVFFlat (HNSW coarse quantizer, hash-table direct map) trained on a sample of
-    `vectors` and holding all of them under `ids`."""
-    n, dim = vectors.shape
-    nlist = spec.nlist_for(n)
-    if n < nlist:
-        raise ValueError(f"an ivf index with nlist {nlist} needs at least {nlist} vectors, got {n}")
-    quantizer = faiss.IndexHNSWFlat(dim, HNSW_QUANTIZER_M, faiss.METRIC_INNER_PRODUCT)
-    quantizer.hnsw.efConstruction, quantizer.hnsw.efSearch = 40, 64
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.niter, index.cp.seed = 10, seed
-    index.cp.min_points_per_centroid = 1  # the sample is chosen here: no FAISS warnings
-    index.cp.max_points_per_centroid = spec.train_per_list
-    sample_size = min(n, spec.train_per_list * nlist)
-    rng = np.random.default_rng(seed)
-    sample = vectors[np.sort(rng.choice(n, sample_size, replace=False))]
-    from tqdm import tqdm
-
-    with tqdm(total=n, unit="vec", desc=f"ivf{nlist}", disable=not progress) as bar:
-        bar.set_postfix_str(f"training on {sample_size}")
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        bar.set_postfix_str("adding")
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        for start in range(0, n, 50_000):
-            chunk = slice(start, start + 50_000)
-            index.add_with_ids(
-                np.ascontiguousarray(vectors[chunk], dtype=np.float32),
-                np.ascontiguousarray(ids[chunk], dtype=np.int64),
-            )
-            bar.update(len(ids[chunk]))
-    index.nprobe = min(spec.nprobe, nlist)
-    return index
-
-
-def faiss_memory_bytes(index: faiss.Index) -> int:
-    """An estimate of the memory a FAISS index built here holds, from its structure: the
-    float32 vectors and int64 ids, the id map (flat) or the centroids, their HNSW links
-    and the direct map (ivf); hash tables counted at 32 bytes an entry."""
-    n, dim = index.ntotal, index.d
-    payload = n * (4 * dim + 8)
-    if isinstance(index, faiss.IndexIVF):
-        nlist = index.nlist
-        links = nlist * HNSW_QUANTIZER_M * 2 * 4 * 1.1  # level 0 has 2M links, upper levels few
-        return int(payload + nlist * (4 * dim + 8) + links + 32 * n)
-    return int(payload + 32 * n)  # IndexIDMap2's reverse map
 
 
 @dataclass(frozen=True)
@@ -185,61 +88,6 @@ class _NgramVectors:
     stale: set[int]  # references changed since: re-vectorized at the next use
 
 
-@dataclass(frozen=True)
-class Keys:
-    """The keys of a batch, aligned (n, m): similarity, validity, label, category code, and
-    the log of each key's weight (added to its attention logit; 0 for weight 1).
-
-    The similarity is the dense cosine, mixed with the character n-gram cosine when the
-    search asked for that term (`ReferenceIndex.search`, fraud/text/ngrams.py): it is what the
-    attention reads and what the evidence shows.
-
-    Keys come from the index (`ReferenceIndex.search`) and, for messages with a recipient,
-    from that recipient's history (fraud/scoring/history.py); `vectors` and `from_history` are set
-    once the two are joined (`Keys.join`), since history keys are not in the index.
-    """
-
-    similarities: np.ndarray
-    ids: np.ndarray  # int64 reference id, -1 where missing or a history key
-    valid: np.ndarray
-    is_fraud: np.ndarray
-    category_codes: np.ndarray
-    log_weights: np.ndarray
-    vectors: np.ndarray | None = None  # (n, m, dim) key embeddings, when not all in the index
-    # (n, m) object: for a key from the recipient's history, the id of that earlier message;
-    # None for a key from the bank
-    message_ids: np.ndarray | None = None
-
-    def join(self, other: "Keys", index: "ReferenceIndex") -> "Keys":
-        """These keys followed by `other`'s, row by row, with every key's vector attached."""
-
-        def parts(keys: "Keys") -> tuple[np.ndarray, np.ndarray]:
-            n, m = keys.ids.shape
-            vectors = keys.vectors
-            if vectors is None:
-                flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
-                vectors = flat.reshape(n, m, index.dim) * keys.valid[..., None]
-            ids = keys.message_ids
-            return vectors, np.full((n, m), None, object) if ids is None else ids
-
-        (va, ha), (vb, hb) = parts(self), parts(other)
-        return Keys(
-            **{
-                name: np.concatenate([getattr(self, name), getattr(other, name)], axis=1)
-                for name in (
-                    "similarities",
-                    "ids",
-                    "valid",
-                    "is_fraud",
-                    "category_codes",
-                    "log_weights",
-                )
-            },
-            vectors=np.concatenate([va, vb], axis=1),
-            message_ids=np.concatenate([ha, hb], axis=1),
-        )
-
-
 class ReferenceIndex:
     def __init__(
         self,
@@ -254,7 +102,7 @@ class ReferenceIndex:
         self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._faiss: faiss.Index = flat_faiss(dim)
         self._refs: dict[int, Reference] = {}
-        self.categories: list[str] = []  # category code -> name
+        self.categories = Categories()  # category code -> name (code 0: unspecified)
         # Lookup tables over the sorted reference ids, so a batch of retrieved ids maps to
         # labels in one vectorized step (np.searchsorted); ids may be sparse (feedback ids).
         self._ids = np.zeros(0, dtype=np.int64)
@@ -285,6 +133,10 @@ class ReferenceIndex:
 
     def reference(self, ref_id: int) -> Reference:
         return self._refs[ref_id]
+
+    def references(self) -> Iterable[Reference]:
+        """Every reference, in no particular order."""
+        return self._refs.values()
 
     @property
     def version(self) -> str:
@@ -387,18 +239,18 @@ class ReferenceIndex:
         exclude_ids: np.ndarray | None = None,
         *,
         texts: Sequence[str] | None = None,
-        ngram_weight: float = 0.0,
-        ngram_range: tuple[int, int] = DEFAULT_NGRAM_RANGE,
+        similarity: KeySimilarity = DENSE,
     ) -> Keys:
         """The k nearest references of each query row (fewer where the index is smaller).
 
         exclude_ids: one reference id per query (or -1) that must not be among its keys:
         a training message is never a key for itself.
-        ngram_weight > 0: the keys' similarity mixes in the character n-gram cosine of the
-        query texts (`texts`, raw, one per row) and the references (fraud/text/ngrams.py). The
-        keys are still the k nearest by the dense embedding. 0: the dense cosine, as is.
+        similarity: with an n-gram term (weight > 0), the keys' similarity mixes in the
+        character n-gram cosine of the query texts (`texts`, raw, one per row) and the
+        references (fraud/text/ngrams.py). The keys are still the k nearest by the dense
+        embedding. Without (DENSE): the dense cosine, as is.
         """
-        if ngram_weight and texts is None:
+        if similarity.reads_text and texts is None:
             raise ValueError("a search with an n-gram term needs the query texts: pass texts")
         queries = self._check_vectors(queries, "queries")
         n = len(queries)
@@ -415,11 +267,11 @@ class ReferenceIndex:
         rows = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
         # A disabled reference stays in FAISS (so it can be enabled again) but is no key.
         valid = (ids >= 0) & ~self._disabled[rows] if len(self) else ids >= 0
-        if ngram_weight:
+        if similarity.reads_text:
             if len(texts) != n:
                 raise ValueError(f"{len(texts)} texts for {n} queries")
-            ngram = self.ngram_similarities(texts, np.where(valid, ids, -1), ngram_range)
-            sims = mix(np.asarray(sims, np.float32), ngram, ngram_weight)
+            ngram = self.ngram_similarities(texts, np.where(valid, ids, -1), similarity.ngram_range)
+            sims = mix(np.asarray(sims, np.float32), ngram, similarity.weight)
         return Keys(
             similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=ids,
@@ -465,8 +317,6 @@ class ReferenceIndex:
             if len(ids) > 10_000:
                 log.info("vectorized the character n-grams of %d references", len(ids))
         elif store.stale:
-            from scipy import sparse
-
             changed = np.array(sorted(store.stale), dtype=np.int64)
             kept = ~np.isin(store.ids, changed)
             fresh = np.array([i for i in changed if int(i) in self._refs], dtype=np.int64)
@@ -483,6 +333,17 @@ class ReferenceIndex:
         if ids.size == 0:
             return np.zeros((*ids.shape, self.dim), np.float32)
         return self._faiss.reconstruct_batch(ids.ravel()).reshape(*ids.shape, self.dim)
+
+    def attach_vectors(self, keys: Keys) -> Keys:
+        """`keys` from this index with each key's stored embedding attached (`vectors`,
+        (n, m, dim), zeros where a key is missing or disabled): what a learned head reads,
+        and what joining them with keys from elsewhere (Keys.concat) needs. Keys that
+        have their vectors already are returned as they are."""
+        if keys.vectors is not None:
+            return keys
+        n, m = keys.shape
+        flat = self.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
+        return replace(keys, vectors=flat.reshape(n, m, self.dim) * keys.valid[..., None])
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every reference: in insertion order (flat), by id (ivf)."""
@@ -517,8 +378,6 @@ class ReferenceIndex:
     def save(self, directory: Path, *, force: bool = False) -> None:
         """Write the index to `directory`, atomically, keeping a user's own files there;
         refused when it holds another index, unless `force` (fraud/index/files.py)."""
-        from fraud.index.files import write_index_dir
-
         write_index_dir(directory, self, force=force)
 
     def write_files(self, directory: Path) -> None:
@@ -609,13 +468,9 @@ class ReferenceIndex:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _category_of(self, ref: Reference) -> int:
-        return self.category_code(ref.category) if ref.label == "fraud" else 0
-
-    def category_code(self, category: str | None) -> int:
-        """The code of a fraud category (a new one is given the next code)."""
-        if category not in self.categories:
-            self.categories.append(category)
-        return self.categories.index(category)
+        """A reference's category code: its category's, given one if new, for a fraud;
+        0 for a legit one (never read: only fraud keys carry a category)."""
+        return self.categories.add(ref.category) if ref.label == "fraud" else 0
 
     def _rebuild_tables(self) -> None:
         ordered = sorted(self._refs)
@@ -642,118 +497,3 @@ class ReferenceIndex:
             self._disabled = np.insert(self._disabled, row, ref.disabled)
             self._category_code = np.insert(self._category_code, row, code)
             self._log_weight = np.insert(self._log_weight, row, np.log(ref.weight))
-
-
-def embed_into(
-    index: ReferenceIndex, encoder, items: Sequence[LabeledText], source: str, progress: bool
-) -> list[int]:
-    """Encode `items` (with a progress bar when asked) and add them to `index`.
-
-    A text already in the index, or earlier in `items`, after normalization, is skipped:
-    a duplicate reference adds nothing to search and would be its own twin's key when
-    the scorer is fitted on the index.
-    """
-    seen = {normalize(ref.text) for ref in index._refs.values()}
-    fresh = []
-    for item in items:
-        key = normalize(item.text)
-        if key not in seen:
-            seen.add(key)
-            fresh.append(item)
-    if len(fresh) < len(items):
-        log.info("skipped %d duplicate texts", len(items) - len(fresh))
-    if not fresh:
-        return []
-    vectors = encode_with_progress(encoder, [item.text for item in fresh], progress)
-    return index.add(fresh, vectors, source, progress=progress)
-
-
-def build_index(
-    encoder,
-    items: Sequence[LabeledText],
-    source: str,
-    scorer: dict[str, Any],
-    progress: bool,
-    index_spec: IndexSpec | None = None,
-) -> ReferenceIndex:
-    """A new index for `encoder` holding `items`, recording the scorer parameters and the
-    index type (default: flat)."""
-    index = ReferenceIndex(encoder.name, encoder.dim, scorer, index_spec)
-    embed_into(index, encoder, items, source, progress)
-    return index
-
-
-def encode_with_progress(encoder, texts: list[str], progress: bool) -> np.ndarray:
-    """encoder.encode(texts), with a progress bar on the terminal when asked."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(texts), unit="msg", desc="encoding", disable=not progress) as bar:
-        return encoder.encode(texts, progress=bar.update)
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of an index directory; DataError, in one line saying what to do, when
-    there is none or it is not JSON."""
-    directory = Path(directory)
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        aside = sorted(directory.parent.glob(f".{directory.name}.old-*"))
-        if aside and not directory.exists():  # see fraud/index/files.py, replace_directory
-            raise DataError(
-                f"{directory}: missing: a write of it was interrupted; the index it held is "
-                f"in {aside[-1]}: rename that back to {directory}"
-            )
-        raise DataError(
-            f"{directory}: not an index directory (no {MANIFEST_FILE}): "
-            "create one with `fraud index build`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: not an index manifest (a JSON object)")
-    return manifest
-
-
-def verify_files(directory: Path, manifest: dict[str, Any], names=None) -> None:
-    """Refuse (DataError, one line) a directory of an older format, or whose files (all
-    the manifest lists, or `names` among them) are missing or differ from their SHA-256."""
-    directory = Path(directory)
-    version, files = manifest.get("format_version", 1), manifest.get("files")
-    if version > FORMAT_VERSION:
-        raise DataError(
-            f"{directory}: an index directory of format {version}, written by a newer "
-            f"version of fraud-stream (this one reads format {FORMAT_VERSION}): upgrade it"
-        )
-    rebuild = (
-        f"rebuild it with `fraud index build --out {directory} --force` (and `fraud train` "
-        "again if it had a trained head)"
-    )
-    if version < FORMAT_VERSION:
-        raise DataError(
-            f"{directory}: an index directory of format {version}, from before its manifest "
-            f"covered every file (format {FORMAT_VERSION}): {rebuild}"
-        )
-    if not isinstance(files, dict):
-        raise DataError(f"{directory}: the manifest records no file digests: {rebuild}")
-    if not {INDEX_FILE, REFERENCES_FILE} <= files.keys():
-        raise DataError(f"{directory / MANIFEST_FILE}: lists no {INDEX_FILE} or {REFERENCES_FILE}")
-    for name in files if names is None else names:
-        if sha256_file(directory / name) != files[name]:
-            raise DataError(
-                f"{directory / name}: its SHA-256 does not match the manifest's: the index "
-                "was changed or damaged after it was written; refusing to load it (rebuild "
-                "it, or restore the file)"
-            )
-
-
-def sha256_file(path: Path) -> str:
-    """The hex SHA-256 of a file of an index directory (DataError when it is missing)."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing: the index directory is incomplete, rebuild it")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

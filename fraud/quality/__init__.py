@@ -1,0 +1,55 @@
+"""Measuring the detector offline: `fraud evaluate` (cross-validated variants),
+`fraud evaluate-replay` (the recipients' history on a simulated stream) and the evasion
+table. Nothing in production imports it."""
+
+from fraud.quality.evaluation import (
+    Variant,
+    VariantResult,
+    classification_metrics,
+    cross_validate,
+    encoder_timing,
+    evaluate,
+    plot_report,
+)
+from fraud.quality.evasion import (
+    EvasionCase,
+    EvasionRow,
+    evasion_table,
+    markdown_table,
+    summary_by_kind,
+)
+from fraud.quality.replay import (
+    TUNING_FOLDS,
+    ReplayReportText,
+    replay_evaluate,
+    replay_report_text,
+)
+from fraud.quality.variants import (
+    SHIPPED,
+    AttentionVariant,
+    LearnedAttentionVariant,
+    evaluation_variants,
+)
+
+__all__ = (
+    "SHIPPED",
+    "TUNING_FOLDS",
+    "AttentionVariant",
+    "EvasionCase",
+    "EvasionRow",
+    "LearnedAttentionVariant",
+    "ReplayReportText",
+    "Variant",
+    "VariantResult",
+    "classification_metrics",
+    "cross_validate",
+    "encoder_timing",
+    "evaluate",
+    "evaluation_variants",
+    "evasion_table",
+    "markdown_table",
+    "plot_report",
+    "replay_evaluate",
+    "replay_report_text",
+    "summary_by_kind",
+)

@@ -11,6 +11,10 @@ Protocol, the same for every variant (the attention scorers and the baselines):
   4. the held-out part is scored once; metrics are computed on all held-out scores pooled,
      with the per-fold spread beside them.
 
+The variants come as an argument (`evaluate(..., variants=evaluation_variants())`, from
+fraud/quality/variants.py), as sentence-transformers' evaluators receive the model: this
+module imports none of them.
+
 Several encoders can be compared in one run (`fraud evaluate --models`): every variant
 that reads embeddings runs once per encoder, on the same folds; the text-only baselines
 run once. A large set can be cut to a stratified sample first (`--sample`).
@@ -26,92 +30,22 @@ import numpy as np
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import StratifiedKFold
 
-from fraud.datasets import LabeledText
+from fraud.datasets import UNSPECIFIED_CATEGORY
+from fraud.errors import ConfigError
 from fraud.fitting.calibration import choose_threshold
-from fraud.text.normalize import normalize
+from fraud.fitting.folds import Dataset, Split, SplitScorer, inner_scores, stratified_folds
 
 
-@dataclass(frozen=True)
-class Dataset:
-    texts: list[str]
-    y: np.ndarray  # bool, True = fraud
-    categories: list[str | None]
-    duplicates_removed: int = 0
+class Variant(SplitScorer, Protocol):
+    """One of the scorers `fraud evaluate` compares: a name, fit(train), score(test)."""
 
-    @classmethod
-    def from_labeled(cls, rows: Sequence[LabeledText]) -> "Dataset":
-        """Keep the first of each normalized text. A text seen with both labels is dropped."""
-        first: dict[str, LabeledText] = {}
-        conflicting: set[str] = set()
-        for row in rows:
-            key = normalize(row.text)
-            if key in first and first[key].label != row.label:
-                conflicting.add(key)
-            first.setdefault(key, row)
-        kept = [r for k, r in first.items() if k not in conflicting]
-        return cls(
-            texts=[r.text for r in kept],
-            y=np.array([r.label == "fraud" for r in kept]),
-            categories=[r.category for r in kept],
-            duplicates_removed=len(rows) - len(kept),
-        )
-
-    def subset(self, idx: np.ndarray) -> "Dataset":
-        return Dataset([self.texts[i] for i in idx], self.y[idx], [self.categories[i] for i in idx])
-
-    def stratified_sample(self, n: int, seed: int, skip: int = 0) -> "Dataset":
-        """n messages with the set's share of frauds, in the set's order. With `skip`, the
-        sample is drawn from the messages left after setting aside a first stratified sample
-        of `skip`: `skip=n` gives a sample disjoint from `skip=0`'s (for choices that must
-        not be made on the reported messages)."""
-        from sklearn.model_selection import train_test_split
-
-        idx = np.arange(len(self.y))
-        if skip:
-            _, idx = train_test_split(idx, train_size=skip, stratify=self.y, random_state=seed)
-        if n < len(idx):
-            idx, _ = train_test_split(idx, train_size=n, stratify=self.y[idx], random_state=seed)
-        sample = self.subset(np.sort(idx))
-        return Dataset(sample.texts, sample.y, sample.categories, self.duplicates_removed)
-
-
-@dataclass(frozen=True)
-class Split:
-    """One part of a fold: texts and labels, with embeddings aligned row by row."""
-
-    data: Dataset
-    X: np.ndarray
-
-    def take(self, idx: np.ndarray) -> "Split":
-        return Split(self.data.subset(idx), self.X[idx])
-
-
-class Variant(Protocol):
     name: str
-
-    def fit(self, train: Split) -> None: ...
-    def score(self, test: Split) -> np.ndarray: ...
-
-
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y))
-
-
-def inner_scores(make: Callable[[], Variant], train: Split, k: int, seed: int) -> np.ndarray:
-    """Cross-validated scores of every training message, from variants fitted without it."""
-    out = np.zeros(len(train.data.y))
-    for inner_train, inner_val in stratified_folds(train.data.y, k, seed):
-        variant = make()
-        variant.fit(train.take(inner_train))
-        out[inner_val] = variant.score(train.take(inner_val))
-    return out
 
 
 def classification_metrics(
@@ -137,8 +71,6 @@ def classification_metrics(
 def recall_by_category(
     y: np.ndarray, predicted: np.ndarray, categories: Sequence[str | None]
 ) -> dict[str, float]:
-    from fraud.datasets import UNSPECIFIED_CATEGORY
-
     cats = np.array([c or "" for c in categories])
     return {
         str(c): float(predicted[(cats == c) & y].mean())
@@ -228,11 +160,10 @@ def plot_report(
     results: dict[str, VariantResult], dataset: Dataset, shipped: str, out_dir: Path
 ) -> list[Path]:
     """PR curves, ROC curves (all variants) and the shipped scorer's score histograms."""
-    import matplotlib
+    import matplotlib  # lazily: only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -320,6 +251,7 @@ def evaluate(
     dataset: Dataset,
     X: np.ndarray | Mapping[str, np.ndarray],
     *,
+    variants: Mapping[str, Callable[[], Variant]],
     folds: int,
     seed: int,
     threshold_rule: dict[str, float],
@@ -327,20 +259,16 @@ def evaluate(
     on_fold: Callable[[int, str], None] | None = None,
     inner_folds: int = 3,
 ) -> tuple[dict[str, Any], dict[str, VariantResult]]:
-    """Cross-validate every variant (or those named) and summarize each.
+    """Cross-validate every variant of `variants` (name -> a maker of a fresh one:
+    evaluation_variants(), fraud/quality/variants.py), or those named, and summarize each.
 
     X: the embeddings, or a mapping from encoder name to embeddings; then each variant
     that reads embeddings runs once per encoder, as "variant [encoder]", and the others
     (the TF-IDF baselines) once.
     """
-    from fraud.quality.variants import evaluation_variants
-
-    variants = evaluation_variants()
     if variant_names:
         unknown = set(variant_names) - set(variants)
         if unknown:
-            from fraud.errors import ConfigError
-
             raise ConfigError(f"unknown variants {sorted(unknown)}: choose from {list(variants)}")
         variants = {k: v for k, v in variants.items() if k in variant_names}
     per_variant: np.ndarray | dict[str, np.ndarray] = X

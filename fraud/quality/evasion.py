@@ -10,6 +10,7 @@ turns the rows into the README's table.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fraud.scoring.detector import Detector
 from fraud.text.normalize import normalize
 
 
@@ -36,13 +37,14 @@ class EvasionRow:
         return self.variant_score - self.original_score
 
 
-def evasion_table(detector, cases: Sequence[EvasionCase]) -> list[EvasionRow]:
+def evasion_table(detector: Detector, cases: Sequence[EvasionCase]) -> list[EvasionRow]:
     """One row per (case, variant), every text scored by `detector` in one batch."""
     texts: list[str] = []
     for case in cases:
         texts.append(case.original)
         texts.extend(case.variants.values())
-    scores = iter([v.score for v in detector.score(texts)])
+    result = detector.score(detector.encode(texts), texts)
+    scores = iter([a.score for a in result.assessments])
     rows: list[EvasionRow] = []
     for case in cases:
         original_score = next(scores)

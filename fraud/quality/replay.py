@@ -33,7 +33,6 @@ are unknown to the bank and to the head: a stress test of what the history is fo
 default the bank of the training part already knows most of UCI's spam templates).
 """
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,15 +43,13 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from fraud.config import HistorySettings
+from fraud.errors import ConfigError
 from fraud.fitting.calibration import choose_threshold
-from fraud.quality.evaluation import (
-    Dataset,
-    Split,
-    classification_metrics,
-    inner_scores,
-    stratified_folds,
-)
-from fraud.scoring.history import Arrival, RecipientHistory, score_in_order
+from fraud.fitting.folds import Dataset, Split, inner_scores, stratified_folds
+from fraud.quality.evaluation import classification_metrics
+from fraud.quality.variants import LearnedAttentionVariant
+from fraud.scoring.detector import Detector
+from fraud.scoring.history import Arrival, HistoryScorer, RecipientHistory
 
 CAMPAIGN_SIMILARITY = 0.75
 LEGIT_PER_RECIPIENT = 10
@@ -166,7 +163,11 @@ def build_stream(
 
 
 def replay(
-    detector, stream: Stream, X: np.ndarray, texts: Sequence[str], history: HistorySettings | None
+    detector: Detector,
+    stream: Stream,
+    X: np.ndarray,
+    texts: Sequence[str],
+    history: HistorySettings | None,
 ) -> np.ndarray:
     """Fraud scores of the stream's messages in arrival order: history None scores with
     the bank's keys only; otherwise each recipient's history starts empty and grows as
@@ -174,8 +175,8 @@ def replay(
     queries = np.ascontiguousarray(X[stream.rows], dtype=np.float32)
     ordered = [texts[i] for i in stream.rows]
     store = RecipientHistory(history) if history is not None else None
-    verdicts = score_in_order(detector, store, stream.arrivals(), queries, ordered)
-    return np.array([v.score for v in verdicts], dtype=np.float64)
+    result = HistoryScorer(detector, store).score(stream.arrivals(), queries, ordered)
+    return np.array([a.score for a in result.assessments], dtype=np.float64)
 
 
 def had_history(stream: Stream, scores: np.ndarray, settings: HistorySettings) -> np.ndarray:
@@ -324,7 +325,7 @@ def without_campaigns(
     return train.take(np.flatnonzero(~drop)), int(drop.sum())
 
 
-def fit_detector(train: Split, encoder, seed: int, inner_folds: int = INNER_FOLDS):
+def fit_detector(train: Split, encoder, seed: int, inner_folds: int = INNER_FOLDS) -> Detector:
     """The learned attention head of `fraud evaluate`, fitted on the training part only,
     with its threshold chosen for the best F1 on inner cross-validated scores of the
     training part.
@@ -332,8 +333,6 @@ def fit_detector(train: Split, encoder, seed: int, inner_folds: int = INNER_FOLD
     Without the key similarity's character n-gram term, which the shipped variant adds: a
     history key keeps no text, so its similarity is the dense cosine alone, and how history
     keys fare beside bank keys with the mixed similarity has not been measured."""
-    from fraud.quality.variants import LearnedAttentionVariant
-
     threshold = choose_threshold(
         inner_scores(LearnedAttentionVariant, train, inner_folds, seed), train.data.y
     )
@@ -357,8 +356,6 @@ def replay_evaluate(
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole protocol (module docstring); returns the report written as replay.json."""
-    from fraud.errors import ConfigError
-
     if not 1 <= tuning_folds < folds:
         raise ConfigError(f"need more folds ({folds}) than tuning folds ({tuning_folds})")
     grid = list(grid or [(m, w) for m in GRID_MIN_SCORE for w in GRID_WEIGHT])
@@ -452,6 +449,7 @@ def replay_evaluate(
 
 
 # -- the printed report -------------------------------------------------------------------
+# As text, tables and sentences: `fraud evaluate-replay` (workers/cli) prints them.
 
 
 COLUMNS = (
@@ -466,6 +464,25 @@ COLUMNS = (
     "recall 1st",
     "FPR legit w/ hist",
 )
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A table of the printed report: its title, columns (the first is the run's name,
+    the others figures) and rows of cells."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class ReplayReportText:
+    """The replay report as printed: a line per fold, the tables, then what changed."""
+
+    folds: list[str]
+    tables: list[TextTable]
+    changes: str
 
 
 def _fraction(r: dict | None) -> str:
@@ -485,44 +502,39 @@ def _row(name: str, m: dict) -> list[str]:
     ]
 
 
-def print_replay_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _fold_line(report: dict[str, Any], f: dict[str, Any]) -> str:
+    return (
+        f"fold {f['fold']}: {f['messages']} messages ({f['fraud']} fraud) to "
+        f"{f['recipients']} recipients; {f['multi_message_campaigns']} multi-message "
+        f"campaigns (largest {f['largest_campaign']}), {f['later_campaign_messages']} "
+        f"later campaign messages; threshold {report['thresholds'][f['fold'] - 1]:.4f}"
+        + (
+            f"; {f['dropped_from_training']} campaign look-alikes dropped from training"
+            if report["protocol"]["novel_campaigns"]
+            else ""
+        )
+    )
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+
+def replay_report_text(report: dict[str, Any]) -> ReplayReportText:
+    """The report of replay_evaluate as it is printed."""
     p = report["protocol"]
     tuning_folds = ", ".join(map(str, p["tuning_folds"]))
     eval_folds = ", ".join(map(str, p["evaluation_folds"]))
-    for f in report["streams"]:
-        console.print(
-            f"fold {f['fold']}: {f['messages']} messages ({f['fraud']} fraud) to "
-            f"{f['recipients']} recipients; {f['multi_message_campaigns']} multi-message "
-            f"campaigns (largest {f['largest_campaign']}), {f['later_campaign_messages']} "
-            f"later campaign messages; threshold {report['thresholds'][f['fold'] - 1]:.4f}"
-            + (
-                f"; {f['dropped_from_training']} campaign look-alikes dropped from training"
-                if p["novel_campaigns"]
-                else ""
-            )
-        )
-    table = Table(title=f"tuning folds {tuning_folds} pooled: the grid (simulated stream)")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "run" else "right")
     chosen = setting_name(report["chosen"]["min_score"], report["chosen"]["weight"])
-    for name, m in report["tuning"].items():
-        table.add_row(*_row(name + (" *" if name == chosen else ""), m))
-    console.print(table)
-    table = Table(
-        title=f"evaluation folds {eval_folds} pooled: history off vs on ({chosen}, "
-        f"chosen on folds {tuning_folds})"
+    tuning = TextTable(
+        f"tuning folds {tuning_folds} pooled: the grid (simulated stream)",
+        COLUMNS,
+        [_row(name + (" *" if name == chosen else ""), m) for name, m in report["tuning"].items()],
     )
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "run" else "right")
-    for name, m in report["evaluation"].items():
-        table.add_row(*_row(name, m))
-    console.print(table)
+    evaluation = TextTable(
+        f"evaluation folds {eval_folds} pooled: history off vs on ({chosen}, "
+        f"chosen on folds {tuning_folds})",
+        COLUMNS,
+        [_row(name, m) for name, m in report["evaluation"].items()],
+    )
     c = report["changes"]
-    console.print(
+    changes = (
         f"history on vs off, message by message: {c['frauds_caught']} frauds caught, "
         f"{c['frauds_lost']} lost, {c['false_alerts_added']} false alerts added, "
         f"{c['false_alerts_removed']} removed; score change on later campaign messages: mean "
@@ -531,3 +543,5 @@ def print_replay_report(report: dict[str, Any]) -> None:
         "multi-message campaigns; 'FPR legit w/ hist': legit messages whose recipient had a "
         "history entry (for history off: the same messages as the history-on run)."
     )
+    folds = [_fold_line(report, f) for f in report["streams"]]
+    return ReplayReportText(folds, [tuning, evaluation], changes)

@@ -13,42 +13,23 @@ import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.pipeline import make_pipeline, make_union
 
-from fraud.datasets import LabeledText
+from fraud.config import ScorerSettings
 from fraud.fitting.calibration import (
     attention_fraud_scores,
     fit_key_similarity,
     fit_temperature_and_null,
 )
-from fraud.index.reference_index import ReferenceIndex
-from fraud.quality.evaluation import Split
+from fraud.fitting.folds import Split, split_index
+from fraud.fitting.train_head import HeadOnSplit
+from fraud.index.keys import KeySimilarity
+from fraud.scoring.detector import Detector
+from fraud.text.normalize import normalize
 
 TOP_K = 32
-
-
-def split_index(train: Split, frauds_only: bool = False) -> tuple[ReferenceIndex, np.ndarray]:
-    """The training split as a reference index, and each training row's reference id (-1
-    where the row is not in the index)."""
-    keep = train.data.y if frauds_only else np.ones(len(train.data.y), bool)
-    index = ReferenceIndex("evaluation", train.X.shape[1])
-    rows = np.flatnonzero(keep)
-    items = [
-        LabeledText(
-            train.data.texts[i],
-            "fraud" if train.data.y[i] else "legit",
-            (train.data.categories[i] or "unspecified") if train.data.y[i] else None,
-        )
-        for i in rows
-    ]
-    ids = np.full(len(keep), -1, dtype=np.int64)
-    if len(rows):
-        ids[rows] = index.add(items, train.X[rows], "fold")
-    return index, ids
-
-
-def _ngram_term(fitted: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ReferenceIndex.search for a fitted n-gram term."""
-    return {"ngram_weight": fitted["ngram_weight"], "ngram_range": fitted["ngram_range"]}
 
 
 class AttentionVariant:
@@ -80,9 +61,8 @@ class AttentionVariant:
         }
 
     def score(self, test: Split) -> np.ndarray:
-        keys = self.index.search(
-            test.X, self.top_k, texts=test.data.texts, **_ngram_term(self.fitted)
-        )
+        similarity = KeySimilarity.of(self.fitted)
+        keys = self.index.search(test.X, self.top_k, texts=test.data.texts, similarity=similarity)
         return attention_fraud_scores(
             keys.similarities,
             keys.valid,
@@ -101,9 +81,6 @@ class _TfidfLogReg:
         raise NotImplementedError
 
     def fit(self, train: Split) -> None:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-
         self.model = make_pipeline(self.features(), LogisticRegression(C=10.0, max_iter=2000))
         self.model.fit(train.data.texts, train.data.y)
 
@@ -112,10 +89,6 @@ class _TfidfLogReg:
 
 
 def _tfidf(**options):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from fraud.text.normalize import normalize
-
     return TfidfVectorizer(
         preprocessor=normalize, lowercase=True, sublinear_tf=True, min_df=2, **options
     )
@@ -127,8 +100,6 @@ class TfidfLogReg(_TfidfLogReg):
     name = "tfidf+logreg"
 
     def features(self):
-        from sklearn.pipeline import make_union
-
         return make_union(
             _tfidf(ngram_range=(1, 2)), _tfidf(analyzer="char_wb", ngram_range=(2, 5))
         )
@@ -150,8 +121,6 @@ class EmbeddingLogReg:
     name = "embedding+logreg"
 
     def fit(self, train: Split) -> None:
-        from sklearn.linear_model import LogisticRegressionCV
-
         self.model = LogisticRegressionCV(
             Cs=[0.3, 1, 3, 10, 30, 100], cv=3, scoring="neg_log_loss", max_iter=3000
         )
@@ -180,53 +149,19 @@ class KnnVote:
         return (keys.is_fraud & keys.valid).sum(axis=1) / np.maximum(keys.valid.sum(axis=1), 1)
 
 
-class LearnedAttentionVariant:
-    """The trained attention head over the training split's index (fraud/scoring/head.py).
+class LearnedAttentionVariant(HeadOnSplit):
+    """The trained attention head over the training split's index (fraud/scoring/head.py,
+    trained as fraud/fitting/train_head.py's HeadOnSplit trains it).
 
     fit_ngram: fit the key similarity's n-gram term on the training split first
-    (head.train_over_index); otherwise the config's ngram_weight (default 0: dense
+    (train_over_index); otherwise the config's ngram_weight (default 0: dense
     cosine)."""
 
     name = "learned attention"
 
-    def __init__(self, fit_ngram: bool = False, **config: Any) -> None:
-        self.fit_ngram, self.config = fit_ngram, config
-
-    def fit(self, train: Split) -> None:
-        from fraud.scoring.head import HeadConfig, train_over_index
-
-        self.index, self_ids = split_index(train)
-        config = HeadConfig(
-            dim=train.X.shape[1], n_categories=len(self.index.categories), **self.config
-        )
-        self.head = train_over_index(
-            config,
-            self.index,
-            train.X,
-            self_ids,
-            train.data.texts,
-            train.data.y,
-            self.fit_ngram,
-        )
-        self.fitted = self.head.fitted()
-
-    def score(self, test: Split) -> np.ndarray:
-        c = self.head.config
-        keys = self.index.search(
-            test.X,
-            c.top_k,
-            texts=test.data.texts,
-            ngram_weight=c.ngram_weight,
-            ngram_range=c.ngram_range,
-        )
-        return self.head.score(self.index, test.X, keys, test.data.texts)[0]
-
-    def detector(self, encoder, threshold: float):
+    def detector(self, encoder, threshold: float) -> Detector:
         """The fitted head and its index as the one scoring path (fraud/scoring/detector.py), so a
         replay scores exactly as the worker would; `threshold` is the alert threshold."""
-        from fraud.config import ScorerSettings
-        from fraud.scoring.detector import Detector
-
         params = ScorerSettings(
             top_k=self.head.config.top_k, threshold=float(np.clip(threshold, 0.0, 1.0))
         )

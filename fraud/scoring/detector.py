@@ -1,21 +1,33 @@
-"""The one scoring path: encoder -> FAISS top-k -> attention -> verdicts.
+"""The one scoring path: encoder -> FAISS top-k -> attention -> assessments -> decisions.
 
-The worker, the CLI and the HTTP service (workers/serve/app.py) all score through it.
+The worker, `fraud serve`, the feedback processor and `fraud score` all score through it,
+in three steps:
+
+    queries = detector.encode(texts)                  # (n, dim) float32, checked here
+    result = detector.score(queries, texts)           # ScoreResult(assessments, timings)
+    decision = detector.decide(message, assessment, scored_at=..., processing_ms=...)
+
+With the recipients' history as extra keys, fraud/scoring/history.py's HistoryScorer takes
+the place of `detector.score`.
 """
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from fraud.config import ScorerSettings, Settings
-from fraud.index.reference_index import Keys, ReferenceIndex
-from fraud.schemas import Alert, Evidence, Message, Verdict
+from fraud.encoding.base import TextEncoder, check_embeddings
+from fraud.encoding.encoder import Encoder
+from fraud.index.keys import Keys, KeySimilarity
+from fraud.index.reference_index import ReferenceIndex
+from fraud.schemas import Assessment, Decision, Evidence, Message
 from fraud.scoring.attention import attend, category_mass, top_evidence
-from fraud.scoring.head import load_head
+from fraud.scoring.head import TrainedHead, load_head
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +53,7 @@ class ScorerChoice:
         return "learned attention head" if self.reason == "trained_head" else "attention"
 
 
-def choose_head(directory: Path, index: ReferenceIndex):
+def choose_head(directory: Path, index: ReferenceIndex) -> tuple[TrainedHead | None, ScorerChoice]:
     """(the trained head to score with, or None; ScorerChoice) for the index loaded from
     `directory`.
 
@@ -67,16 +79,32 @@ def choose_head(directory: Path, index: ReferenceIndex):
     return head, ScorerChoice("trained_head", f"trained head of index version {index.version}")
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """What Detector.score returns: one assessment per message, in input order, and the
+    seconds the scoring spent in each of its stages ("search", "attention"), for the
+    caller's stage metrics (fraud_stage_duration_seconds)."""
+
+    assessments: list[Assessment]
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
 class Detector:
     """Scores messages: the trained attention head when the index has one trained on it
-    (fraud train), else the parameter-free attention scorer (`choice` says which, why)."""
+    (fraud train), else the parameter-free attention scorer (`choice` says which, why).
+
+    What the scorer retrieves and how it measures a key's similarity are resolved once,
+    here: `top_k` and `similarity` (KeySimilarity) are a trained head's own (it learned
+    with them), else the scorer parameters' (`params`: settings over the manifest,
+    effective_scorer). `params.threshold` is the alert threshold.
+    """
 
     def __init__(
         self,
-        encoder,
+        encoder: TextEncoder | None,
         index: ReferenceIndex,
         params: ScorerSettings,
-        head=None,
+        head: TrainedHead | None = None,
         choice: ScorerChoice | None = None,
     ) -> None:
         self.encoder, self.index, self.params, self.head = encoder, index, params, head
@@ -85,25 +113,13 @@ class Detector:
             if head
             else ScorerChoice("no_head", "no trained head")
         )
-        if self.ngram_weight:
-            index.prepare_ngrams(self.ngram_range)
-
-    @property
-    def ngram_weight(self) -> float:
-        """The weight of the character n-gram term in the key similarity: a trained head's
-        own (it learned with it), else the scorer parameter."""
-        return self.head.config.ngram_weight if self.head else self.params.ngram_weight
-
-    @property
-    def ngram_range(self) -> tuple[int, int]:
-        return tuple(self.head.config.ngram_range if self.head else self.params.ngram_range)
+        self.top_k: int = head.config.top_k if head else params.top_k
+        self.similarity = head.config.similarity if head else KeySimilarity.of(params)
+        if self.similarity.reads_text:
+            index.prepare_ngrams(self.similarity.ngram_range)
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> "Detector":
-        import faiss
-
-        from fraud.encoding.encoder import Encoder
-
         # The worker and `fraud serve` build their detector here: their FAISS searches are
         # small and must not take the encoder's cores (Settings.search_threads).
         faiss.omp_set_num_threads(settings.search_threads)
@@ -132,89 +148,43 @@ class Detector:
     def model(self) -> str:
         return self.encoder.name
 
-    def score(self, texts: Sequence[str]) -> list[Verdict]:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """The messages' embeddings, (n, dim) float32 unit rows: the encoder's output,
+        checked at the edge (TypeError naming the encoder when it is not that)."""
         if not texts:
-            return []
-        return self.score_embeddings(self.encoder.encode(texts), texts)
+            return np.zeros((0, self.index.dim), np.float32)
+        vectors = self.encoder.encode(list(texts))
+        return check_embeddings(vectors, len(texts), self.index.dim, self.encoder.name)
 
-    def score_embeddings(
+    def score(
         self,
         queries: np.ndarray,
         texts: Sequence[str] | None = None,
+        *,
         extra_keys: Keys | None = None,
-        timings: dict[str, float] | None = None,
-    ) -> list[Verdict]:
-        """Verdicts for embedded messages; the texts are needed too by a head with a lexical
-        term and by a key similarity with an n-gram term.
+    ) -> ScoreResult:
+        """The assessment of each embedded message (`queries`, from `encode`). The texts
+        are needed too by a head with a lexical term and by a key similarity with an
+        n-gram term.
 
         extra_keys: keys beside the retrieved ones, per message (the recipient's history,
         fraud/scoring/history.py), attended to in the same softmax.
-        timings: if given, the seconds spent in "search" and "attention" are added to it.
         """
-        p = self.params
         started = time.perf_counter()
-        w = self.ngram_weight
-        if w and texts is None:
-            raise ValueError("this scorer's key similarity reads the message text: pass texts")
-        keys = self.index.search(
-            queries,
-            self.head.config.top_k if self.head else p.top_k,
-            texts=texts if w else None,
-            ngram_weight=w,
-            ngram_range=self.ngram_range,
-        )
-        if extra_keys is not None and extra_keys.ids.shape[1]:
-            keys = keys.join(extra_keys, self.index)
+        keys = self._keys(queries, texts, extra_keys)
         searched = time.perf_counter()
-        if self.head is not None:
-            if texts is None and self.head.lexical is not None:
-                raise ValueError("this index's head reads the message text: pass texts")
-            scores, weights = self.head.score(self.index, queries, keys, texts or [])
-        else:
-            att = attend(
-                keys.similarities,
-                keys.valid,
-                keys.is_fraud,
-                temperature=p.temperature,
-                null_similarity=p.null_similarity,
-                log_weights=keys.log_weights,
-            )
-            scores, weights = att.fraud_score, att.weights
-        fraud_keys = keys.valid & keys.is_fraud
-        mass = category_mass(weights, fraud_keys, keys.category_codes, len(self.index.categories))
-        # The distribution splits the score by the attention each category received (for the
-        # parameter-free scorer the mass already sums to the score).
-        mass *= (scores / np.maximum(mass.sum(axis=1), 1e-12))[:, None]
-        evidence_cols = top_evidence(weights, fraud_keys, p.max_evidence)
-        verdicts = []
-        for i, cols in enumerate(evidence_cols):
-            score = float(np.clip(scores[i], 0.0, 1.0))
-            distribution = {
-                name: round(float(mass[i, c]), 6)
-                for c, name in enumerate(self.index.categories)
-                if mass[i, c] > 1e-6
-            }
-            evidence = [self._evidence(keys, weights, i, j) for j in cols]
-            verdicts.append(
-                Verdict(
-                    score=score,
-                    is_alert=score >= p.threshold,
-                    category=max(distribution, key=distribution.get) if distribution else None,
-                    category_distribution=distribution,
-                    evidence=evidence,
-                )
-            )
-        if timings is not None:
-            timings["search"] = timings.get("search", 0.0) + searched - started
-            timings["attention"] = timings.get("attention", 0.0) + time.perf_counter() - searched
-        return verdicts
+        scores, weights = self._attend(queries, keys, texts)
+        assessments = self._assessments(keys, scores, weights)
+        timings = {"search": searched - started, "attention": time.perf_counter() - searched}
+        return ScoreResult(assessments, timings)
 
-    def alert(self, message: Message, verdict: Verdict, **fields) -> Alert:
-        """The published decision for `message`: the verdict with this detector's threshold,
-        model and index version (`fields`: scored_at, processing_ms, retroactive, ...)."""
-        return Alert.build(
+    def decide(self, message: Message, assessment: Assessment, **fields) -> Decision:
+        """The published decision on `message`: its assessment with this detector's
+        threshold, model and index version (`fields`: scored_at, processing_ms,
+        retroactive, campaign_id)."""
+        return Decision.build(
             message,
-            verdict,
+            assessment,
             threshold=self.params.threshold,
             model=self.model,
             index_version=self.index.version,
@@ -230,12 +200,77 @@ class Detector:
             "index_version": self.index.version,
             "scorer": "learned attention head" if self.head else "attention",
             "scorer_reason": self.choice.reason,
-            "top_k": str(self.head.config.top_k if self.head else p.top_k),
+            "top_k": str(self.top_k),
             "temperature": f"{p.temperature:g}",
             "null_similarity": f"{p.null_similarity:g}",
             "threshold": f"{p.threshold:g}",
-            "ngram_weight": f"{self.ngram_weight:g}",
+            "ngram_weight": f"{self.similarity.weight:g}",
         }
+
+    # -- the steps of score ------------------------------------------------------------
+
+    def _keys(
+        self, queries: np.ndarray, texts: Sequence[str] | None, extra_keys: Keys | None
+    ) -> Keys:
+        """The retrieved keys, then the extra ones (with every key's vector attached)."""
+        if self.similarity.reads_text and texts is None:
+            raise ValueError("this scorer's key similarity reads the message text: pass texts")
+        keys = self.index.search(
+            queries,
+            self.top_k,
+            texts=texts if self.similarity.reads_text else None,
+            similarity=self.similarity,
+        )
+        if extra_keys is not None and extra_keys.shape[1]:
+            keys = Keys.concat(self.index.attach_vectors(keys), extra_keys)
+        return keys
+
+    def _attend(
+        self, queries: np.ndarray, keys: Keys, texts: Sequence[str] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud score (n,), attention weight of each key (n, m)): the head's or the
+        parameter-free attention's."""
+        if self.head is not None:
+            if texts is None and self.head.lexical is not None:
+                raise ValueError("this index's head reads the message text: pass texts")
+            return self.head.score(self.index, queries, keys, texts or [])
+        p = self.params
+        att = attend(
+            keys.similarities,
+            keys.valid,
+            keys.is_fraud,
+            temperature=p.temperature,
+            null_similarity=p.null_similarity,
+            log_weights=keys.log_weights,
+        )
+        return att.fraud_score, att.weights
+
+    def _assessments(self, keys: Keys, scores: np.ndarray, weights: np.ndarray) -> list[Assessment]:
+        p, categories = self.params, self.index.categories
+        fraud_keys = keys.valid & keys.is_fraud
+        mass = category_mass(weights, fraud_keys, keys.category_codes, len(categories))
+        # The distribution splits the score by the attention each category received (for the
+        # parameter-free scorer the mass already sums to the score).
+        mass *= (scores / np.maximum(mass.sum(axis=1), 1e-12))[:, None]
+        evidence_cols = top_evidence(weights, fraud_keys, p.max_evidence)
+        assessments = []
+        for i, cols in enumerate(evidence_cols):
+            score = float(np.clip(scores[i], 0.0, 1.0))
+            distribution = {
+                name: round(float(mass[i, c]), 6)
+                for c, name in enumerate(categories)
+                if mass[i, c] > 1e-6
+            }
+            assessments.append(
+                Assessment(
+                    score=score,
+                    is_alert=score >= p.threshold,
+                    category=max(distribution, key=distribution.get) if distribution else None,
+                    category_distribution=distribution,
+                    evidence=[self._evidence(keys, weights, i, j) for j in cols],
+                )
+            )
+        return assessments
 
     def _evidence(self, keys: Keys, weights: np.ndarray, i: int, j: int) -> Evidence:
         history_id = None if keys.message_ids is None else keys.message_ids[i, j]

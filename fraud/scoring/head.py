@@ -15,9 +15,10 @@ broad ones the neighbourhood. Optional extra terms in the key logits (`pair`): a
 low-rank bilinear (P q).(P k_i), or a small MLP on [q, k_i, q - k_i, q * k_i] as in the
 Deep Interest Network; measured on the UCI folds, both overfit (see README, Quality).
 
-It is trained with binary cross-entropy on the training split only, each training
-message masked out of its own keys. s_i is the key similarity of the index search, with
-the character n-gram term when the config's ngram_weight is above 0 (fraud/text/ngrams.py).
+It is trained (fraud/fitting/train_head.py; this module only scores) with binary
+cross-entropy on the training split only, each training message masked out of its own
+keys. s_i is the key similarity of the index search (the config's `similarity`), with the
+character n-gram term when its ngram_weight is above 0 (fraud/text/ngrams.py).
 The attention weights a_i are what the evidence shows. Stored in the index directory as
 head.safetensors + head.json (+ lexical.safetensors; no pickle), covered by the index
 manifest's digests (fraud/index/files.py). head.json records the index version the head was
@@ -35,17 +36,17 @@ import torch
 from torch import nn
 
 from fraud.errors import DataError
-from fraud.index.reference_index import (
+from fraud.index.files import (
+    HEAD_CONFIG,
+    HEAD_FILES,
+    HEAD_WEIGHTS,
     MANIFEST_FILE,
-    Keys,
-    ReferenceIndex,
     read_manifest,
     verify_files,
 )
-from fraud.text.lexical import LEXICAL_WEIGHTS, LexicalModel
-
-HEAD_WEIGHTS, HEAD_CONFIG = "head.safetensors", "head.json"
-HEAD_FILES = (HEAD_CONFIG, HEAD_WEIGHTS, LEXICAL_WEIGHTS)
+from fraud.index.keys import Keys, KeySimilarity
+from fraud.index.reference_index import ReferenceIndex
+from fraud.text.lexical import LexicalModel
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class HeadConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ngram_range", tuple(self.ngram_range))  # a list from JSON
+
+    @property
+    def similarity(self) -> KeySimilarity:
+        """The key similarity the head was trained on, and scores with."""
+        return KeySimilarity.of(self)
 
 
 class AttentionHead(nn.Module):
@@ -166,11 +172,8 @@ class TrainedHead:
         lexical_logits: np.ndarray | None = None,
     ) -> tuple:
         """(q, key vectors, similarities, value ids, valid, lexical logit, log weights)."""
-        n, m = keys.ids.shape
-        vectors = keys.vectors
-        if vectors is None:
-            flat = index.key_vectors(np.where(keys.valid, keys.ids, 0).ravel())
-            vectors = flat.reshape(n, m, -1) * keys.valid[..., None]
+        n = len(queries)
+        keys = index.attach_vectors(keys)
         # Value ids: 0 for legit, 1 + the category's position for fraud; a category the
         # head never saw shares the value of its first one.
         position = {c: i + 1 for i, c in enumerate(self.categories)}
@@ -180,7 +183,7 @@ class TrainedHead:
             lexical_logits = self.lexical.logit(texts) if self.lexical else np.zeros(n)
         return _tensors(
             queries,
-            vectors,
+            keys.vectors,
             keys.similarities,
             values,
             keys.valid,
@@ -199,59 +202,18 @@ class TrainedHead:
             attention[:, 1:].numpy().astype(np.float64),
         )
 
-    @classmethod
-    def train(
-        cls,
-        config: HeadConfig,
-        index: ReferenceIndex,
-        queries: np.ndarray,
-        keys: Keys,
-        texts: Sequence[str],
-        y: np.ndarray,
-    ) -> "TrainedHead":
-        """Fit on training messages whose keys already exclude each message itself.
-
-        The lexical term is trained on the same messages; the head learns from its
-        out-of-fold logits, so it does not learn to trust a model that saw the answer.
-        """
-        torch.manual_seed(config.seed)
-        texts, y = list(texts), np.asarray(y, dtype=bool)
-        lexical, lexical_logits = None, np.zeros(len(y))
-        if config.lexical:
-            lexical = LexicalModel.fit(texts, y)
-            lexical_logits = LexicalModel.out_of_fold_logits(texts, y, seed=config.seed)
-        head = cls(AttentionHead(config), list(index.categories), index.version, lexical)
-        data = head.inputs(index, queries, keys, texts, lexical_logits)
-        target = torch.as_tensor(np.asarray(y, dtype=np.float32))
-        module = head.module
-        optimizer = torch.optim.AdamW(
-            module.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        loss_fn = nn.BCEWithLogitsLoss()
-        generator = torch.Generator().manual_seed(config.seed)
-        module.train()
-        for _ in range(config.epochs):
-            for batch in torch.randperm(len(target), generator=generator).split(config.batch_size):
-                optimizer.zero_grad()
-                logit, _ = module(*(t[batch] for t in data))
-                loss_fn(logit, target[batch]).backward()
-                optimizer.step()
-        module.eval()
-        return head
-
     @torch.no_grad()
     def fitted(self) -> dict:
         return {
             "temperature": [round(float(t), 4) for t in self.module.log_temperature.exp()],
             "null_similarity": [round(float(t), 4) for t in self.module.tau],
-            "ngram_weight": self.config.ngram_weight,
-            "ngram_range": list(self.config.ngram_range),
+            **self.config.similarity.as_fields(),
         }
 
     def write_files(self, directory: Path) -> None:
         """Write the head's files into `directory`, which fraud/index/files.py is assembling
         (its manifest then records their digests): write_index_dir(dir, index, head)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazily: only a head's files need it
 
         directory = Path(directory)
         state = {k: v.contiguous() for k, v in self.module.state_dict().items()}
@@ -267,47 +229,10 @@ class TrainedHead:
         (directory / HEAD_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def train_over_index(
-    config: HeadConfig,
-    index: ReferenceIndex,
-    queries: np.ndarray,
-    self_ids: np.ndarray,
-    texts: Sequence[str],
-    y: np.ndarray,
-    fit_ngram: bool = False,
-) -> TrainedHead:
-    """Train a head on messages that are also references of `index` (self_ids: each one's
-    reference id, or -1), each masked out of its own keys.
-
-    fit_ngram: first fit the key similarity's n-gram term by the parameter-free
-    attention's log-loss on these messages (fraud.fitting.calibration.fit_key_similarity; weight
-    0 is a candidate), and train over keys with it; otherwise the config's term.
-    """
-    from dataclasses import replace
-
-    from fraud.fitting.calibration import fit_key_similarity
-
-    if fit_ngram:
-        dense = index.search(queries, config.top_k, exclude_ids=self_ids)
-        fitted = fit_key_similarity(index, dense, texts, y)
-        config = replace(
-            config, ngram_weight=fitted["ngram_weight"], ngram_range=fitted["ngram_range"]
-        )
-    keys = index.search(
-        queries,
-        config.top_k,
-        exclude_ids=self_ids,
-        texts=texts,
-        ngram_weight=config.ngram_weight,
-        ngram_range=config.ngram_range,
-    )
-    return TrainedHead.train(config, index, queries, keys, texts, y)
-
-
 def load_head(directory: Path) -> TrainedHead | None:
     """The head stored in an index directory, or None when there is none. Its files must
     be the ones the index manifest records (DataError, one line, otherwise)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazily, as in write_files
 
     directory = Path(directory)
     present = [name for name in HEAD_FILES if (directory / name).exists()]

@@ -13,6 +13,10 @@ accounting, least recently seen evicted first). A history
 key has the value *fraud* with that message's category, and `weight` scales its attention
 against a bank key (log(weight) is added to its logit).
 
+The store is a source of keys (`RecipientHistory.keys`), never a caller of the detector:
+`HistoryScorer(detector, history).score(arrivals, queries, texts)` asks it for each
+message's keys and hands them to `Detector.score` as extra keys.
+
 Determinism: each entry remembers its position in the recipient's stream (`seq`: the
 input offset in the worker), and a message only attends to entries before its own. A
 batch replayed after a crash, or scored by the worker that took a partition over, gets
@@ -31,12 +35,13 @@ import numpy as np
 
 from fraud.config import HistorySettings
 from fraud.errors import SchemaError
-from fraud.index.reference_index import Keys, ReferenceIndex
-from fraud.schemas import Verdict
+from fraud.index.keys import UNSPECIFIED, Categories, Keys
+from fraud.schemas import Assessment
+from fraud.scoring.detector import Detector, ScoreResult
 
 STATE_VERSION = 1
-# A history entry without a fraud category (e.g. the head scored it on its lexical term).
-UNSPECIFIED = "unspecified"
+# A history entry without a fraud category (e.g. the head scored it on its lexical term)
+# has UNSPECIFIED (fraud/index/keys.py), the reserved category of every index.
 # What an entry and a recipient cost beyond the entry's vector, in bytes: measured with
 # tracemalloc on CPython 3.11 (an entry: the dataclass, the numpy array's header, its id
 # and numbers, its slot in the list, 382 bytes; a recipient: the ordered dict's and the
@@ -102,6 +107,35 @@ class RecipientHistory:
             for e in entries
             if e.seq < arrival.seq and e.at_ms >= oldest and e.message_id != arrival.message_id
         ]
+
+    def keys(
+        self, arrivals: Sequence[Arrival], queries: np.ndarray, categories: Categories
+    ) -> Keys:
+        """Each message's history entries as keys (keys_for), aligned (n, m) and padded
+        with invalid keys: value fraud, the entry's category code in `categories` (the
+        index's codebook, read only: a category it does not know is UNSPECIFIED), the
+        attention weight `settings.weight`, each with its vector and message id."""
+        per_row = [self.keys_for(a) for a in arrivals]
+        n, m, dim = len(arrivals), max((len(e) for e in per_row), default=0), queries.shape[1]
+        vectors = np.zeros((n, m, dim), np.float32)
+        valid = np.zeros((n, m), bool)
+        codes = np.zeros((n, m), np.int64)
+        message_ids = np.full((n, m), None, object)
+        for i, entries in enumerate(per_row):
+            for j, e in enumerate(entries):
+                vectors[i, j], valid[i, j] = e.vector, True
+                codes[i, j], message_ids[i, j] = categories.code(e.category), e.message_id
+        sims = np.einsum("nmd,nd->nm", vectors, queries.astype(np.float32))
+        return Keys(
+            similarities=np.where(valid, sims, 0.0).astype(np.float32),
+            ids=np.full((n, m), -1, np.int64),
+            valid=valid,
+            is_fraud=valid.copy(),
+            category_codes=codes,
+            log_weights=np.where(valid, np.log(self.settings.weight), 0.0).astype(np.float32),
+            vectors=vectors,
+            message_ids=message_ids,
+        )
 
     def remember(self, arrival: Arrival, entry: HistoryEntry) -> None:
         recipient = arrival.recipient
@@ -249,78 +283,66 @@ def decode_state(raw: bytes) -> list[HistoryEntry]:
 # -- scoring with history -----------------------------------------------------------------
 
 
-def history_keys(
-    history: RecipientHistory,
-    arrivals: Sequence[Arrival],
-    queries: np.ndarray,
-    index: ReferenceIndex,
-    weight: float,
-) -> Keys:
-    """Each message's history entries as keys, aligned (n, m) and padded with invalid keys."""
-    per_row = [history.keys_for(a) for a in arrivals]
-    n, m, dim = len(arrivals), max((len(e) for e in per_row), default=0), index.dim
-    vectors = np.zeros((n, m, dim), np.float32)
-    valid = np.zeros((n, m), bool)
-    codes = np.zeros((n, m), np.int64)
-    message_ids = np.full((n, m), None, object)
-    for i, entries in enumerate(per_row):
-        for j, e in enumerate(entries):
-            vectors[i, j], valid[i, j] = e.vector, True
-            codes[i, j], message_ids[i, j] = index.category_code(e.category), e.message_id
-    sims = np.einsum("nmd,nd->nm", vectors, queries.astype(np.float32))
-    return Keys(
-        similarities=np.where(valid, sims, 0.0).astype(np.float32),
-        ids=np.full((n, m), -1, np.int64),
-        valid=valid,
-        is_fraud=valid.copy(),
-        category_codes=codes,
-        log_weights=np.where(valid, np.log(weight), 0.0).astype(np.float32),
-        vectors=vectors,
-        message_ids=message_ids,
-    )
+class HistoryScorer:
+    """Scores batches with the recipients' history as extra keys: the detector's scoring
+    path, with `history` as a source of keys (None: the bank's keys only).
+
+    A batch scores as if its messages came one by one: a message sees the history left by
+    the earlier messages of the same batch. Vectorized in rounds: round r scores every
+    recipient's r-th message of the batch (most batches need one round). A message that
+    scores at least `min_score` is remembered for its recipient's next ones.
+    """
+
+    def __init__(self, detector: Detector, history: RecipientHistory | None) -> None:
+        self.detector, self.history = detector, history
+
+    def score(
+        self, arrivals: Sequence[Arrival], queries: np.ndarray, texts: Sequence[str]
+    ) -> ScoreResult:
+        """One assessment per message, in order; the history's keys count as search in
+        the timings."""
+        if self.history is None:
+            return self.detector.score(queries, texts)
+        rounds = _rounds(arrivals)
+        assessments: list[Assessment | None] = [None] * len(arrivals)
+        timings: dict[str, float] = {}
+        for r in range(int(rounds.max(initial=-1)) + 1):
+            rows = np.flatnonzero(rounds == r)
+            batch = [arrivals[i] for i in rows]
+            started = time.perf_counter()
+            extra = self.history.keys(batch, queries[rows], self.detector.index.categories)
+            _add(timings, {"search": time.perf_counter() - started})
+            result = self.detector.score(queries[rows], [texts[i] for i in rows], extra_keys=extra)
+            _add(timings, result.timings)
+            for i, a, assessment in zip(rows, batch, result.assessments, strict=True):
+                assessments[i] = assessment
+                self._remember(a, queries[i], assessment)
+        return ScoreResult(assessments, timings)
+
+    def _remember(self, arrival: Arrival, query: np.ndarray, assessment: Assessment) -> None:
+        if arrival.recipient and assessment.score >= self.history.settings.min_score:
+            entry = HistoryEntry(
+                message_id=arrival.message_id,
+                vector=np.asarray(query, np.float32),
+                category=assessment.category or UNSPECIFIED,
+                score=round(assessment.score, 6),
+                at_ms=arrival.at_ms,
+                seq=arrival.seq,
+            )
+            self.history.remember(arrival, entry)
 
 
-def score_in_order(
-    detector,
-    history: RecipientHistory | None,
-    arrivals: Sequence[Arrival],
-    queries: np.ndarray,
-    texts: Sequence[str],
-    timings: dict[str, float] | None = None,
-) -> list[Verdict]:
-    """Score a batch as if its messages came one by one: a message sees the history left
-    by the earlier messages of the same batch. Vectorized in rounds: round r scores every
-    recipient's r-th message of the batch (most batches need one round)."""
-    if history is None:
-        return detector.score_embeddings(queries, texts, timings=timings)
-    settings = history.settings
+def _rounds(arrivals: Sequence[Arrival]) -> np.ndarray:
+    """Each message's round: how many earlier messages of the batch its recipient got
+    (0 for a message without a recipient)."""
     seen: dict[str, int] = {}
     rounds = []
     for a in arrivals:
         r = seen[a.recipient] = seen.get(a.recipient, -1) + 1 if a.recipient else 0
         rounds.append(r)
-    rounds = np.array(rounds, dtype=np.int64)
-    verdicts: list[Verdict | None] = [None] * len(arrivals)
-    for r in range(int(rounds.max(initial=-1)) + 1):
-        rows = np.flatnonzero(rounds == r)
-        batch = [arrivals[i] for i in rows]
-        started = time.perf_counter()
-        extra = history_keys(history, batch, queries[rows], detector.index, settings.weight)
-        if timings is not None:  # the history's keys count as search
-            timings["search"] = timings.get("search", 0.0) + time.perf_counter() - started
-        scored = detector.score_embeddings(
-            queries[rows], [texts[i] for i in rows], extra, timings=timings
-        )
-        for i, a, verdict in zip(rows, batch, scored, strict=True):
-            verdicts[i] = verdict
-            if a.recipient and verdict.score >= settings.min_score:
-                entry = HistoryEntry(
-                    message_id=a.message_id,
-                    vector=np.asarray(queries[i], np.float32),
-                    category=verdict.category or UNSPECIFIED,
-                    score=round(verdict.score, 6),
-                    at_ms=a.at_ms,
-                    seq=a.seq,
-                )
-                history.remember(a, entry)
-    return verdicts
+    return np.array(rounds, dtype=np.int64)
+
+
+def _add(timings: dict[str, float], more) -> None:
+    for stage, seconds in more.items():
+        timings[stage] = timings.get(stage, 0.0) + seconds

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from fraud.errors import FraudError
+from fraud.errors import ModelBrokenError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,12 +35,6 @@ PROBE_TEXTS = (
     "Your parcel is waiting at the depot: pay the redelivery fee today",
     "您的包裹在仓库等待派送，请今天支付运费",
 )
-
-
-class ModelBrokenError(FraudError):
-    """A batch failed and so did a known-good probe: the model (or the index) fails on
-    every message. Isolating would dead-letter every input; the process stops instead,
-    without committing, and says so in one line."""
 
 
 @dataclass(frozen=True)

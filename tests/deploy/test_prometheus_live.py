@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -24,15 +23,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fraud.config import Settings, to_env
-from fraud.index.reference_index import ReferenceIndex
+from fraud.config import Settings
+from fraud.index import ReferenceIndex
 from fraud.scoring.verdicts import AnalystVerdict
 from tests.workers.kafka_helpers import read_topic, running_processor, send_raw
-from workers.broker import free_port
-from workers.feedback.processor import FeedbackProcessor
-from workers.kafka.clients import ensure_topics, make_producer
+from workers.feedback import FeedbackProcessor
+from workers.kafka import ensure_topics, make_producer
+from workers.processes import free_port, start_fraud_process
 from workers.producer import produce, read_messages
-from workers.state.bank import publish_index
+from workers.state import publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -108,16 +107,11 @@ def test_every_panel_and_rule_answers_from_a_real_prometheus(
     settings = Settings().model_copy(
         update={"kafka": kafka, "index_dir": tmp_path / "index", "metrics_port": metrics_port}
     )
-    processor = FeedbackProcessor(kafka, encoder)
+    processor = FeedbackProcessor.open(kafka, encoder)
     stack = ExitStack()
     stack.enter_context(running_processor(processor))
     worker_log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli.main", "worker", "--publish-scores"],
-        env={**os.environ, **to_env(settings)},
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_fraud_process(("worker", "--publish-scores"), settings, worker_log)
 
     # The project's config, pointed at this worker, scraping and evaluating every second.
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())

@@ -21,15 +21,15 @@ from fraud.errors import SchemaError
 from fraud.schemas import (
     DEAD_LETTER_REASONS,
     MAX_JSON_DEPTH,
-    Alert,
+    Assessment,
+    Decision,
     Message,
-    Verdict,
     parse_message,
 )
 from fraud.text.normalize import normalize
 
 LIMIT = KafkaSettings().max_message_bytes  # the worker's default limit (64 KiB)
-_VERDICT = Verdict(
+_ASSESSMENT = Assessment(
     score=0.5, is_alert=True, category="x", category_distribution={"x": 0.5}, evidence=[]
 )
 
@@ -39,16 +39,16 @@ def _check_usable(message: Message) -> None:
     text = normalize(message.text)
     assert normalize(text) == text
     message.id.encode("utf-8")  # the alert's Kafka key
-    alert = Alert.build(
+    alert = Decision.build(
         message,
-        _VERDICT,
+        _ASSESSMENT,
         threshold=0.5,
         model="m",
         index_version="v",
         scored_at="2026-01-01T00:00:00.000+00:00",
         processing_ms=1.0,
     )
-    assert Alert.from_bytes(alert.to_bytes()).message_id == message.id
+    assert Decision.from_bytes(alert.to_bytes()).message_id == message.id
 
 
 def _parse(raw: bytes | None, max_bytes: int = LIMIT) -> Message | None:

@@ -1,9 +1,22 @@
 import json
+from typing import get_args
 
 import pytest
 
 from fraud.errors import SchemaError
-from fraud.schemas import DEAD_LETTER_REASONS, Alert, Evidence, Verdict, parse_message
+from fraud.schemas import (
+    DEAD_LETTER_REASONS,
+    DECODE_REASONS,
+    SCHEMA_VERSION,
+    SCORING_ERROR,
+    Alert,
+    Assessment,
+    DeadLetterReason,
+    Decision,
+    DecodeReason,
+    Evidence,
+    parse_message,
+)
 
 
 def test_a_good_message_keeps_its_other_fields():
@@ -34,23 +47,29 @@ def test_unusable_records_name_their_reason(raw, reason):
     with pytest.raises(SchemaError) as err:
         parse_message(raw, max_bytes=100)
     assert err.value.reason == reason
-    assert reason in DEAD_LETTER_REASONS
+    assert reason in DECODE_REASONS and reason in DEAD_LETTER_REASONS
 
 
-def _alert(message_id: str = "m1", index_version: str = "v1") -> Alert:
+def test_the_dead_letter_reasons_are_one_literal_listed_once():
+    assert DEAD_LETTER_REASONS == get_args(DeadLetterReason)
+    assert DECODE_REASONS == get_args(DecodeReason)
+    assert DEAD_LETTER_REASONS == (*DECODE_REASONS, SCORING_ERROR, "unknown_message")
+
+
+def _alert(message_id: str = "m1", index_version: str = "v1") -> Decision:
     message = parse_message(
         json.dumps({"id": message_id, "text": "pay the fee", "recipient": "r"}).encode(), 1000
     )
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="delivery",
         category_distribution={"delivery": 0.9},
         evidence=[Evidence(reference_id=3, category="delivery", similarity=0.8, weight=0.7)],
     )
-    return Alert.build(
+    return Decision.build(
         message,
-        verdict,
+        assessment,
         threshold=0.5,
         model="m",
         index_version=index_version,
@@ -61,8 +80,9 @@ def _alert(message_id: str = "m1", index_version: str = "v1") -> Alert:
 
 def test_alert_round_trips_through_bytes_with_every_field():
     alert = _alert()
-    back = Alert.from_bytes(alert.to_bytes())
+    back = Decision.from_bytes(alert.to_bytes())
     assert back == alert
+    assert Alert is Decision  # the old name, for code written before the rename
     body = json.loads(alert.to_bytes())
     for field in (
         "alert_id",
@@ -79,6 +99,7 @@ def test_alert_round_trips_through_bytes_with_every_field():
         "schema_version",
     ):
         assert field in body
+    assert body["schema_version"] == SCHEMA_VERSION == 2
     assert body["passthrough"] == {"recipient": "r"}
     assert "text" not in body  # the message text is not copied into alerts
     assert body["evidence"][0] == {

@@ -2,23 +2,25 @@
 
     python -m tests.workers.faulty_worker [--encode-poison TEXT] [--score-poison TEXT]
                                           [--decision-poison ID] [--broken]
-                                          [--slow-commit SECONDS]
+                                          [--slow-commit SECONDS] worker [FLAGS]
 
 It wraps the detector that `fraud worker` builds (Detector.from_settings), then runs the
-real command (workers.cli.main main(["worker"])): the worker's code is untouched, and no test
-hook lives in production code. The faults, each like a bug that one input triggers:
+real command (workers.cli.main main(["worker", ...]); start_fraud_process passes the
+subcommand): the worker's code is untouched, and no test hook lives in production code.
+The faults, each like a bug that one input triggers:
 
 - --encode-poison TEXT: the encoder raises InjectedEncodingFault on a batch holding a text
   that contains TEXT (on the encoder thread, as a real encoder fault would);
-- --score-poison TEXT: scoring (Detector.score_embeddings) raises InjectedScoringFault on
+- --score-poison TEXT: scoring (Detector.score) raises InjectedScoringFault on
   a batch holding such a text;
 - --decision-poison ID: building the decision of message ID raises InjectedDecisionFault,
   after its scoring has left it in its recipient's history;
 - --broken: every encoding raises InjectedEncodingFault once the worker has started (a
   broken model).
 - --slow-commit SECONDS: each batch waits this long after its outputs are sent and before
-  its offsets (exactly-once: its transaction) are committed, as a slow broker would make
-  it: a test that must strike while a transaction is open finds one open most of the time.
+  its offsets (exactly-once: its transaction) are committed (the checkpoint's step 5), as
+  a slow broker would make it: a test that must strike while a transaction is open finds
+  one open most of the time.
 
 Each exception's text quotes the message, as a real one could: the worker must not log it.
 """
@@ -28,88 +30,77 @@ import sys
 import time
 
 from fraud.scoring.detector import Detector
+from tests.fakes import InjectedFault, PoisonedEncoder
 from workers.cli.main import main
-from workers.scoring.worker import Outputs
+from workers.scoring import Checkpoint
 
 
-class InjectedEncodingFault(RuntimeError):
+class InjectedEncodingFault(InjectedFault):
     pass
 
 
-class InjectedScoringFault(RuntimeError):
+class InjectedScoringFault(InjectedFault):
     pass
 
 
-class InjectedDecisionFault(RuntimeError):
+class InjectedDecisionFault(InjectedFault):
     pass
-
-
-class FaultyEncoder:
-    """The real encoder, raising on the texts `poisoned` picks."""
-
-    def __init__(self, encoder, poisoned) -> None:
-        self._encoder, self._poisoned = encoder, poisoned
-
-    def encode(self, texts, *args, **kwargs):
-        for text in texts:
-            if self._poisoned(text):
-                raise InjectedEncodingFault(f"cannot encode {text!r}")
-        return self._encoder.encode(texts, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._encoder, name)
 
 
 def inject(detector: Detector, args: argparse.Namespace) -> Detector:
     if args.broken:
-        detector.encoder = FaultyEncoder(detector.encoder, lambda text: True)
+        detector.encoder = PoisonedEncoder(
+            detector.encoder, lambda text: True, InjectedEncodingFault
+        )
     elif args.encode_poison:
-        detector.encoder = FaultyEncoder(detector.encoder, lambda text: args.encode_poison in text)
+        detector.encoder = PoisonedEncoder(
+            detector.encoder, args.encode_poison, InjectedEncodingFault
+        )
     if args.score_poison:
-        score_embeddings = detector.score_embeddings
+        score = detector.score
 
         def scoring(queries, texts=None, *rest, **kwargs):
             for text in texts or ():
                 if args.score_poison in text:
                     raise InjectedScoringFault(f"cannot score {text!r}")
-            return score_embeddings(queries, texts, *rest, **kwargs)
+            return score(queries, texts, *rest, **kwargs)
 
-        detector.score_embeddings = scoring
+        detector.score = scoring
     if args.decision_poison:
-        alert = detector.alert
+        decide = detector.decide
 
-        def decision(message, verdict, **fields):
+        def decision(message, assessment, **fields):
             if message.id == args.decision_poison:
                 raise InjectedDecisionFault(f"cannot build the decision on {message.text!r}")
-            return alert(message, verdict, **fields)
+            return decide(message, assessment, **fields)
 
-        detector.alert = decision
+        detector.decide = decision
     return detector
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="faulty_worker")
+    parser = argparse.ArgumentParser(prog="faulty_worker", allow_abbrev=False)
     parser.add_argument("--encode-poison")
     parser.add_argument("--score-poison")
     parser.add_argument("--decision-poison")
     parser.add_argument("--broken", action="store_true")
     parser.add_argument("--slow-commit", type=float, default=0.0)
-    args = parser.parse_args(argv)
+    args, command = parser.parse_known_args(argv)
     if args.slow_commit:
-        commit = Outputs.commit
+        commit_offsets = Checkpoint.commit_offsets
 
         def slow_commit(self, records):
             time.sleep(args.slow_commit)
-            return commit(self, records)
+            return commit_offsets(self, records)
 
-        Outputs.commit = slow_commit
+        Checkpoint.commit_offsets = slow_commit
     build = Detector.from_settings.__func__
 
     def from_settings(cls, settings, index_dir=None):
         return inject(build(cls, settings, index_dir), args)
 
     Detector.from_settings = classmethod(from_settings)
-    return main(["worker"])
+    return main(command or ["worker"])
 
 
 if __name__ == "__main__":

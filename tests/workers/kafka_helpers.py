@@ -23,15 +23,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from fraud.config import HistorySettings, KafkaSettings, Settings
 from fraud.metrics import build_metrics
 from fraud.scoring.history import RecipientHistory
-from workers.kafka.clients import (
+from workers.kafka import (
     connection_config,
+    ensure_history_topic,
     ensure_topics,
     make_consumer,
     make_producer,
     partition_count,
 )
-from workers.scoring.worker import ScoringWorker
-from workers.state.history import HistoryState, ensure_history_topic
+from workers.scoring import ScoringWorker
+from workers.state import HistoryState
 
 
 def own_topics(bootstrap_servers: str, **changes) -> KafkaSettings:

@@ -12,7 +12,7 @@ worker opens (bootstrap, the partition leader, the group coordinator) need few t
 import socket
 import threading
 
-from workers.broker import free_port
+from workers.processes import free_port
 
 
 class TcpProxy:

@@ -15,8 +15,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -26,30 +24,26 @@ from pathlib import Path
 
 import pytest
 
-from fraud.config import KafkaSettings, Settings, to_env
+from fraud.config import KafkaSettings, ServeSettings, Settings, to_env
 from fraud.errors import BrokerRefusedError, BrokerUnavailableError
-from fraud.schemas import Alert
-from tests.workers.kafka_helpers import own_topics, read_topic, send_raw
-from workers.broker import LocalBroker, free_port
+from fraud.schemas import Decision
+from tests.workers.kafka_helpers import (
+    own_topics,
+    read_topic,
+    send_raw,
+    wait_for_commit,
+    worker_metric,
+)
+from workers.broker import LocalBroker
 from workers.cli.main import main
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import stop_process
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration]
 
 SCAM = "URGENT: your Northbank account is locked, verify your details at nb-login.co now"
 LEGIT = "running 10 min late, order me a flat white"
 USER, PASSWORD, WRONG = "fraud-worker", f"pw-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
-
-
-def _start_worker(settings: Settings, log, *flags: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli.main", "worker", *flags],
-        env={**env, **to_env(settings)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 # -- Kafka security --------------------------------------------------------------------------
@@ -84,7 +78,7 @@ def test_a_worker_scores_through_a_sasl_ssl_scram_listener(scram_broker, seed_in
     send_raw(kafka, kafka.input_topic, [json.dumps(m).encode() for m in messages])
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = _start_worker(settings, log)
+        worker = start_fraud_process("worker", settings, log)
         try:
             scores = read_topic(kafka, kafka.scores_topic, 2, timeout_s=120)
         finally:
@@ -92,7 +86,7 @@ def test_a_worker_scores_through_a_sasl_ssl_scram_listener(scram_broker, seed_in
     log_text = log_path.read_text()
     assert sorted(r.key for r in scores) == [b"s-1", b"s-2"], log_text[-3000:]
     alerts = read_topic(kafka, kafka.alert_topic, 1, timeout_s=10)
-    assert [Alert.from_bytes(r.value).message_id for r in alerts] == ["s-1"]
+    assert [Decision.from_bytes(r.value).message_id for r in alerts] == ["s-1"]
     assert worker.returncode == 0, log_text[-3000:]
     assert PASSWORD not in log_text  # the settings are logged, the password masked
     assert '"sasl_password":"**********"' in log_text
@@ -170,7 +164,7 @@ class CanaryRun:
     canary: str
     log: str
     metrics_page: str
-    alerts: list[Alert]
+    alerts: list[Decision]
     written: dict[str, list[bytes]]  # what the worker wrote, per topic (dead letters aside)
     dead_letters: int
     listening: set[tuple[str, int]]  # the worker's listening sockets while it ran
@@ -201,11 +195,18 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
     send_raw(kafka, kafka.input_topic, [json.dumps(m).encode() for m in good] + bad)
     log_path = tmp_path_factory.mktemp("canary") / "worker.log"
     with log_path.open("w") as log:
-        worker = _start_worker(settings, log, "-v")
+        worker = start_fraud_process(("worker", "-v"), settings, log)
         try:
             scores = read_topic(kafka, kafka.scores_topic, len(good), timeout_s=180)
             dead = read_topic(kafka, kafka.dead_letter_topic, len(bad), timeout_s=30)
             assert (len(scores), len(dead)) == (len(good), len(bad)), log_path.read_text()[-3000:]
+            # The worker counts a batch once its offsets are committed, just after the
+            # broker acknowledged its records: wait for that rather than race it.
+            wait_for_commit(kafka, kafka.input_topic, len(good) + len(bad))
+            deadline = time.monotonic() + 30
+            while worker_metric(port, "fraud_messages_scored_total") != len(good):
+                assert time.monotonic() < deadline, "the scored messages were not counted"
+                time.sleep(0.1)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 page = r.read().decode()
             listening = listening_addresses(worker.pid)
@@ -218,7 +219,7 @@ def canary_run(kafka_bootstrap, seed_index_dir, tmp_path_factory) -> CanaryRun:
         canary=canary,
         log=log_path.read_text(),
         metrics_page=page,
-        alerts=[Alert.from_bytes(r.value) for r in alerts],
+        alerts=[Decision.from_bytes(r.value) for r in alerts],
         written={
             "scores": [r.value for r in scores],
             "alerts": [r.value for r in alerts],
@@ -253,13 +254,12 @@ def test_the_workers_metrics_and_health_endpoint_listens_on_loopback_only(canary
 
 
 def test_fraud_serve_listens_on_loopback_only(seed_index_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(FRAUD_INDEX_DIR=str(seed_index_dir), FRAUD_SERVE__PORT="0")
+    settings = Settings().model_copy(
+        update={"index_dir": seed_index_dir, "serve": ServeSettings(port=0)}
+    )
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "serve"], env=env, stdout=log, stderr=log
-        )
+        proc = start_fraud_process("serve", settings, log)
         try:
             # It binds, logs "serving on", then uvicorn starts listening on that socket.
             deadline = time.monotonic() + 90

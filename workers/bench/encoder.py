@@ -12,13 +12,14 @@ multiply reaches on the encoder's own shapes (n*batch x d times d x f, in fp32) 
 many messages per second any implementation of that arithmetic can do.
 """
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fraud.encoding import ENCODER_VARIANTS, REFERENCE_ENCODER_VARIANT
+from fraud.quality import SHIPPED, evaluate, evaluation_variants
 from fraud.scoring.attention import attend
+from workers.bench.timing import RepeatTimer
 
 
 def encoder_flops(n_tokens: np.ndarray, layers: int, hidden: int, intermediate: int) -> np.ndarray:
@@ -26,10 +27,6 @@ def encoder_flops(n_tokens: np.ndarray, layers: int, hidden: int, intermediate: 
     n = np.asarray(n_tokens, dtype=np.float64)
     per_layer = 2 * (4 * n * hidden * hidden + 2 * n * hidden * intermediate + 2 * n * n * hidden)
     return layers * per_layer
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    return statistics.median(_all_seconds(fn, repeats))
 
 
 # What a faster encoder variant must keep to be used (issue 7): embeddings close to fp32's,
@@ -52,18 +49,21 @@ def matmul_gflops(
     times int8 weights, what the int8 variant runs) for int8."""
     if precision == "int8":
         return _int8_matmul_gops(rows, hidden, intermediate, repeats)
-    import torch
+    import torch  # lazily, as the encoder loads it: only this bound needs it here
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     a = torch.randn(rows, hidden, dtype=dtype)
     b = torch.randn(hidden, intermediate, dtype=dtype)
+    timer = RepeatTimer(warmup=1, runs=repeats)
     with torch.inference_mode():
-        seconds = _all_seconds(lambda: a @ b, repeats)
+        for _ in timer:
+            a @ b
     # The best of the repeats: what the hardware can do, not what a busy moment allowed.
-    return 2 * rows * hidden * intermediate / min(seconds) / 1e9
+    return 2 * rows * hidden * intermediate / timer.min_s() / 1e9
 
 
 def _int8_matmul_gops(rows: int, hidden: int, intermediate: int, repeats: int) -> float:
+    # Lazily: ONNX is needed only for the int8 bound, and only where it is installed.
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -79,18 +79,10 @@ def _int8_matmul_gops(rows: int, hidden: int, intermediate: int, repeats: int) -
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     a = rng.integers(0, 256, (rows, hidden), dtype=np.uint8)
-    seconds = _all_seconds(lambda: session.run(None, {"A": a}), repeats)
-    return 2 * rows * hidden * intermediate / min(seconds) / 1e9
-
-
-def _all_seconds(fn: Callable[[], object], repeats: int) -> list[float]:
-    fn()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    timer = RepeatTimer(warmup=1, runs=repeats)
+    for _ in timer:
+        session.run(None, {"A": a})
+    return 2 * rows * hidden * intermediate / timer.min_s() / 1e9
 
 
 def encoder_bench(
@@ -126,7 +118,10 @@ def encoder_bench(
             # At least 256 random texts (4 batches) per repeat, so short and long mix.
             n = max(4 * size, min(len(texts), 256))
             sample = [texts[i] for i in rng.choice(len(texts), n, replace=len(texts) < n)]
-            seconds = _median_seconds(lambda s=sample: encoder.encode(s), repeats)
+            timer = RepeatTimer(warmup=1, runs=repeats)
+            for _ in timer:
+                encoder.encode(sample)
+            seconds = timer.median_s()
             per_second = n / seconds
             rows.append(
                 {
@@ -164,12 +159,11 @@ def variants_bench(
     bound and the fp32 bound, its embeddings' cosine to the reference variant's, and how
     far a text's embedding moves with its batchmates (cosine between encoding it alone
     and in a batch). `make_encoder(variant)` builds one."""
-    from fraud.encoding.encoder import REFERENCE_VARIANT, VARIANTS
-
     texts = list(texts)
     out: dict[str, dict] = {}
     reference = None
-    for variant in (REFERENCE_VARIANT, *(v for v in VARIANTS if v != REFERENCE_VARIANT)):
+    others = [v for v in ENCODER_VARIANTS if v != REFERENCE_ENCODER_VARIANT]
+    for variant in (REFERENCE_ENCODER_VARIANT, *others):
         encoder = make_encoder(variant)
         speed = encoder_bench(encoder, texts, (encoder.batch_size,), repeats)
         vectors = encoder.encode(texts)
@@ -195,22 +189,24 @@ def variants_bench(
         out[variant]["keeps_embeddings"] = bool(
             cosine.mean() >= MIN_COSINE and invariance.min() >= MIN_ALONE_VS_BATCH
         )
-    return {v: out[v] for v in VARIANTS}
+    return {v: out[v] for v in ENCODER_VARIANTS}
 
 
 def variant_quality(dataset, embeddings: dict[str, np.ndarray], folds: int = 5) -> dict:
     """Per encoder variant: its embeddings' cosine to the reference variant's, and the
     shipped scorer's cross-validated PR-AUC with them (same folds, same seed), with the
     drop against the reference. `embeddings` maps variant -> (n, dim) rows of `dataset`."""
-    from fraud.encoding.encoder import REFERENCE_VARIANT
-    from fraud.quality.evaluation import evaluate
-    from fraud.quality.variants import SHIPPED
-
-    reference = embeddings[REFERENCE_VARIANT]
+    reference = embeddings[REFERENCE_ENCODER_VARIANT]
     out: dict[str, dict] = {}
     for variant, X in embeddings.items():
         report, _ = evaluate(
-            dataset, X, folds=folds, seed=0, threshold_rule={}, variant_names=[SHIPPED]
+            dataset,
+            X,
+            variants=evaluation_variants(),
+            folds=folds,
+            seed=0,
+            threshold_rule={},
+            variant_names=[SHIPPED],
         )
         cosine = (X * reference).sum(axis=1)
         out[variant] = {
@@ -218,7 +214,7 @@ def variant_quality(dataset, embeddings: dict[str, np.ndarray], folds: int = 5) 
             "cosine_min": round(float(cosine.min()), 4),
             "pr_auc": round(report["variants"][SHIPPED]["pr_auc"], 4),
         }
-    base = out[REFERENCE_VARIANT]["pr_auc"]
+    base = out[REFERENCE_ENCODER_VARIANT]["pr_auc"]
     for row in out.values():
         row["pr_auc_drop"] = round(base - row["pr_auc"], 4)
         row["qualifies"] = (
@@ -233,7 +229,7 @@ def attention_bench(n: int = 64, m: int = 32, repeats: int = 50) -> dict:
     sims = rng.uniform(-0.2, 0.9, size=(n, m)).astype(np.float32)
     valid = np.ones((n, m), bool)
     is_fraud = rng.random((n, m)) < 0.5
-    seconds = _median_seconds(
-        lambda: attend(sims, valid, is_fraud, temperature=0.05, null_similarity=0.5), repeats
-    )
-    return {"batch": n, "keys": m, "us_per_message": round(1e6 * seconds / n, 2)}
+    timer = RepeatTimer(warmup=1, runs=repeats)
+    for _ in timer:
+        attend(sims, valid, is_fraud, temperature=0.05, null_similarity=0.5)
+    return {"batch": n, "keys": m, "us_per_message": round(1e6 * timer.median_s() / n, 2)}

@@ -21,8 +21,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings
-from workers.kafka.clients import ensure_topics, make_consumer, make_producer
-from workers.processes import start_worker, stop_process
+from workers.bench.timing import percentiles_ms
+from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.processes import start_fraud_process, stop_process
 
 
 def send_messages(
@@ -138,7 +139,7 @@ def end_to_end_bench(
     rng = np.random.default_rng(0)
     pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
     with tempfile.TemporaryFile("w+") as log:
-        procs = [start_worker(worker_settings, log) for _ in range(workers)]
+        procs = [start_fraud_process("worker", worker_settings, log) for _ in range(workers)]
         reader = ScoreReader(kafka)
         cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
         try:
@@ -163,8 +164,7 @@ def end_to_end_bench(
                 "saturation_messages_per_s": round(saturation, 1),
                 "latency_at_half_saturation": {
                     "rate_per_s": round(rate, 1),
-                    "p50_ms": round(float(np.percentile(latency_ms, 50)), 1),
-                    "p99_ms": round(float(np.percentile(latency_ms, 99)), 1),
+                    **percentiles_ms(latency_ms),
                 },
                 "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
                 "worker_peak_rss_mib": round(max(peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),

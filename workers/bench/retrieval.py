@@ -29,7 +29,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fraud.index.reference_index import IndexSpec, faiss_memory_bytes, flat_faiss, ivf_faiss
+from fraud.config import ScorerSettings
+from fraud.datasets import LabeledText, read_labeled_csv
+from fraud.encoding.cache import CachedEncoder
+from fraud.encoding.encoder import BUNDLED_MODEL_NAME, Encoder
+from fraud.index import IndexSpec, ReferenceIndex, faiss_memory_bytes, flat_faiss, ivf_faiss
+from fraud.scoring import Detector
+from fraud.text.normalize import normalize
+from workers.bench.timing import RepeatTimer
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "sms_spam_uci.csv"
 DEFAULT_CACHE = Path(".cache/embeddings")
@@ -41,18 +48,12 @@ def uci_embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, is_fraud) of the UCI texts, de-duplicated after normalization; the
     encoder is loaded only if the cache lacks a text."""
-    from fraud.datasets import read_labeled_csv
-    from fraud.encoding.cache import CachedEncoder
-    from fraud.encoding.encoder import BUNDLED_MODEL_NAME
-    from fraud.text.normalize import normalize
 
     class LazyEncoder:
         name, dim = BUNDLED_MODEL_NAME, 384
 
         def encode(self, texts, progress=None):
-            from fraud.encoding.encoder import Encoder
-
-            return Encoder().encode(texts, progress=progress)
+            return Encoder().encode(texts, progress=progress)  # loaded on a cache miss only
 
     items = read_labeled_csv(csv_path, "spam", "ham")
     seen, unique = set(), []
@@ -93,15 +94,15 @@ def synthetic_bank(
 
 
 def _median_ms(index: faiss.Index, queries: np.ndarray, k: int, batch: int, rounds: int) -> float:
-    """Median milliseconds per message of searching `queries` `batch` at a time."""
-    times = []
-    for r in range(rounds):
-        start = (r * batch) % max(len(queries) - batch + 1, 1)
-        chunk = queries[start : start + batch]
-        t = time.perf_counter()
-        index.search(chunk, k)
-        times.append((time.perf_counter() - t) / len(chunk))
-    return float(np.median(times) * 1e3)
+    """Median milliseconds per message of searching `queries` `batch` at a time, each round
+    another slice of them."""
+    size = min(batch, len(queries))
+    starts = [(r * batch) % max(len(queries) - batch + 1, 1) for r in range(rounds)]
+    chunks = [queries[start : start + batch] for start in starts]
+    timer = RepeatTimer(runs=rounds)
+    for r in timer:
+        index.search(chunks[r], k)
+    return timer.median_s() / size * 1e3
 
 
 def retrieval_bench(
@@ -178,11 +179,6 @@ def decision_agreement(
     index of the same references: in each of `folds` folds of the UCI data the rest is the
     index and the fold the messages; how many is_alert decisions differ. nlist None: the
     default rule (16 lists at this size, so nprobe 16 searches them all: exact)."""
-    from fraud.config import ScorerSettings
-    from fraud.datasets import LabeledText
-    from fraud.index.reference_index import ReferenceIndex
-    from fraud.scoring.detector import Detector
-
     vectors, is_fraud = uci_embeddings(csv_path, cache_dir)
     fold_of = np.random.default_rng(seed).permutation(len(vectors)) % folds
     params = ScorerSettings()
@@ -203,8 +199,8 @@ def decision_agreement(
             index.add(items, vectors[train], "uci")
             if spec.type == "ivf":
                 nlists.append(index.index_params()["nlist"])
-            verdicts = Detector(None, index, params).score_embeddings(vectors[test])
-            decisions.append(np.array([v.is_alert for v in verdicts]))
+            assessments = Detector(None, index, params).score(vectors[test]).assessments
+            decisions.append(np.array([a.is_alert for a in assessments]))
         changed += int((decisions[0] != decisions[1]).sum())
         alerts_flat += int(decisions[0].sum())
         alerts_ivf += int(decisions[1].sum())

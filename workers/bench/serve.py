@@ -24,12 +24,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import closing
 
 import numpy as np
 
-from fraud.config import Settings, to_env
+from fraud.config import Settings
 from workers.bench.end_to_end import cpu_seconds, peak_rss_bytes
+from workers.bench.timing import RepeatTimer, percentiles_ms
+from workers.processes import free_port, start_fraud_process, stop_process
 
 READY_TIMEOUT_S = 300.0
 PHASE_TIMEOUT_S = 600.0
@@ -87,14 +88,6 @@ class HttpConnection:
         self.reader = self.writer = None
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _body(message_id: str, text: str) -> bytes:
     return json.dumps({"id": message_id, "text": text}).encode("utf-8")
 
@@ -135,9 +128,11 @@ async def _closed_loop(host: str, port: int, texts: Sequence[str], concurrency: 
         finally:
             connection.close()
 
-    started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(concurrency))), PHASE_TIMEOUT_S)
-    return time.perf_counter() - started
+    timer = RepeatTimer()
+    for _ in timer:
+        clients = asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.wait_for(clients, PHASE_TIMEOUT_S)
+    return timer.median_s()
 
 
 async def _open_loop(host: str, port: int, texts: Sequence[str], rate: float) -> np.ndarray:
@@ -180,18 +175,13 @@ def serve_bench(
 ) -> dict:
     """Start `fraud serve` on settings' index and a free loopback port, then measure."""
     host = "127.0.0.1"
-    port = _free_port(host)
+    port = free_port(host)
     serve = settings.serve.model_copy(update={"host": host, "port": port})
     run_settings = settings.model_copy(update={"serve": serve})
     rng = np.random.default_rng(0)
     pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "serve"],
-            env={**os.environ, **to_env(run_settings)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_fraud_process("serve", run_settings, log)
         try:
             report = asyncio.run(
                 _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
@@ -201,12 +191,7 @@ def serve_bench(
             sys.stderr.write(log.read()[-3000:])
             raise
         finally:
-            proc.terminate()  # SIGTERM: requests in flight finish, then it exits
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)  # SIGTERM: requests in flight finish, then it exits
     report["service"] = {"max_batch": serve.max_batch, "batch_wait_ms": serve.batch_wait_ms}
     report["server_exit_code"] = proc.returncode
     return report
@@ -227,8 +212,7 @@ async def _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
         "saturation_messages_per_s": round(saturation, 1),
         "latency_at_half_saturation": {
             "rate_per_s": round(rate, 1),
-            "p50_ms": round(float(np.percentile(latency_ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(latency_ms, 99)), 1),
+            **percentiles_ms(latency_ms),
             "max_ms": round(float(latency_ms.max()), 1),
         },
         "server_cpu_cores_at_saturation": round((cpu1 - cpu0) / seconds, 2),

@@ -27,9 +27,8 @@ from kafka.structs import TopicPartition
 
 from fraud.config import Settings
 from workers.bench.end_to_end import ScoreReader, proc_status_bytes, run_settings, send_messages
-from workers.broker import free_port
-from workers.kafka.clients import make_consumer
-from workers.processes import start_worker, stop_process
+from workers.kafka import make_consumer
+from workers.processes import free_port, start_fraud_process, stop_process
 
 # RSS after the first minute may vary this much (max over min, in %) and still be flat.
 FLAT_PCT = 10.0
@@ -109,7 +108,7 @@ def soak(
     samples: list[dict] = []
     load_before = os.getloadavg()
     with log_path.open("w") as log:
-        proc = start_worker(worker_settings, log)
+        proc = start_fraud_process("worker", worker_settings, log)
         reader = ScoreReader(kafka)
         probe = None
         stop = threading.Event()

@@ -1,5 +1,13 @@
 """The feedback processor: analyst verdicts -> reference-bank changes, campaigns."""
 
-from workers.feedback.processor import FeedbackProcessor
+from workers.feedback.main import run_feedback_processor
+from workers.feedback.processor import Citations, FeedbackProcessor
+from workers.feedback.recent import BoundedRecent, RecentMessages
 
-__all__ = ["FeedbackProcessor"]
+__all__ = [
+    "BoundedRecent",
+    "Citations",
+    "FeedbackProcessor",
+    "RecentMessages",
+    "run_feedback_processor",
+]

@@ -26,42 +26,53 @@ one line (ModelBrokenError), committing nothing.
 Its memory is bounded (README, Reliability and security): the recent input messages by
 count and by `feedback_recent_max_bytes` (an estimate per message), the latest alerts by
 count and only as the bank references they cite, the decisions awaiting their text by
-count and only as campaign members, the campaigns by fraud/scoring/campaigns.py's own bounds, and
-the false-positive citations to the most recent MAX_CITATIONS per reference.
+count and only as campaign members, the campaigns by fraud/scoring/campaigns.py's own
+bounds, and the false-positive citations to the most recent MAX_CITATIONS per reference
+(recent.py keeps the messages and alerts).
+
+FeedbackProcessor.open does the I/O of a start (topics, the bank caught up, the citations
+read back, the clients), closing what it opened if a step fails; main.py is the process.
 """
 
 import json
 import logging
-import sys
 import threading
-import time
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
-from kafka.structs import TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
 from fraud.config import CampaignSettings, KafkaSettings
-from fraud.errors import SchemaError
+from fraud.errors import PublishError, SchemaError
+from fraud.index import ReferenceIndex
 from fraud.index.changelog import change_key, encode_upsert
-from fraud.index.reference_index import ReferenceIndex
-from fraud.schemas import SCORING_ERROR, Alert, Message, parse_message
+from fraud.schemas import Decision
 from fraud.scoring.campaigns import Campaign, CampaignTracker, Member
 from fraud.scoring.detector import Detector
 from fraud.scoring.isolation import Failure, check_model, isolate, raised_at
 from fraud.scoring.verdicts import parse_verdict, verdict_reference
-from workers.kafka.clients import (
+from workers.feedback.recent import BoundedRecent, RecentMessages
+from workers.kafka import (
+    COMPACTED,
     await_sends,
     commit_through,
+    ensure_bank_topic,
     ensure_topics,
     make_consumer,
     make_producer,
     read_to_end,
-    send_dead_letter,
     subscribe_when_known,
 )
-from workers.state.bank import COMPACTED, BankFollower, ensure_bank_topic
+from workers.runtime import (
+    on_bad_record,
+    on_publish_failed,
+    publish_dead_letters,
+    publish_decisions,
+)
+from workers.state import BankFollower
 
 log = logging.getLogger(__name__)
 
@@ -70,68 +81,6 @@ log = logging.getLogger(__name__)
 MAX_CITATIONS = 1000
 # Decisions awaiting their message's text, at most (campaign members, a few hundred bytes).
 MAX_UNDECIDED = 10_000
-# What a recent input message costs beyond its text and the rest of its record, in bytes,
-# and how much more than its size in the record the rest (id, recipient, metadata) costs
-# once parsed into Python objects. Measured with tracemalloc on CPython 3.11, on UCI
-# messages with a recipient: about 990 bytes beyond the text; a small metadata object
-# costs about 7 times its size, which the overhead covers with the factor 5, so that the
-# estimate stays above what is held (tests/workers/feedback/test_bounds.py).
-MESSAGE_OVERHEAD_BYTES = 900
-REST_FACTOR = 5
-
-
-def message_bytes(message: Message, raw_size: int) -> int:
-    """What one kept message costs, by estimate: the text as Python holds it (1, 2 or 4
-    bytes a character), the rest of its record REST_FACTOR times, and the overhead."""
-    rest = max(raw_size - len(message.text), 0)
-    return MESSAGE_OVERHEAD_BYTES + sys.getsizeof(message.text) + REST_FACTOR * rest
-
-
-class BoundedRecent:
-    """An ordered map, oldest first, bounded by a count and by bytes (each value's size
-    given when it is put): the oldest go first beyond either."""
-
-    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
-        self.capacity, self.max_bytes = capacity, max_bytes
-        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()
-        self.bytes = 0
-
-    def put(self, key: str, value, size: int = 0) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        self._items[key] = (value, size)
-        self.bytes += size
-        while len(self._items) > self.capacity or (
-            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._items) > 1
-        ):
-            _, (_, gone) = self._items.popitem(last=False)
-            self.bytes -= gone
-
-    def pop(self, key: str):
-        value, size = self._items.pop(key)
-        self.bytes -= size
-        return value
-
-    def discard(self, key: str) -> None:
-        if key in self._items:
-            self.pop(key)
-
-    def keys(self) -> list[str]:
-        return list(self._items)
-
-    def get(self, key: str, default=None):
-        item = self._items.get(key)
-        return default if item is None else item[0]
-
-    def __getitem__(self, key: str):
-        return self._items[key][0]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Citations:
@@ -158,87 +107,22 @@ class Citations:
     def record(self, ref_id: int) -> bytes:
         return json.dumps(list(self._by_reference.get(ref_id, ()))).encode()
 
+    @classmethod
+    def read(cls, kafka: KafkaSettings) -> "Citations":
+        """The citations as the compacted citations topic has them (a restarted processor
+        goes on counting where it stopped)."""
+        citations = cls()
+        for record in read_to_end(kafka, kafka.citation_topic):
+            if record.value is not None:
+                citations.load(int(record.key), record.value)
+        return citations
+
     def load(self, ref_id: int, record: bytes) -> None:
         """A record of the citations topic (a list, oldest first; older records were
         sorted by id, taken as they come)."""
         self._by_reference[ref_id] = OrderedDict()
         for message_id in json.loads(record):
             self.add(ref_id, message_id)
-
-
-class RecentMessages:
-    """What the processor has seen since it started, by message id (bounded, oldest out):
-    each input message (text and passthrough fields), and for the latest alerts the bank
-    references they cite as evidence (from the alerts topic, and the scores topic when
-    the workers publish every decision)."""
-
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        capacity: int = 100_000,
-        lookback_s: float = 0.0,
-        max_bytes: int = 128 * 2**20,
-    ) -> None:
-        self.kafka, self.capacity = kafka, capacity
-        self.messages = BoundedRecent(capacity, max_bytes)
-        self.decisions = BoundedRecent(capacity)  # alerts only: their bank evidence ids
-        self.consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
-        topics = [kafka.input_topic, kafka.alert_topic]
-        if kafka.publish_scores:
-            topics.append(kafka.scores_topic)
-        tps = []
-        for topic in topics:
-            partitions = self.consumer.partitions_for_topic(topic) or {0}
-            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_end(*tps)
-        if lookback_s > 0:
-            # Start `lookback_s` back, so a restarted processor still knows the texts and
-            # decisions of recent messages (and rebuilds its campaigns from them).
-            since = int((time.time() - lookback_s) * 1000)
-            found = self.consumer.offsets_for_times({tp: since for tp in tps})
-            for tp, hit in found.items():
-                if hit is not None:
-                    self.consumer.seek(tp, hit.offset)
-        for tp in tps:
-            self.consumer.position(tp)  # resolve the start now, not at the first poll
-
-    def poll(self, timeout_ms: int = 0) -> list[tuple[Alert, int]]:
-        """Read what arrived; returns the new decisions with their Kafka timestamps."""
-        decided = []
-        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
-            for record in records:
-                if tp.topic == self.kafka.input_topic:
-                    try:
-                        message = parse_message(record.value, self.kafka.max_message_bytes)
-                    except SchemaError:
-                        continue  # the scoring worker dead-letters it
-                    self.messages.put(
-                        message.id, message, message_bytes(message, len(record.value))
-                    )
-                    continue
-                try:
-                    alert = Alert.from_bytes(record.value)
-                except ValueError:
-                    continue
-                if alert.is_alert:
-                    cited = tuple(e.reference_id for e in alert.evidence if e.source == "bank")
-                    self.decisions.put(alert.message_id, cited)
-                else:  # the latest decision counts: no longer an alert
-                    self.decisions.discard(alert.message_id)
-                decided.append((alert, record.timestamp))
-        return decided
-
-    def text(self, message_id: str) -> str | None:
-        message = self.messages.get(message_id)
-        return None if message is None else message.text
-
-    def bank_evidence(self, message_id: str) -> list[int]:
-        """The bank references an alert on `message_id` cited ([] if it was no alert)."""
-        return list(self.decisions.get(message_id, ()))
-
-    def close(self) -> None:
-        self.consumer.close(autocommit=False)
 
 
 class FeedbackProcessor:
@@ -250,10 +134,44 @@ class FeedbackProcessor:
     (kept in the bank with the reason, never a key again). With a `detector` (the worker's
     scoring path, on the index directory the workers start from) it also re-scores the
     let-through members of a campaign once a verdict confirms one of them as fraud.
+
+    Made by open(), which does the I/O; __init__ only assigns. close() closes what open()
+    opened (`resources`).
     """
 
     def __init__(
         self,
+        kafka: KafkaSettings,
+        encoder,
+        *,
+        recent: RecentMessages,
+        bank: BankFollower,
+        citations: "Citations",
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        disable_after: int = 3,
+        detector: Detector | None = None,
+        campaigns: CampaignSettings | None = None,
+        resources: ExitStack | None = None,
+    ) -> None:
+        self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
+        self.detector, self.recent, self.bank = detector, recent, bank
+        # Per fraud reference, the messages judged legit whose alerts cited it. Kept on a
+        # compacted topic too, so a restarted processor goes on counting where it stopped.
+        self.false_positive_citations = citations
+        self.consumer, self.producer = consumer, producer
+        self.tracker = CampaignTracker(campaigns or CampaignSettings())
+        # Decisions awaiting their text, as the campaign members they will be.
+        self.undecided = BoundedRecent(MAX_UNDECIDED)
+        self.resources = resources or ExitStack()
+        self.stop_event = threading.Event()
+        self.changes = 0
+        self.retroactive_alerts = 0
+        self.skipped = 0  # decisions and campaign members whose encoding or scoring raised
+
+    @classmethod
+    def open(
+        cls,
         kafka: KafkaSettings,
         encoder,
         disable_after: int = 3,
@@ -261,40 +179,39 @@ class FeedbackProcessor:
         campaigns: CampaignSettings | None = None,
         lookback_s: float = 0.0,
         recent_max_bytes: int = 128 * 2**20,
-    ) -> None:
-        self.kafka, self.encoder, self.disable_after = kafka, encoder, disable_after
-        self.detector = detector
-        topics = [
-            kafka.feedback_topic,
-            kafka.input_topic,
-            kafka.alert_topic,
-            kafka.dead_letter_topic,
-            kafka.campaign_topic,
-            *([kafka.scores_topic] * kafka.publish_scores),
-        ]
-        ensure_topics(kafka, topics)
-        ensure_topics(kafka, [kafka.citation_topic], configs=COMPACTED)
-        ensure_bank_topic(kafka)
-        self.recent = RecentMessages(kafka, lookback_s=lookback_s, max_bytes=recent_max_bytes)
-        index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
-        self.bank = BankFollower(kafka, index)
-        self.bank.catch_up()
-        # Per fraud reference, the messages judged legit whose alerts cited it. Kept on a
-        # compacted topic too, so a restarted processor goes on counting where it stopped.
-        self.false_positive_citations = Citations()
-        for record in read_to_end(kafka, kafka.citation_topic):
-            if record.value is not None:
-                self.false_positive_citations.load(int(record.key), record.value)
-        self.tracker = CampaignTracker(campaigns or CampaignSettings())
-        # Decisions awaiting their text, as the campaign members they will be.
-        self.undecided = BoundedRecent(MAX_UNDECIDED)
-        self.consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
-        subscribe_when_known(self.consumer, [kafka.feedback_topic])
-        self.producer = make_producer(kafka)
-        self.stop_event = threading.Event()
-        self.changes = 0
-        self.retroactive_alerts = 0
-        self.skipped = 0  # decisions and campaign members whose encoding or scoring raised
+        bank: BankFollower | None = None,
+    ) -> "FeedbackProcessor":
+        """A processor ready to run: its topics created, the recent messages read from
+        `lookback_s` back, the bank caught up (`bank`, the caller's to close, or a follower
+        of its own over the detector's index, or an empty one), the citations read back,
+        its consumer subscribed. What was opened is closed again if a step fails."""
+        with ExitStack() as stack:
+            _ensure_topics(kafka)
+            recent = RecentMessages.open(kafka, lookback_s=lookback_s, max_bytes=recent_max_bytes)
+            stack.callback(recent.close)
+            if bank is None:
+                index = detector.index if detector else ReferenceIndex(encoder.name, encoder.dim)
+                bank = BankFollower.caught_up(kafka, index)
+                stack.callback(bank.close)
+            citations = Citations.read(kafka)
+            consumer = make_consumer(kafka, group_id=f"{kafka.group_id}-feedback")
+            stack.callback(consumer.close, autocommit=False)
+            subscribe_when_known(consumer, [kafka.feedback_topic])
+            producer = make_producer(kafka)
+            stack.callback(producer.close, timeout=10)
+            return cls(
+                kafka,
+                encoder,
+                recent=recent,
+                bank=bank,
+                citations=citations,
+                consumer=consumer,
+                producer=producer,
+                disable_after=disable_after,
+                detector=detector,
+                campaigns=campaigns,
+                resources=stack.pop_all(),
+            )
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -309,7 +226,7 @@ class FeedbackProcessor:
 
     # -- campaigns -------------------------------------------------------------------
 
-    def track(self, decided: list[tuple[Alert, int]]) -> list[Campaign]:
+    def track(self, decided: list[tuple[Decision, int]]) -> list[Campaign]:
         """Place new decisions into campaigns; publish the reported campaigns that grew."""
         floor = self.tracker.settings.min_score
         for alert, ts in decided:
@@ -368,31 +285,34 @@ class FeedbackProcessor:
             ]
             messages = [self.recent.messages[m.message_id] for m in members]
             texts = [m.text for m in messages]
-            verdicts = self._each(self.detector.score, texts, "re-scoring a campaign")
+            assessments = self._each(self._rescore, texts, "re-scoring a campaign")
             scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            for member, message, verdict in zip(members, messages, verdicts, strict=True):
-                if isinstance(verdict, Failure):
-                    self._skip(message.id, verdict, "not re-scored")
+            for member, message, assessment in zip(members, messages, assessments, strict=True):
+                if isinstance(assessment, Failure):
+                    self._skip(message.id, assessment, "not re-scored")
                     continue
-                if not verdict.is_alert:
+                if not assessment.is_alert:
                     continue
-                alert = self.detector.alert(
+                alert = self.detector.decide(
                     message,
-                    verdict,
+                    assessment,
                     scored_at=scored_at,
                     processing_ms=0.0,
                     retroactive=True,
                     campaign_id=campaign.campaign_id,
                 )
-                key = message.id.encode("utf-8")
-                futures.append(
-                    self.producer.send(self.kafka.alert_topic, alert.to_bytes(), key=key)
-                )
+                # To the alert topic only: the scores topic has the message's decision.
+                sent = publish_decisions(self.producer, self.kafka, [alert], scores=False)
+                futures += [s.future for s in sent]
                 member.is_alert = True
                 self.retroactive_alerts += 1
                 log.info("retroactive alert on %s (campaign %s)", message.id, campaign.campaign_id)
             futures.append(self._publish_campaign(campaign))
         return futures
+
+    def _rescore(self, texts: list[str]) -> list:
+        """The workers' assessment of each text (the detector's scoring path)."""
+        return self.detector.score(self.detector.encode(texts), texts).assessments
 
     # -- verdicts --------------------------------------------------------------------
 
@@ -402,47 +322,47 @@ class FeedbackProcessor:
         if any(b'"text"' not in (r.value or b"") for r in records):
             # A verdict without its text: give the input topic's latest messages a moment.
             self.track(self.recent.poll(timeout_ms=500))
-        futures, pending, confirmed = [], [], []
+        pending, dead = [], []
         for record in records:
             try:
-                verdict = parse_verdict(record.value)
-                text = verdict.text or self.recent.text(verdict.message_id)
-                if not text:
-                    raise SchemaError(
-                        "unknown_message",
-                        f"no text for message {verdict.message_id}: give it in the verdict",
-                    )
-                pending.append((record, verdict, verdict_reference(verdict, text)))
-            except SchemaError as e:
-                futures.append(
-                    send_dead_letter(
-                        self.producer, self.kafka.dead_letter_topic, record, e.reason, e.detail
-                    )
-                )
+                pending.append((record, *self._read_verdict(record)))
             except Exception as e:  # one verdict's fault: dead-lettered, never stopping here
-                futures.append(self._dead_letter(record, Failure(e)))
+                dead.append(on_bad_record(e, record, "the verdict"))
         texts = [ref.text for _, _, ref in pending]
         vectors = self._each(self.encoder.encode, texts, "encoding verdicts' texts")
-        usable = 0
+        futures, confirmed, usable = [], [], 0
         for (record, verdict, ref), vector in zip(pending, vectors, strict=True):
             if isinstance(vector, Failure):
-                futures.append(self._dead_letter(record, vector))
+                dead.append(on_bad_record(vector.error, record, "the verdict"))
                 continue
             try:
                 futures += self._apply(verdict, ref, vector, record.timestamp)
             except Exception as e:  # one verdict's fault: dead-lettered, never stopping here
-                futures.append(self._dead_letter(record, Failure(e)))
+                dead.append(on_bad_record(e, record, "the verdict"))
                 continue
             usable += 1
             if verdict.verdict == "fraud":
                 confirmed.append(verdict.message_id)
-        self._await(futures)
+        futures += publish_dead_letters(self.producer, self.kafka, dead)
+        self._await(futures, records)
         if confirmed:
-            self._await(self._retroactive(confirmed))
+            self._await(self._retroactive(confirmed), records)
         # If a rebalance takes the commit, the verdicts are replayed: harmless (the same
         # reference ids; citations are sets; a retroactive alert has the same id again).
         commit_through(self.consumer, records)
         self.changes += usable
+
+    def _read_verdict(self, record) -> tuple:
+        """A verdict record's verdict and the reference it makes; SchemaError when it
+        cannot be read, or names a message whose text is known nowhere."""
+        verdict = parse_verdict(record.value)
+        text = verdict.text or self.recent.text(verdict.message_id)
+        if not text:
+            raise SchemaError(
+                "unknown_message",
+                f"no text for message {verdict.message_id}: give it in the verdict",
+            )
+        return verdict, verdict_reference(verdict, text)
 
     def _apply(self, verdict, ref, vector: np.ndarray, verdict_ms: int) -> list:
         """One verdict's bank changes: the references its false positive disables, then
@@ -481,18 +401,6 @@ class FeedbackProcessor:
             check_model(work, e, what)
             return isolate(texts, work, e)
 
-    def _dead_letter(self, record, failure: Failure):
-        """A verdict whose processing raised: to the dead-letter topic with the exception's
-        class and where it was raised (never its text: it could quote the message)."""
-        return send_dead_letter(
-            self.producer,
-            self.kafka.dead_letter_topic,
-            record,
-            SCORING_ERROR,
-            f"the verdict raised {failure.error_class} at {failure.where}",
-            error_class=failure.error_class,
-        )
-
     def _skip(self, message_id: str, failure: Failure, outcome: str) -> None:
         self.skipped += 1
         log.error(
@@ -503,8 +411,14 @@ class FeedbackProcessor:
             failure.where,
         )
 
-    def _await(self, futures: list) -> None:
-        await_sends(self.producer, futures, "the verdicts' changes")  # else no commit
+    def _await(self, futures: list, records: list) -> None:
+        """The sends acknowledged, else no commit: PublishError stops the processor (the
+        verdicts are read again by the next one)."""
+        try:
+            await_sends(self.producer, futures, "the verdicts' changes")
+        except PublishError as e:
+            on_publish_failed(e, records)
+            raise
 
     def _disable_repeat_offenders(self, verdict) -> list:
         futures = []
@@ -534,7 +448,21 @@ class FeedbackProcessor:
         return futures
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
-        self.consumer.close(autocommit=False)
-        self.recent.close()
-        self.bank.close()
+        """Close what open() opened, the last first: producer, consumer, bank follower (if
+        it is the processor's own), recent messages."""
+        self.resources.close()
+
+
+def _ensure_topics(kafka: KafkaSettings) -> None:
+    """The topics the processor reads and writes."""
+    topics = [
+        kafka.feedback_topic,
+        kafka.input_topic,
+        kafka.alert_topic,
+        kafka.dead_letter_topic,
+        kafka.campaign_topic,
+        *([kafka.scores_topic] * kafka.publish_scores),
+    ]
+    ensure_topics(kafka, topics)
+    ensure_topics(kafka, [kafka.citation_topic], configs=COMPACTED)
+    ensure_bank_topic(kafka)

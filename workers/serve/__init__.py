@@ -1,5 +1,8 @@
-"""`fraud serve`: inline scoring over HTTP."""
+"""`fraud serve`: inline scoring over HTTP (app.py says how the package is laid out)."""
 
-from workers.serve.app import create_app, run_serve
+from workers.serve.app import create_app
+from workers.serve.guard import load_tokens
+from workers.serve.main import bind, run_serve
+from workers.serve.scorer import InlineScorer, load_scorer
 
-__all__ = ["create_app", "run_serve"]
+__all__ = ["InlineScorer", "bind", "create_app", "load_scorer", "load_tokens", "run_serve"]

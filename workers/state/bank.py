@@ -1,4 +1,5 @@
-"""The reference bank on Kafka: publish an index, follow the changelog, snapshot it.
+"""The reference bank on Kafka: publish an index, follow the changelog, snapshot it, and
+link an index directory to it (`fraud setup`: setup_index).
 
 Every worker follows the bank topic on its own (all partitions assigned, no consumer group),
 starting at the offsets its index directory records and applying each change to its
@@ -23,26 +24,22 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from fraud.config import KafkaSettings
+from fraud.config import KafkaSettings, Settings
+from fraud.data import seed_references_path
+from fraud.datasets import read_labeled_csv
 from fraud.errors import DataError, SchemaError
-from fraud.index.changelog import BankChange, apply_change, change_key, decode_change, encode_upsert
-from fraud.index.files import check_writable, linked_to, write_index_dir
-from fraud.index.reference_index import IndexSpec, Reference, ReferenceIndex, read_manifest
-from workers.kafka.clients import (
-    await_sends,
-    cluster_id,
-    ensure_topics,
-    make_consumer,
-    make_producer,
+from fraud.index import (
+    IndexSpec,
+    Reference,
+    ReferenceIndex,
+    build_index,
+    read_manifest,
 )
+from fraud.index.changelog import BankChange, apply_change, change_key, decode_change, encode_upsert
+from fraud.index.files import check_writable, describe, index_files_in, linked_to, write_index_dir
+from workers.kafka import await_sends, cluster_id, ensure_bank_topic, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
-
-COMPACTED = {"cleanup.policy": "compact"}
-
-
-def ensure_bank_topic(kafka: KafkaSettings) -> None:
-    ensure_topics(kafka, [kafka.bank_topic], configs=COMPACTED)
 
 
 def bank_link(kafka: KafkaSettings) -> dict[str, str]:
@@ -76,6 +73,19 @@ class BankFollower:
                 self.consumer.seek(tp, offset)
         self.applied = 0
         self.last_applied: list[BankChange] = []  # the changes the last poll() applied
+
+    @classmethod
+    def caught_up(cls, kafka: KafkaSettings, index: ReferenceIndex) -> "BankFollower":
+        """A follower of the bank topic (created if missing) that has applied every change
+        up to the topic's end, before anything is scored; closed again if that fails."""
+        ensure_bank_topic(kafka)
+        follower = cls(kafka, index)
+        try:
+            follower.catch_up()
+        except BaseException:
+            follower.close()
+            raise
+        return follower
 
     def poll(self, timeout_ms: int = 0, quiet: bool = False) -> int:
         """Apply every change available now (waiting at most timeout_ms); returns how many."""
@@ -283,12 +293,7 @@ def update_reference(
     """Publish one change to reference `ref_id` as the bank has it now (the index directory
     plus what the topic added since): relabel, recategorize, weight, disable, or remove
     (a tombstone). `changes` are Reference fields; returns the reference as published."""
-    ensure_bank_topic(kafka)
-    follower = BankFollower(kafka, index)
-    try:
-        follower.catch_up()
-    finally:
-        follower.close()
+    BankFollower.caught_up(kafka, index).close()
     if ref_id not in index:
         raise DataError(f"reference {ref_id} is not in the bank ({len(index)} references)")
     updated = None if remove else replace(index.reference(ref_id), **changes)
@@ -338,3 +343,50 @@ def snapshot(
         follower.close()
     write_index_dir(directory, index, force=force)
     return index
+
+
+# -- `fraud setup`: an index directory linked to the bank ---------------------------------
+#
+# The index directory (setup_index) follows what the user means, and never replaces a
+# user's index silently:
+#
+# - the bank is empty: the index in the directory is published to it (the README's "Using
+#   it": build an index, train it, then set up); an empty or missing directory gets the
+#   seed set, built and published;
+# - the bank holds references: the directory gets a snapshot of it when it holds no index,
+#   or an earlier snapshot of this same bank (its head and scorer parameters kept); an
+#   index of another origin is refused in one line saying what to do (--force replaces it).
+
+
+def bank_is_empty(kafka: KafkaSettings) -> bool:
+    return sum(end_offsets(kafka).values()) == 0
+
+
+def setup_index(settings: Settings, make_encoder, force: bool = False):
+    """Link settings.index_dir to the bank by the rules above; returns
+    the index written and a line saying what was done. `make_encoder()` is called only
+    when the index is built or loaded (a refusal comes before the model is loaded)."""
+    kafka, directory = settings.kafka, Path(settings.index_dir)
+    holds_index = bool(index_files_in(directory))
+    if bank_is_empty(kafka):
+        encoder = make_encoder()
+        if holds_index:
+            index = ReferenceIndex.load(directory, model=encoder.name, dim=encoder.dim)
+            what = f"the index in {directory}"
+        else:
+            seed = read_labeled_csv(seed_references_path())
+            index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), False)
+            what = "the seed set"
+        sent = publish_index(kafka, index, directory)
+        return index, f"bank was empty: published {what} ({sent} references)"
+    if holds_index and not force and not linked_to(directory, bank_link(kafka)):
+        raise DataError(
+            f"{directory} holds {describe(directory)}, not a snapshot of the bank "
+            f"{kafka.bank_topic}, which already holds references: refusing to replace it. "
+            "Give setup an empty --index to snapshot the bank into, or publish "
+            f"{directory} to an empty bank (another --bank-topic), or add --force to "
+            "replace it with the bank's snapshot"
+        )
+    encoder = make_encoder()
+    index = snapshot(kafka, encoder.name, encoder.dim, directory, force=force)
+    return index, f"bank already filled: snapshot at offsets {index.changelog_offsets}"

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from kafka import ConsumerRebalanceListener, KafkaProducer
 
 from fraud.config import KafkaSettings
-from fraud.errors import FraudError, SchemaError
+from fraud.errors import SchemaError
 from fraud.index.changelog import BankChange
 from fraud.scoring.history import (
     UNSPECIFIED,
@@ -30,22 +30,9 @@ from fraud.scoring.history import (
     encode_state,
 )
 from fraud.scoring.verdicts import FEEDBACK_SOURCE
-from workers.kafka.clients import ensure_topics, partition_count, read_to_end
-from workers.state.bank import COMPACTED
+from workers.kafka import read_to_end
 
 log = logging.getLogger(__name__)
-
-
-def ensure_history_topic(kafka: KafkaSettings, partitions: int) -> None:
-    """The compacted history topic, with as many partitions as the input topic (the state
-    of input partition p lives in history partition p)."""
-    ensure_topics(kafka, [kafka.history_topic], partitions=partitions, configs=COMPACTED)
-    have = partition_count(kafka, kafka.history_topic)
-    if have < partitions:
-        raise FraudError(
-            f"history topic {kafka.history_topic} has {have} partitions, the input topic "
-            f"{kafka.input_topic} has {partitions}: give it as many (kafka-topics --alter)"
-        )
 
 
 class HistoryState:

@@ -21,10 +21,10 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def variants(encoder, tmp_path_factory):
     """Every variant of the bundled model (the ONNX ones exported into a fresh cache)."""
-    from fraud.encoding.encoder import VARIANTS, Encoder
+    from fraud.encoding import ENCODER_VARIANTS, Encoder
 
     cache = tmp_path_factory.mktemp("encoders")
-    return {v: Encoder(variant=v, cache_dir=cache) for v in VARIANTS}
+    return {v: Encoder(variant=v, cache_dir=cache) for v in ENCODER_VARIANTS}
 
 
 # How far a text's embedding may move with its batchmates: the default and the fp32

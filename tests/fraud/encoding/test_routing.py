@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fraud.encoding.routed import CENTERING_TEXTS, RoutedEncoder, is_other_script, script_units
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fraud.datasets import LabeledText
-from fraud.index.reference_index import MANIFEST_FILE, IndexSpec, Reference, ReferenceIndex
+from fraud.index import MANIFEST_FILE, IndexSpec, Reference, ReferenceIndex
 
 DIM = 16
 IVF = IndexSpec(type="ivf", nlist=8, nprobe=4, min_size=100)
@@ -134,7 +134,7 @@ def test_auto_nlist_grows_with_the_bank():
 
 
 def test_build_index_takes_the_spec(tmp_path):
-    from fraud.index.reference_index import build_index
+    from fraud.index import build_index
 
     class FakeEncoder:
         name, dim = "test-model", DIM

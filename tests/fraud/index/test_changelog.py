@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from fraud.errors import SchemaError
+from fraud.index import Reference, ReferenceIndex
 from fraud.index.changelog import apply_change, change_key, decode_change, encode_upsert
-from fraud.index.reference_index import Reference, ReferenceIndex
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 

@@ -12,11 +12,12 @@ import pytest
 from fraud.config import ScorerSettings, Settings
 from fraud.datasets import LabeledText
 from fraud.errors import DataError
-from fraud.index.files import check_writable, write_index_dir
-from fraud.index.reference_index import MANIFEST_FILE, Reference, ReferenceIndex
+from fraud.fitting import train_head
+from fraud.index import MANIFEST_FILE, Reference, ReferenceIndex
+from fraud.index.files import HEAD_CONFIG, HEAD_WEIGHTS, check_writable, write_index_dir
+from fraud.scoring import HeadConfig, TrainedHead, load_head
 from fraud.scoring.detector import Detector
-from fraud.scoring.head import HEAD_CONFIG, HEAD_WEIGHTS, HeadConfig, TrainedHead, load_head
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 BANK = {"topic": "fraud-references", "cluster_id": "c-1"}
@@ -50,7 +51,7 @@ def _with_head(directory, threshold: float = 0.9) -> tuple[ReferenceIndex, Train
     ]
     ids = np.array(index.add(items, X, "t"))
     config = HeadConfig(dim=DIM, n_categories=1, top_k=8, epochs=3, lexical=False)
-    head = TrainedHead.train(config, index, X, index.search(X, 8, exclude_ids=ids), texts, y)
+    head = train_head(config, index, X, index.search(X, 8, exclude_ids=ids), texts, y)
     head.threshold = threshold
     write_index_dir(directory, index, head)
     return _load(directory), head

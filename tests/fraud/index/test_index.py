@@ -5,8 +5,8 @@ import pytest
 
 from fraud.datasets import LabeledText
 from fraud.errors import DataError, IndexMismatchError
-from fraud.index.reference_index import MANIFEST_FILE, Reference, ReferenceIndex
-from tests.conftest import unit_vectors
+from fraud.index import MANIFEST_FILE, Reference, ReferenceIndex
+from tests.fakes import unit_vectors
 
 DIM = 16
 
@@ -122,7 +122,7 @@ def test_vectors_come_back_with_their_ids():
 
 
 def test_embedding_skips_texts_already_indexed_after_normalization():
-    from fraud.index.reference_index import embed_into
+    from fraud.index import embed_into
 
     class FakeEncoder:
         def encode(self, texts, progress=None):

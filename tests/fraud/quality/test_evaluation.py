@@ -1,17 +1,22 @@
 import numpy as np
 import pytest
 
-from fraud.datasets import LabeledText
+from fraud.errors import ConfigError
+from fraud.fitting import Dataset, Split
+from fraud.quality import (
+    AttentionVariant,
+    LearnedAttentionVariant,
+    evaluate,
+    evaluation_variants,
+)
 from fraud.quality.evaluation import (
-    Dataset,
-    Split,
     classification_metrics,
     cross_validate,
     recall_by_category,
     summarize,
 )
-from fraud.quality.variants import AttentionVariant, EmbeddingLogReg, LearnedAttentionVariant
-from tests.conftest import unit_vectors
+from fraud.quality.variants import EmbeddingLogReg
+from tests.fakes import unit_vectors
 
 
 def _dataset(n: int = 120, seed: int = 0) -> tuple[Dataset, np.ndarray]:
@@ -22,20 +27,6 @@ def _dataset(n: int = 120, seed: int = 0) -> tuple[Dataset, np.ndarray]:
     # Embeddings with a fraud direction, so the variants have something to learn.
     X = unit_vectors(n, 16, seed) + np.where(y[:, None], 0.8, 0.0) * np.eye(16)[0]
     return data, (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-
-
-def test_deduplication_is_after_normalization_and_drops_conflicts():
-    rows = [
-        LabeledText("Win a prize now", "fraud", "lottery"),
-        LabeledText("  win a prize now", "fraud", "lottery"),  # lower case: another text
-        LabeledText("Ｗin a prize now", "fraud", "lottery"),  # fullwidth W: same after NFKC
-        LabeledText("see you at 5", "legit", None),
-        LabeledText("ok", "legit", None),
-        LabeledText("ok", "fraud", "unspecified"),  # one text, two labels: dropped
-    ]
-    data = Dataset.from_labeled(rows)
-    assert data.texts == ["Win a prize now", "  win a prize now", "see you at 5"]
-    assert data.duplicates_removed == 3
 
 
 class Spy:
@@ -113,24 +104,12 @@ def test_recall_by_category():
     assert recall_by_category(y, predicted, cats) == {"delivery": 1.0, "lottery": 0.5}
 
 
-def test_a_stratified_sample_keeps_the_fraud_share_and_skip_gives_a_disjoint_one():
-    data, _ = _dataset(n=400, seed=3)
-    first = data.stratified_sample(100, seed=13)
-    second = data.stratified_sample(100, seed=13, skip=100)
-    assert len(first.y) == len(second.y) == 100
-    assert abs(first.y.mean() - data.y.mean()) < 0.02
-    assert not set(first.texts) & set(second.texts)
-    assert first.texts == data.stratified_sample(100, seed=13).texts  # reproducible
-    assert first.texts == [t for t in data.texts if t in set(first.texts)]  # the set's order
-
-
 def test_variants_over_several_encoders_share_the_folds():
-    from fraud.quality.evaluation import evaluate
-
     data, X = _dataset()
     report, results = evaluate(
         data,
         {"a": X, "b": X[:, ::-1].copy()},
+        variants=evaluation_variants(),
         folds=3,
         seed=0,
         threshold_rule={},
@@ -141,3 +120,22 @@ def test_variants_over_several_encoders_share_the_folds():
     assert report["variants"]["attention [a]"]["thresholds"] == [0.5, 0.5, 0.5]
     # The same embeddings up to a permutation of dimensions: the same scores.
     assert np.allclose(results["attention [a]"].scores, results["attention [b]"].scores)
+
+
+def test_evaluate_compares_the_variants_it_is_given():
+    """The registry is an argument (sentence-transformers' evaluators receive the model):
+    evaluate runs what it is handed, and names an unknown one against that registry."""
+    data, X = _dataset()
+    Spy.log = []
+    report, _ = evaluate(data, X, variants={"spy": Spy}, folds=3, seed=0, threshold_rule={})
+    assert set(report["variants"]) == {"spy"} and Spy.log
+    with pytest.raises(ConfigError, match=r"unknown variants \['attention'\].*\['spy'\]"):
+        evaluate(
+            data,
+            X,
+            variants={"spy": Spy},
+            folds=3,
+            seed=0,
+            threshold_rule={},
+            variant_names=["attention"],
+        )

@@ -1,7 +1,9 @@
 """The evasion suite: a disguised scam must read, and score, like the scam it disguises."""
 
 from difflib import SequenceMatcher
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from fraud.quality.evasion import EvasionRow, evasion_table, markdown_table, summary_by_kind
@@ -103,12 +105,11 @@ def test_the_table_against_an_earlier_measurement():
 class _FakeDetector:
     """Scores a text by its length: enough to check the rows line up with the cases."""
 
-    def score(self, texts):
-        class V:
-            def __init__(self, score):
-                self.score = score
+    def encode(self, texts):
+        return np.array([[len(t)] for t in texts], dtype=np.float32)
 
-        return [V(len(t) / 1000) for t in texts]
+    def score(self, queries, texts):
+        return SimpleNamespace(assessments=[SimpleNamespace(score=q[0] / 1000) for q in queries])
 
 
 def test_rows_follow_the_cases_in_order():

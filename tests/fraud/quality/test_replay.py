@@ -8,24 +8,25 @@ import pytest
 
 from fraud.config import HistorySettings, ScorerSettings
 from fraud.datasets import LabeledText
-from fraud.index.reference_index import ReferenceIndex
-from fraud.quality.evaluation import Dataset, Split
+from fraud.fitting import Dataset, Split, split_index
+from fraud.index import ReferenceIndex
+from fraud.quality import LearnedAttentionVariant
 from fraud.quality.replay import (
+    COLUMNS,
     OFF,
     build_stream,
     campaigns,
     choose_setting,
     had_history,
-    print_replay_report,
     replay,
     replay_evaluate,
+    replay_report_text,
     setting_name,
     stream_metrics,
     without_campaigns,
 )
-from fraud.quality.variants import LearnedAttentionVariant, split_index
-from fraud.scoring.detector import Detector
-from tests.conftest import unit_vectors
+from fraud.scoring import Detector
+from tests.fakes import unit_vectors
 
 DIM = 32
 
@@ -184,7 +185,7 @@ def test_choose_setting_prefers_f1_then_later_recall_then_conservative():
     assert choose_setting(metrics, grid) == (0.5, 2.0)
 
 
-def test_the_protocol_tunes_on_the_first_folds_only(capsys):
+def test_the_protocol_tunes_on_the_first_folds_only():
     rng = np.random.default_rng(0)
     parts = [_held_out(seed) for seed in range(4)]
     X = np.vstack([p[0] for p in parts])
@@ -212,9 +213,16 @@ def test_the_protocol_tunes_on_the_first_folds_only(capsys):
     )  # compared on the same messages
     assert report["tuning"][OFF]["legit_after_history"] is None
     json.dumps(report)  # what the CLI writes
-    print_replay_report(report)
-    out = capsys.readouterr().out
-    assert "history off vs on" in out and setting_name(*chosen) in out
+    text = replay_report_text(report)  # what the CLI prints
+    assert len(text.folds) == 4 and text.folds[0].startswith("fold 1: ")
+    tuning, evaluation = text.tables
+    assert tuning.columns == evaluation.columns == COLUMNS
+    assert [row[0] for row in tuning.rows] == [
+        name + (" *" if name == setting_name(*chosen) else "") for name in report["tuning"]
+    ]
+    assert all(len(row) == len(COLUMNS) for row in tuning.rows + evaluation.rows)
+    assert "history off vs on" in evaluation.title and setting_name(*chosen) in evaluation.title
+    assert text.changes.startswith("history on vs off, message by message")
 
 
 def test_the_learned_variant_as_a_detector_scores_like_the_variant():
@@ -228,9 +236,9 @@ def test_the_learned_variant_as_a_detector_scores_like_the_variant():
     variant.fit(split.take(np.arange(60)))
     detector = variant.detector(None, 0.42)
     test = split.take(np.arange(60, 80))
-    verdicts = detector.score_embeddings(test.X, test.data.texts)
+    assessments = detector.score(test.X, test.data.texts).assessments
     assert detector.params.threshold == 0.42 and detector.head is variant.head
-    assert np.allclose([v.score for v in verdicts], variant.score(test), atol=1e-6)
+    assert np.allclose([a.score for a in assessments], variant.score(test), atol=1e-6)
 
 
 def test_cli_bad_path_is_one_line_and_exit_2(capsys, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import fraud.scoring.campaigns as campaigns_module
 from fraud.config import CampaignSettings
 from fraud.scoring.campaigns import CampaignTracker, Member
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 

@@ -4,11 +4,12 @@ import pytest
 from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText
 from fraud.errors import DataError
+from fraud.fitting import train_head
+from fraud.index import ReferenceIndex
 from fraud.index.files import write_index_dir
-from fraud.index.reference_index import ReferenceIndex
+from fraud.scoring import HeadConfig, load_head
 from fraud.scoring.detector import Detector
-from fraud.scoring.head import HeadConfig, TrainedHead, load_head
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 16
 
@@ -30,7 +31,7 @@ def _trained(lexical: bool = False):
     ids = np.array(index.add(items, X, "t"))
     config = HeadConfig(dim=DIM, n_categories=2, top_k=8, epochs=15, lexical=lexical)
     keys = index.search(X, 8, exclude_ids=ids)
-    return index, TrainedHead.train(config, index, X, keys, texts, y), X, y, texts
+    return index, train_head(config, index, X, keys, texts, y), X, y, texts
 
 
 @pytest.mark.parametrize("lexical", [False, True])
@@ -42,7 +43,9 @@ def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
     assert weights.shape == (300, 8) and (weights >= 0).all() and (weights.sum(1) <= 1 + 1e-6).all()
     write_index_dir(tmp_path, index, head)
     loaded = load_head(tmp_path)
-    assert loaded.categories == ["lottery", "delivery"] and loaded.index_version == index.version
+    # The index's categories when it was trained; code 0 is reserved (fraud/index/keys.py).
+    assert loaded.categories == ["unspecified", "lottery", "delivery"]
+    assert loaded.index_version == index.version
     assert (loaded.lexical is not None) == lexical
     assert np.allclose(loaded.score(index, X, keys, texts)[0], scores)
     assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.pkl"))
@@ -70,9 +73,10 @@ def test_the_detector_scores_through_the_head_with_evidence():
     index, head, X, y, texts = _trained(lexical=True)
     detector = Detector(None, index, ScorerSettings(threshold=0.5), head)
     with pytest.raises(ValueError, match="pass texts"):
-        detector.score_embeddings(X[:40])
-    verdicts = detector.score_embeddings(X[:40], texts[:40])
-    assert np.mean([v.is_alert == t for v, t in zip(verdicts, y[:40], strict=True)]) > 0.85
-    alert = next(v for v in verdicts if v.is_alert)
+        detector.score(X[:40])
+    assessments = detector.score(X[:40], texts[:40]).assessments
+    assert np.mean([a.is_alert == t for a, t in zip(assessments, y[:40], strict=True)]) > 0.85
+    assert detector.top_k == head.config.top_k  # the head's, not the scorer settings'
+    alert = next(a for a in assessments if a.is_alert)
     assert alert.evidence and alert.category in ("lottery", "delivery")
     assert sum(alert.category_distribution.values()) == pytest.approx(alert.score, abs=1e-4)

@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 
 import fraud.scoring.history as history_module
-from fraud.config import HistorySettings
+from fraud.config import HistorySettings, ScorerSettings
+from fraud.datasets import LabeledText
+from fraud.index import ReferenceIndex
+from fraud.scoring import Detector
 from fraud.scoring.history import (
     Arrival,
     HistoryEntry,
+    HistoryScorer,
     RecipientHistory,
     decode_state,
     encode_state,
-    score_in_order,
 )
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 
@@ -104,10 +107,14 @@ def test_a_batch_scores_as_if_its_messages_came_one_by_one(detector, encoder):
     queries = encoder.encode(texts)
     arrivals = [Arrival(f"m{i}", r, 1000 * i, i) for i, r in enumerate(recipients)]
     settings = HistorySettings(min_score=0.05)
-    together = score_in_order(detector, RecipientHistory(settings), arrivals, queries, texts)
-    one_by_one_history = RecipientHistory(settings)
+    together = (
+        HistoryScorer(detector, RecipientHistory(settings))
+        .score(arrivals, queries, texts)
+        .assessments
+    )
+    one_by_one_history = HistoryScorer(detector, RecipientHistory(settings))
     one_by_one = [
-        score_in_order(detector, one_by_one_history, [a], queries[i : i + 1], [texts[i]])[0]
+        one_by_one_history.score([a], queries[i : i + 1], [texts[i]]).assessments[0]
         for i, a in enumerate(arrivals)
     ]
     assert [v.score for v in together] == pytest.approx([v.score for v in one_by_one], abs=1e-6)
@@ -116,7 +123,7 @@ def test_a_batch_scores_as_if_its_messages_came_one_by_one(detector, encoder):
     assert cited and cited <= {"m0", "m2"}
     # Replayed against the state it left (a crash after the changelog write, before the
     # commit), the batch scores the same: entries from its own or later positions are unseen.
-    replayed = score_in_order(detector, one_by_one_history, arrivals, queries, texts)
+    replayed = one_by_one_history.score(arrivals, queries, texts).assessments
     assert [v.score for v in replayed] == pytest.approx([v.score for v in together], abs=1e-6)
 
 
@@ -126,10 +133,28 @@ def test_without_a_recipient_history_changes_nothing(detector, encoder):
     queries = encoder.encode(texts)
     arrivals = [Arrival(f"m{i}", None, 0, i) for i in range(2)]
     history = RecipientHistory(HistorySettings(min_score=0.0))
-    with_history = score_in_order(detector, history, arrivals, queries, texts)
-    plain = detector.score_embeddings(queries, texts)
-    assert [v.score for v in with_history] == [v.score for v in plain]
+    with_history = HistoryScorer(detector, history).score(arrivals, queries, texts)
+    plain = detector.score(queries, texts)
+    assert [a.score for a in with_history.assessments] == [a.score for a in plain.assessments]
     assert len(history) == 0
+    assert set(with_history.timings) == {"search", "attention"}
+
+
+def test_a_history_category_the_index_does_not_know_is_unspecified_and_adds_nothing():
+    """History keys read the index's category codebook: scoring never adds a category to
+    it (an entry from another index's time maps to the reserved 'unspecified')."""
+    bank = unit_vectors(4, DIM, seed=1)
+    index = ReferenceIndex("m", DIM)
+    index.add([LabeledText(f"ref {i}", "fraud", "delivery") for i in range(4)], bank, "t")
+    detector = Detector(None, index, ScorerSettings(top_k=2, null_similarity=0.9))
+    history = RecipientHistory(HistorySettings(min_score=1.0))  # remembers nothing new
+    far = unit_vectors(1, DIM, seed=99)[0]
+    history.remember(_arrival(0), HistoryEntry("m0", far, "lottery", 0.9, 0, seq=0))
+    before = list(index.categories)
+    result = HistoryScorer(detector, history).score([_arrival(1)], far[None, :], ["t"])
+    assert list(index.categories) == before == ["unspecified", "delivery"]
+    cited = [e for e in result.assessments[0].evidence if e.source == "history"]
+    assert [(e.message_id, e.category) for e in cited] == [("m0", "unspecified")]
 
 
 def test_the_size_totals_follow_every_way_recipients_come_and_go():
@@ -153,7 +178,7 @@ def test_the_size_totals_follow_every_way_recipients_come_and_go():
 
 
 def _fill(h: RecipientHistory, recipients: int, per_recipient: int, dim: int) -> None:
-    """Entries made as score_in_order makes them: each vector a row of a batch's
+    """Entries made as HistoryScorer makes them: each vector a row of a batch's
     embeddings, here one in eight rows of each 64-row batch (the suspicious ones)."""
     n = 0
     while n < recipients * per_recipient:

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from fraud.encoding.encoder import input_prefix
+from fraud.encoding import input_prefix
 from fraud.errors import ConfigError
+from tests.fakes import assess
 
 
 def _model_dir(tmp_path, info: dict | None):
@@ -75,7 +76,7 @@ class TestRealModels:
         from fraud.datasets import LabeledText
         from fraud.encoding.encoder import Encoder
         from fraud.errors import IndexMismatchError
-        from fraud.index.reference_index import ReferenceIndex, build_index
+        from fraud.index import ReferenceIndex, build_index
 
         items = [LabeledText("恭喜您中奖了", "fraud", "lottery")]
         build_index(e5, items, "t", {}, progress=False).save(tmp_path)
@@ -91,7 +92,7 @@ class TestRealModels:
             m for m in read_messages("fraud/data/demo_messages.jsonl") if is_other_script(m["text"])
         ]
         assert len(demo) >= 10
-        verdicts = detector.score([m["text"] for m in demo])
+        verdicts = assess(detector, [m["text"] for m in demo])
         wrong = [
             (m["id"], round(v.score, 3))
             for v, m in zip(verdicts, demo, strict=True)

@@ -9,13 +9,11 @@ from pydantic import ValidationError
 
 from fraud.config import ScorerSettings
 from fraud.datasets import LabeledText
-from fraud.fitting.calibration import fit_key_similarity, fit_temperature_and_null
-from fraud.index.files import write_index_dir
-from fraud.index.reference_index import Reference, ReferenceIndex
-from fraud.scoring.detector import Detector, effective_scorer
-from fraud.scoring.head import HeadConfig, load_head, train_over_index
+from fraud.fitting import fit_key_similarity, fit_temperature_and_null, train_over_index
+from fraud.index import KeySimilarity, Reference, ReferenceIndex, write_index_dir
+from fraud.scoring import Detector, HeadConfig, effective_scorer, load_head
 from fraud.text.ngrams import CharNgrams, mix, pair_cosines
-from tests.conftest import unit_vectors
+from tests.fakes import unit_vectors
 
 DIM = 8
 TEXTS = [
@@ -82,7 +80,7 @@ def test_pair_cosines_align_each_query_with_its_own_keys():
 def test_search_with_weight_zero_is_exactly_the_dense_search():
     index, vectors = _index()
     plain = index.search(vectors, 3)
-    zero = index.search(vectors, 3, texts=TEXTS, ngram_weight=0.0)
+    zero = index.search(vectors, 3, texts=TEXTS, similarity=KeySimilarity(0.0))
     for field in ("similarities", "ids", "valid", "is_fraud", "category_codes", "log_weights"):
         assert np.array_equal(getattr(plain, field), getattr(zero, field)), field
 
@@ -91,7 +89,7 @@ def test_search_mixes_the_ngram_cosine_into_the_keys_it_retrieved():
     index, vectors = _index()
     queries = ["快递丢失了，理赔请加微信", "lunch tomorrow?", "快递", "x", "y"]
     plain = index.search(vectors, 4)
-    mixed = index.search(vectors, 4, texts=queries, ngram_weight=0.4)
+    mixed = index.search(vectors, 4, texts=queries, similarity=KeySimilarity(0.4))
     assert np.array_equal(plain.ids, mixed.ids)  # retrieval is by the dense embedding
     ngram = index.ngram_similarities(queries, plain.ids)
     expected = np.where(plain.valid, 0.6 * plain.similarities + 0.4 * ngram, 0.0)
@@ -99,9 +97,9 @@ def test_search_mixes_the_ngram_cosine_into_the_keys_it_retrieved():
     parcel_scam = list(plain.ids[0]).index(0)  # shares words with the first query
     assert ngram[0, parcel_scam] > 0.2 and ngram[0, parcel_scam] == ngram[0].max()
     with pytest.raises(ValueError, match="pass texts"):
-        index.search(vectors, 4, ngram_weight=0.4)
+        index.search(vectors, 4, similarity=KeySimilarity(0.4))
     with pytest.raises(ValueError, match="2 texts for 5 queries"):
-        index.search(vectors, 4, texts=queries[:2], ngram_weight=0.4)
+        index.search(vectors, 4, texts=queries[:2], similarity=KeySimilarity(0.4))
 
 
 def test_ngram_vectors_follow_live_changes_and_survive_a_reload(tmp_path):
@@ -131,14 +129,15 @@ def test_the_detector_at_weight_zero_scores_exactly_as_before_and_above_reads_th
     queries = unit_vectors(3, DIM, seed=5)
     texts = [TEXTS[0], TEXTS[4], "毫不相干"]
     params = ScorerSettings(temperature=0.05, null_similarity=0.3)
-    before = Detector(None, index, params).score_embeddings(queries)
+    before = Detector(None, index, params).score(queries).assessments
     zero = Detector(None, index, params.model_copy(update={"ngram_weight": 0.0}))
-    assert zero.score_embeddings(queries, texts) == before
+    assert zero.score(queries, texts).assessments == before
     named = SimpleNamespace(name="m")  # the detector's info names the encoder
     detector = Detector(named, index, params.model_copy(update={"ngram_weight": 0.5}))
+    assert detector.similarity == KeySimilarity(0.5, (1, 3))  # resolved once, at start
     with pytest.raises(ValueError, match="reads the message text"):
-        detector.score_embeddings(queries)
-    after = detector.score_embeddings(queries, texts)
+        detector.score(queries)
+    after = detector.score(queries, texts).assessments
     # The first message is the parcel scam's text itself: its n-gram cosine to it is 1.
     top = max(after[0].evidence, key=lambda e: e.weight)
     assert top.reference_id == 0 and after[0].score > before[0].score
@@ -192,6 +191,19 @@ def test_a_head_trains_over_the_fitted_term_and_keeps_it(tmp_path):
     loaded = load_head(tmp_path)
     assert loaded.config == head.config and isinstance(loaded.config.ngram_range, tuple)
     detector = Detector(None, index, ScorerSettings(top_k=8), loaded)
-    assert detector.ngram_weight == head.config.ngram_weight  # the head's, not the settings'
-    scores = np.array([v.score for v in detector.score_embeddings(X, texts)])
+    assert detector.similarity == head.config.similarity  # the head's, not the settings'
+    assert detector.top_k == 8
+    scores = np.array([a.score for a in detector.score(X, texts).assessments])
     assert ((scores >= 0.5) == y).mean() > 0.9
+
+
+def test_a_key_similarity_is_one_value_read_from_either_record():
+    fitted = {"ngram_weight": 0.3, "ngram_range": [2, 4], "temperature": 0.1}
+    settings = ScorerSettings(ngram_weight=0.3, ngram_range=(2, 4))
+    head = HeadConfig(dim=DIM, n_categories=1, ngram_weight=0.3, ngram_range=[2, 4])
+    assert KeySimilarity.of(fitted) == KeySimilarity.of(settings) == head.similarity
+    assert KeySimilarity(0.3, (2, 4)).as_fields() == {"ngram_weight": 0.3, "ngram_range": [2, 4]}
+    assert not KeySimilarity().reads_text and KeySimilarity(0.1).reads_text
+    for weight, ngram_range in ((1.5, (1, 3)), (0.2, (3, 2)), (0.2, (0, 2))):
+        with pytest.raises(ValueError):
+            KeySimilarity(weight, ngram_range)

@@ -32,6 +32,11 @@ def test_bad_csv(capsys, tmp_path):
     assert "expected a header with columns text,label" in err
 
 
+def test_index_add_without_a_csv(capsys, tmp_path):
+    err = _one_line_error(capsys, ["index", "add", "--index", str(tmp_path)])
+    assert "--csv PATH" in err
+
+
 def test_missing_index(capsys, tmp_path):
     err = _one_line_error(capsys, ["index", "info", "--index", str(tmp_path)])
     assert "not an index directory" in err
@@ -39,8 +44,8 @@ def test_missing_index(capsys, tmp_path):
 
 def test_index_build_refuses_to_replace_another_index_before_any_work(capsys, tmp_path):
     from fraud.datasets import LabeledText
-    from fraud.index.reference_index import ReferenceIndex
-    from tests.conftest import unit_vectors
+    from fraud.index import ReferenceIndex
+    from tests.fakes import unit_vectors
 
     existing = ReferenceIndex("m", 4)
     existing.add([LabeledText("mine", "fraud", "x")], unit_vectors(1, 4), "user")
@@ -204,29 +209,6 @@ def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir
     assert verdict["evidence"] and verdict["score"] > 0.5
 
 
-@pytest.mark.model
-def test_a_verdict_reads_with_bank_and_history_evidence(detector):
-    from fraud.schemas import Evidence, Verdict
-    from workers.cli.main import format_verdict
-
-    ref_id = next(i for i in range(len(detector.index)) if detector.index.reference(i).label)
-    verdict = Verdict(
-        score=0.9,
-        is_alert=True,
-        category="delivery",
-        category_distribution={"delivery": 0.9},
-        evidence=[
-            Evidence(reference_id=ref_id, category="delivery", similarity=0.8, weight=0.5),
-            Evidence(
-                source="history", message_id="m-7", category="delivery", similarity=0.7, weight=0.3
-            ),
-        ],
-    )
-    text = format_verdict(verdict, detector)
-    assert f"#{ref_id}" in text and detector.index.reference(ref_id).text[:30] in text
-    assert "m-7 (history)" in text and "earlier message to this recipient" in text
-
-
 def _seed_subsets(tmp_path) -> tuple[Path, Path]:
     """Two small labeled CSVs from the seed set: its English and its Chinese messages."""
     import csv
@@ -305,12 +287,13 @@ def test_evaluate_compares_encoders_on_several_datasets_in_one_run(tmp_path, cap
 
 def test_model_flag_chooses_the_encoder(monkeypatch):
     from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH
-    from workers.cli.main import _settings, build_parser
+    from workers.cli.common import settings_from_args
+    from workers.cli.main import build_parser
 
     monkeypatch.delenv("FRAUD_MULTILINGUAL_MODEL_PATH", raising=False)
 
     def settings(*flags):
-        return _settings(build_parser().parse_args(["index", "build", *flags]))
+        return settings_from_args(build_parser().parse_args(["index", "build", *flags]))
 
     assert settings().route_by_script and settings().model_path is None
     assert settings("--model", "routed").route_by_script

@@ -1,5 +1,5 @@
-"""The feedback processor's memory bounds (workers/feedback/processor.py), without a broker: the
-recent messages by bytes, the false-positive citations by recency."""
+"""The feedback processor's memory bounds (workers/feedback/processor.py and recent.py),
+without a broker: the recent messages by bytes, the false-positive citations by recency."""
 
 import gc
 import json
@@ -10,7 +10,8 @@ import pytest
 from fraud.data import seed_references_path
 from fraud.datasets import read_labeled_csv
 from fraud.schemas import parse_message
-from workers.feedback.processor import MAX_CITATIONS, BoundedRecent, Citations, message_bytes
+from workers.feedback.processor import MAX_CITATIONS, Citations
+from workers.feedback.recent import BoundedRecent, message_bytes
 
 
 def test_citations_keep_the_most_recent_not_the_largest_ids():

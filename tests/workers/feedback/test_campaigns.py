@@ -6,15 +6,16 @@ import time
 import pytest
 
 from fraud.config import CampaignSettings, ScorerSettings
-from fraud.index.reference_index import ReferenceIndex
-from fraud.schemas import Alert
+from fraud.index import ReferenceIndex
+from fraud.schemas import Decision
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict
-from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
+from tests.fakes import assess
 from tests.workers.feedback.test_processor import _send_verdicts
-from workers.feedback.processor import FeedbackProcessor
+from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
+from workers.feedback import FeedbackProcessor
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index
+from workers.state import BankFollower, publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -44,15 +45,15 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
         {"id": f"gg-{i}", "text": TEMPLATE.format(n), "recipient": f"r-{i}"}
         for i, n in enumerate(NAMES)
     ]
-    assert not any(v.is_alert for v in worker_detector.score([m["text"] for m in messages]))
+    assert not any(a.is_alert for a in assess(worker_detector, [m["text"] for m in messages]))
     follower = BankFollower(kafka, worker_detector.index)
     campaigns = CampaignSettings(min_score=0.1, min_recipients=3)
-    processor = FeedbackProcessor(kafka, encoder, detector=detector(), campaigns=campaigns)
+    processor = FeedbackProcessor.open(kafka, encoder, detector=detector(), campaigns=campaigns)
     try:
         with running_processor(processor), running_worker(worker_detector, kafka, bank=follower):
             produce(kafka, kafka.input_topic, messages)
             decisions = read_topic(kafka, kafka.scores_topic, len(messages))
-            assert not any(Alert.from_bytes(r.value).is_alert for r in decisions)
+            assert not any(Decision.from_bytes(r.value).is_alert for r in decisions)
             deadline = time.monotonic() + 30
             while (c := processor.tracker.campaign_of("gg-0")) is None or c.size < len(NAMES):
                 assert time.monotonic() < deadline, "the processor did not group the campaign"
@@ -66,7 +67,7 @@ def test_a_confirmed_member_turns_the_let_through_rest_of_its_campaign_into_aler
     finally:
         follower.close()
 
-    retro = [Alert.from_bytes(r.value) for r in alerts]
+    retro = [Decision.from_bytes(r.value) for r in alerts]
     assert sorted(a.message_id for a in retro) == ["gg-1", "gg-2", "gg-3"]
     campaign_id = processor.tracker.campaign_of("gg-0").campaign_id
     assert all(a.retroactive and a.campaign_id == campaign_id for a in retro)

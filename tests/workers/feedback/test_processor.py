@@ -8,16 +8,17 @@ from contextlib import ExitStack
 import pytest
 
 from fraud.config import ScorerSettings
+from fraud.index import ReferenceIndex
 from fraud.index.changelog import decode_change
-from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
 from fraud.scoring.verdicts import AnalystVerdict, reference_id_for
+from tests.fakes import PoisonedEncoder, assess
 from tests.workers.kafka_helpers import read_topic, running_processor, running_worker
 from tests.workers.state.test_bank import NOVEL_SCAM
-from workers.feedback.processor import FeedbackProcessor
-from workers.kafka.clients import make_producer
+from workers.feedback import FeedbackProcessor
+from workers.kafka import make_producer
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index
+from workers.state import BankFollower, publish_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -47,10 +48,10 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
     )
     indexes = [ReferenceIndex.load(tmp_path, model=encoder.name, dim=encoder.dim) for _ in "ab"]
     detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
-    before_scam, before_fp = detectors[0].score([NOVEL_SCAM, LOOKALIKE])
+    before_scam, before_fp = assess(detectors[0], [NOVEL_SCAM, LOOKALIKE])
     assert not before_scam.is_alert and before_fp.is_alert  # so the test can fail
     followers = [BankFollower(kafka, i) for i in indexes]
-    processor = FeedbackProcessor(kafka, encoder)
+    processor = FeedbackProcessor.open(kafka, encoder)
     try:
         with ExitStack() as stack:
             stack.enter_context(running_processor(processor))
@@ -124,22 +125,22 @@ def test_verdicts_reach_two_workers_within_seconds_and_change_their_scores(
 
 def _alert_citing(message_id: str, reference_id: int) -> bytes:
     """An alert as a worker would have published it, with one bank reference as evidence."""
-    from fraud.schemas import Alert, Evidence, Verdict, parse_message
+    from fraud.schemas import Assessment, Decision, Evidence, parse_message
 
     message = parse_message(json.dumps({"id": message_id, "text": "x"}).encode(), 100)
     evidence = [
         Evidence(reference_id=reference_id, category="phishing", similarity=0.8, weight=0.9)
     ]
-    verdict = Verdict(
+    assessment = Assessment(
         score=0.9,
         is_alert=True,
         category="phishing",
         category_distribution={"phishing": 0.9},
         evidence=evidence,
     )
-    alert = Alert.build(
+    alert = Decision.build(
         message,
-        verdict,
+        assessment,
         threshold=0.5,
         model="m",
         index_version="v",
@@ -162,7 +163,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
         # Two false positives that cited the culprit, judged legit one at a time, with the
         # processor restarted in between: the count survives on the citations topic.
         for n in (1, 2):
-            processor = FeedbackProcessor(kafka, encoder, disable_after=2)
+            processor = FeedbackProcessor.open(kafka, encoder, disable_after=2)
             with running_processor(processor):
                 producer = make_producer(kafka)
                 producer.send(kafka.alert_topic, _alert_citing(f"fp-{n}", culprit)).get(30)
@@ -196,7 +197,7 @@ def test_a_reference_cited_by_repeated_false_positives_is_disabled_not_deleted(
 def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, kafka_settings):
     kafka = kafka_settings
     produce(kafka, kafka.input_topic, [{"id": "early-1", "text": SEEN}])
-    with running_processor(FeedbackProcessor(kafka, encoder, lookback_s=600)) as processor:
+    with running_processor(FeedbackProcessor.open(kafka, encoder, lookback_s=600)) as processor:
         _send_verdicts(kafka, [AnalystVerdict(message_id="early-1", verdict="legit")])
         deadline = time.monotonic() + 30
         while processor.changes < 1:
@@ -205,26 +206,6 @@ def test_a_processor_started_later_finds_recent_texts_by_looking_back(encoder, k
     (record,) = read_topic(kafka, kafka.bank_topic, 1)
     ref = decode_change(record.key, record.value).reference
     assert (ref.id, ref.text, ref.label) == (reference_id_for("early-1"), SEEN, "legit")
-
-
-class InjectedFault(RuntimeError):
-    pass
-
-
-class PoisonedEncoder:
-    """The real encoder, raising on a batch that holds a text with `marker` (quoting it, as
-    a real fault could): a bug that one input triggers."""
-
-    def __init__(self, encoder, marker: str) -> None:
-        self.encoder, self.marker = encoder, marker
-
-    def encode(self, texts, *args, **kwargs):
-        if any(self.marker in t for t in texts):
-            raise InjectedFault(f"cannot encode {texts!r}")
-        return self.encoder.encode(texts, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.encoder, name)
 
 
 def test_a_verdict_or_decision_that_fails_is_isolated_and_the_processor_goes_on(
@@ -237,7 +218,7 @@ def test_a_verdict_or_decision_that_fails_is_isolated_and_the_processor_goes_on(
         AnalystVerdict(message_id="v-2", verdict="legit", text=f"lunch at noon? {marker}"),
         AnalystVerdict(message_id="v-3", verdict="legit", text=LOOKALIKE),
     ]
-    processor = FeedbackProcessor(kafka, PoisonedEncoder(encoder, marker))
+    processor = FeedbackProcessor.open(kafka, PoisonedEncoder(encoder, marker))
     with caplog.at_level(logging.INFO), running_processor(processor):
         # A decision whose text the encoder fails on, for campaign tracking.
         produce(kafka, kafka.input_topic, [{"id": "d-1", "text": f"win big {marker}"}])

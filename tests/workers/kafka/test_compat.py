@@ -14,7 +14,7 @@ from kafka.coordinator.consumer import ConsumerCoordinator
 from tests.paths import REPO_ROOT
 from tests.workers.kafka_helpers import Decisions
 from workers.kafka import compat as kafka_compat
-from workers.kafka.clients import ensure_topics, make_consumer, subscribe_when_known
+from workers.kafka import ensure_topics, make_consumer, subscribe_when_known
 from workers.kafka.compat import TESTED_VERSION, GroupConsumer
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
@@ -79,7 +79,7 @@ def test_the_transaction_manager_calls_exist_with_their_parameters():
 def test_a_transaction_commits_and_aborts_through_the_bounded_calls(kafka_settings):
     from kafka.producer.transaction_manager import TransactionManager
 
-    from workers.kafka.clients import make_transactional_producer
+    from workers.kafka import make_transactional_producer
 
     ensure_topics(kafka_settings, [kafka_settings.scores_topic])
     producer = make_transactional_producer(kafka_settings)

@@ -11,7 +11,7 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 from tests.results import record_result
 from tests.workers.kafka_helpers import send_raw
-from workers.kafka.clients import ensure_topics, make_consumer, offsets_after, subscribe_when_known
+from workers.kafka import ensure_topics, make_consumer, offsets_after, subscribe_when_known
 
 pytestmark = pytest.mark.integration
 

@@ -42,9 +42,9 @@ from tests.workers.kafka_helpers import (
     worker_status,
 )
 from tests.workers.tcp_proxy import TcpProxy
-from workers.broker import LocalBroker, free_port
-from workers.kafka.clients import connection_config, ensure_topics, make_producer
-from workers.processes import start_worker, stop_process
+from workers.broker import LocalBroker
+from workers.kafka import connection_config, ensure_topics, make_producer
+from workers.processes import FRAUD_COMMAND, free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -137,10 +137,9 @@ def _survives(
     with log_path.open("w") as log:
         # Exactly-once: each batch's transaction stays open a while (a slow broker), so
         # the strike finds one open (freeze_inside_a_transaction).
-        command = ("-m", "tests.workers.faulty_worker", "--slow-commit", "0.5")
-        worker = (
-            start_worker(settings, log, command) if exactly_once else start_worker(settings, log)
-        )
+        slow = ("-m", "tests.workers.faulty_worker", "--slow-commit", "0.5")
+        command = slow if exactly_once else FRAUD_COMMAND
+        worker = start_fraud_process("worker", settings, log, command)
         try:
             # One batch decided: the worker is scoring, with the rest of the half in hand.
             started = lambda c: len(c) >= MAX_BATCH or worker.poll() is not None  # noqa: E731

@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from fraud.scoring.detector import Detector
+from tests.fakes import SlowEncoder
 from tests.results import record_result
 from tests.workers.kafka_helpers import (
     Decisions,
@@ -27,9 +28,8 @@ from tests.workers.kafka_helpers import (
     worker_metric,
     worker_settings,
 )
-from workers.broker import free_port
-from workers.kafka.clients import ensure_topics, make_producer
-from workers.processes import start_worker, stop_process
+from workers.kafka import ensure_topics, make_producer
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -123,7 +123,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     log_path = tmp_path / "workers.log"
     in_transaction: list[str] = []
     with log_path.open("w") as log:
-        first = start_worker(settings, log)
+        first = start_fraud_process("worker", settings, log)
         try:
             # Kill it once it is well into the stream: a batch is then in hand.
             seen = decisions.read_until(lambda c: len(c) >= MESSAGES // 4, timeout_s=180)
@@ -136,7 +136,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
             # Everything the first worker wrote that a reader can see (read_committed: up
             # to the open transaction, which stays undecided until the broker aborts it).
             by_first = set(decisions.read_to_end())
-            second = start_worker(settings, log)
+            second = start_fraud_process("worker", settings, log)
             try:
                 counts = decisions.read_until(
                     lambda c: set(ids) <= set(c) or second.poll() is not None, timeout_s=240
@@ -200,12 +200,14 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
         logs["second"].open("w") as second_log,
         Traffic(kafka, RATE) as traffic,
     ):
-        first = start_worker(worker_settings(kafka, seed_index_dir, ports["first"]), first_log)
+        first = start_fraud_process(
+            "worker", worker_settings(kafka, seed_index_dir, ports["first"]), first_log
+        )
         try:
             seen = decisions.read_until(lambda c: len(c) >= 20, timeout_s=180)
             assert len(seen) >= 20, logs["first"].read_text()[-3000:]
-            second = start_worker(
-                worker_settings(kafka, seed_index_dir, ports["second"]), second_log
+            second = start_fraud_process(
+                "worker", worker_settings(kafka, seed_index_dir, ports["second"]), second_log
             )
             try:
                 # Joined, given partitions, and scoring some of the flow.
@@ -261,21 +263,6 @@ def test_a_worker_joining_and_leaving_under_traffic_loses_nothing(
         commits_refused=refused,
         uncommitted=sum(uncommitted.values()),
     )
-
-
-class SlowEncoder:
-    """The real encoder behind a fixed delay per call: inference slower than the poll
-    interval's budget, injected by the test rather than by a setting of the worker."""
-
-    def __init__(self, encoder, delay_s: float) -> None:
-        self.encoder, self.delay_s = encoder, delay_s
-
-    def __getattr__(self, name: str):
-        return getattr(self.encoder, name)
-
-    def encode(self, texts, *args, **kwargs):
-        time.sleep(self.delay_s)
-        return self.encoder.encode(texts, *args, **kwargs)
 
 
 def test_inference_slower_than_the_poll_interval_starts_no_rebalance(detector, kafka_settings):
@@ -337,7 +324,7 @@ def test_a_send_the_broker_refuses_stops_the_worker_before_the_commit(
     ids = produce_messages(kafka, 8)
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(worker_settings(kafka, seed_index_dir), log)
+        worker = start_fraud_process("worker", worker_settings(kafka, seed_index_dir), log)
         try:
             returncode = worker.wait(timeout=180)
         finally:

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraud.schemas import Alert
+from fraud.schemas import Decision
 from tests.results import record_result
 from tests.workers.kafka_helpers import (
     committed_offset,
@@ -19,9 +19,8 @@ from tests.workers.kafka_helpers import (
     wait_for_commit,
     worker_settings,
 )
-from workers.broker import free_port
-from workers.kafka.clients import ensure_topics
-from workers.processes import start_worker, stop_process
+from workers.kafka import ensure_topics
+from workers.processes import free_port, start_fraud_process, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -85,7 +84,8 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
     log_path = tmp_path / "worker.log"
     command = (*FAULTY, "--encode-poison", ENCODE_POISON, "--score-poison", SCORE_POISON)
     with log_path.open("w") as log:
-        worker = start_worker(
+        worker = start_fraud_process(
+            "worker",
             worker_settings(kafka, seed_index_dir, port),
             log,
             (*command, "--decision-poison", "m-17"),
@@ -109,7 +109,7 @@ def test_a_message_that_fails_to_encode_or_score_is_dead_lettered_and_the_worker
 
     decided = len(values) - len(poisoned)
     scores = read_topic(kafka, kafka.scores_topic, decided)
-    decisions = {r.key.decode(): Alert.from_bytes(r.value) for r in scores}
+    decisions = {r.key.decode(): Decision.from_bytes(r.value) for r in scores}
     expected = {json.loads(v)["id"] for v in values} - set(poisoned)
     assert len(scores) == len(decisions) and set(decisions) == expected
     dead = read_topic(kafka, kafka.dead_letter_topic, len(poisoned))
@@ -164,7 +164,9 @@ def test_an_encoder_failing_on_every_message_stops_the_worker_without_committing
     send_raw(kafka, kafka.input_topic, values)
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(worker_settings(kafka, seed_index_dir), log, (*FAULTY, "--broken"))
+        worker = start_fraud_process(
+            "worker", worker_settings(kafka, seed_index_dir), log, (*FAULTY, "--broken")
+        )
         try:
             returncode = worker.wait(timeout=180)
         finally:

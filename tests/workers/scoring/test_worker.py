@@ -1,21 +1,20 @@
 """The scoring worker on the real broker, with the real encoder and the seed index."""
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraud.config import Settings, to_env
+from fraud.config import Settings
 from fraud.metrics import STAGES
-from fraud.schemas import Alert
+from fraud.schemas import Decision
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_worker, send_raw, wait_for_commit
-from workers.broker import free_port
-from workers.kafka.clients import ensure_topics
+from workers.kafka import ensure_topics
+from workers.processes import free_port, start_fraud_process
 from workers.producer import produce, read_messages
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -26,7 +25,7 @@ DEMO = "fraud/data/demo_messages.jsonl"
 def test_messages_in_exactly_the_expected_alerts_out(detector, kafka_settings):
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
     messages = read_messages(DEMO)
-    verdicts = detector.score([m["text"] for m in messages])
+    verdicts = assess(detector, [m["text"] for m in messages])
     expected = {m["id"]: v for m, v in zip(messages, verdicts, strict=True) if v.is_alert}
     assert 0 < len(expected) < len(messages)  # both kinds present: the test can fail
 
@@ -44,7 +43,7 @@ def test_messages_in_exactly_the_expected_alerts_out(detector, kafka_settings):
         assert published == len(expected)
 
     alerts = read_topic(kafka, kafka.alert_topic, len(expected))
-    by_key = {r.key.decode(): Alert.from_bytes(r.value) for r in alerts}
+    by_key = {r.key.decode(): Decision.from_bytes(r.value) for r in alerts}
     assert len(alerts) == len(by_key) == len(expected)  # no duplicates, nothing extra
     assert set(by_key) == set(expected)
     sent = {m["id"]: m for m in messages}
@@ -99,14 +98,7 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
     settings = Settings().model_copy(
         update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": port}
     )
-    env = {**os.environ, **to_env(settings)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli.main", "worker", "--publish-scores"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_fraud_process(("worker", "--publish-scores"), settings, subprocess.PIPE)
     try:
         messages = [
             {
@@ -154,7 +146,7 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
 
         start = time.monotonic()
         proc.terminate()
-        out, _ = proc.communicate(timeout=60)
+        out = proc.communicate(timeout=60)[0].decode(errors="replace")
         assert proc.returncode == 0, out
         assert time.monotonic() - start < 30
         assert "worker stopped" in out

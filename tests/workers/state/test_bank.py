@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from fraud.config import ScorerSettings
+from fraud.index import Reference, ReferenceIndex
 from fraud.index.changelog import change_key, encode_upsert
-from fraud.index.reference_index import Reference, ReferenceIndex
 from fraud.scoring.detector import Detector, effective_scorer
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_worker
-from workers.kafka.clients import make_producer
+from workers.kafka import make_producer
 from workers.producer import produce
-from workers.state.bank import BankFollower, publish_index, snapshot
+from workers.state import BankFollower, publish_index, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -69,7 +70,7 @@ def test_two_running_workers_apply_an_added_then_removed_reference(
     indexes = [_load(encoder, tmp_path) for _ in "ab"]
     detectors = [Detector(encoder, i, effective_scorer(ScorerSettings(), i)) for i in indexes]
     version = indexes[0].version
-    before = detectors[0].score([NOVEL_SCAM])[0]
+    before = assess(detectors[0], [NOVEL_SCAM])[0]
     assert not before.is_alert  # the bank does not know this scam yet: the test can fail
 
     followers = [BankFollower(kafka, i) for i in indexes]
@@ -85,13 +86,13 @@ def test_two_running_workers_apply_an_added_then_removed_reference(
         added_after = max(_wait_applied(f, 1, sent) for f in followers)
         produce(kafka, kafka.input_topic, [{"id": "after-add", "text": NOVEL_SCAM}])
         first = read_topic(kafka, kafka.scores_topic, 1)
-        added_on_both = [d.score([NOVEL_SCAM])[0] for d in detectors]
+        added_on_both = [assess(d, [NOVEL_SCAM])[0] for d in detectors]
 
         sent = _send_change(kafka, change_key(new_id), None)  # a tombstone removes it
         removed_after = max(_wait_applied(f, 2, sent) for f in followers)
         produce(kafka, kafka.input_topic, [{"id": "after-remove", "text": NOVEL_SCAM}])
         both = read_topic(kafka, kafka.scores_topic, 2)
-        removed_on_both = [d.score([NOVEL_SCAM])[0] for d in detectors]
+        removed_on_both = [assess(d, [NOVEL_SCAM])[0] for d in detectors]
 
     decisions = {r.key.decode(): json.loads(r.value) for r in both}
     added, removed = decisions["after-add"], decisions["after-remove"]

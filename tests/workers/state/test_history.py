@@ -1,18 +1,17 @@
 """The recipient's history as keys, on the real broker with real worker processes."""
 
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from fraud.config import HistorySettings, Settings, to_env
-from fraud.schemas import Alert
-from fraud.scoring.history import Arrival, RecipientHistory, score_in_order
+from fraud.config import HistorySettings, Settings
+from fraud.schemas import Decision
+from fraud.scoring.history import Arrival, HistoryScorer, RecipientHistory
+from tests.fakes import assess
 from tests.workers.kafka_helpers import read_topic, running_worker
-from workers.kafka.clients import ensure_topics
+from workers.kafka import ensure_topics
+from workers.processes import start_fraud_process
 from workers.producer import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -34,14 +33,14 @@ CAMPAIGN = [
 HISTORY = HistorySettings(min_score=0.1)
 
 
-def _decisions(kafka, n: int, timeout_s: float = 120) -> dict[str, Alert]:
+def _decisions(kafka, n: int, timeout_s: float = 120) -> dict[str, Decision]:
     records = read_topic(kafka, kafka.scores_topic, n, timeout_s=timeout_s)
-    return {a.message_id: a for a in (Alert.from_bytes(r.value) for r in records)}
+    return {a.message_id: a for a in (Decision.from_bytes(r.value) for r in records)}
 
 
-def _send_one_by_one(kafka, messages: list[dict], already: int) -> dict[str, Alert]:
+def _send_one_by_one(kafka, messages: list[dict], already: int) -> dict[str, Decision]:
     """Send each message after the previous one's decision: a recipient's stream in time."""
-    decisions: dict[str, Alert] = {}
+    decisions: dict[str, Decision] = {}
     for n, message in enumerate(messages, start=already + 1):
         produce(kafka, kafka.input_topic, [message])
         decisions = _decisions(kafka, n)
@@ -56,7 +55,7 @@ def test_a_campaign_the_bank_lacks_is_caught_in_one_recipients_history_not_elsew
     ensure_topics(kafka, [kafka.input_topic], partitions=2)
     # One at a time, as the worker gets them below: a bf16 embedding moves slightly with
     # the padding its batchmates impose (issue 21), and the comparison is at 1e-6.
-    alone = [detector.score([text])[0] for text in CAMPAIGN]
+    alone = [assess(detector, [text])[0] for text in CAMPAIGN]
     assert not any(v.is_alert for v in alone), [v.score for v in alone]  # the precondition
 
     with (
@@ -103,12 +102,7 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     ]
     log_path = tmp_path / "worker-a.log"
     with log_path.open("w") as log:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli.main", "worker", "--publish-scores"],
-            env={**os.environ, **to_env(settings)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        first = start_fraud_process(("worker", "--publish-scores"), settings, log)
     try:
         _send_one_by_one(kafka, victim[:2], 0)
     finally:
@@ -128,7 +122,8 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     # Each text encoded alone, as the workers got them one by one (a bf16 embedding moves
     # slightly with its batchmates' padding: issue 21).
     queries = np.concatenate([encoder.encode([t]) for t in texts])
-    expected = score_in_order(detector, RecipientHistory(HISTORY), arrivals, queries, texts)
+    scorer = HistoryScorer(detector, RecipientHistory(HISTORY))
+    expected = scorer.score(arrivals, queries, texts).assessments
     got = [decisions[m["id"]].score for m in victim]
     assert np.allclose(got, [v.score for v in expected], atol=1e-5), (got, expected)
     assert decisions["victim-3"].is_alert
@@ -139,12 +134,12 @@ def test_a_confirmed_fraud_joins_its_recipients_history(
     encoder, seed_index_dir, kafka_settings, tmp_path
 ):
     from fraud.config import ScorerSettings
+    from fraud.index import ReferenceIndex
     from fraud.index.changelog import change_key, encode_upsert
-    from fraud.index.reference_index import ReferenceIndex
     from fraud.scoring.detector import Detector, effective_scorer
     from fraud.scoring.verdicts import AnalystVerdict, verdict_reference
-    from workers.kafka.clients import make_producer
-    from workers.state.bank import BankFollower, publish_index
+    from workers.kafka import make_producer
+    from workers.state import BankFollower, publish_index
 
     kafka = kafka_settings.model_copy(update={"publish_scores": True})
     publish_index(

@@ -12,8 +12,8 @@ import pytest
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.structs import TopicPartition
 
-from workers.kafka.clients import ensure_topics, make_consumer, subscribe_when_known
-from workers.state.history import PartitionListener
+from workers.kafka import ensure_topics, make_consumer, subscribe_when_known
+from workers.state import PartitionListener
 
 
 class RecordingState:

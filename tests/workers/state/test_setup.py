@@ -12,12 +12,11 @@ import pytest
 from fraud.config import Settings, to_env
 from fraud.data import seed_references_path
 from fraud.datasets import LabeledText
-from fraud.index.reference_index import MANIFEST_FILE, ReferenceIndex
-from tests.conftest import unit_vectors
+from fraud.index import MANIFEST_FILE, ReferenceIndex
+from tests.fakes import unit_vectors
 from tests.workers.kafka_helpers import read_topic, worker_settings
-from workers.broker import free_port
-from workers.kafka.clients import partition_count
-from workers.processes import start_worker, stop_process
+from workers.kafka import partition_count
+from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -124,7 +123,7 @@ def test_the_readmes_using_it_sequence_scores_with_the_users_index(
     port = free_port()
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
-        worker = start_worker(worker_settings(kafka, index_dir, port), log)
+        worker = start_fraud_process("worker", worker_settings(kafka, index_dir, port), log)
         try:
             produce(kafka, kafka.input_topic, [{"id": "u-1", "text": SCAM}])
             scores = read_topic(kafka, kafka.scores_topic, 1, timeout_s=120)
@@ -158,8 +157,8 @@ def test_readyz_of_the_worker_and_of_serve_say_which_scorer_answers_and_why(dete
     from fraud.metrics import build_serve_metrics
     from fraud.scoring.detector import Detector, ScorerChoice
     from workers.health import serve_metrics
-    from workers.scoring.worker import readiness
-    from workers.serve.app import Scorer, create_app
+    from workers.scoring import readiness
+    from workers.serve import InlineScorer, create_app
 
     why = ScorerChoice("stale_head", "the trained head was trained on index version x: not used")
     stale = Detector(detector.encoder, detector.index, detector.params, None, why)
@@ -177,7 +176,9 @@ def test_readyz_of_the_worker_and_of_serve_say_which_scorer_answers_and_why(dete
 
     registry = CollectorRegistry()
     metrics = build_serve_metrics(registry)
-    app = create_app(ServeSettings(), lambda: Scorer(stale, metrics.scoring), registry, metrics)
+    app = create_app(
+        ServeSettings(), lambda: InlineScorer(stale, metrics.scoring), registry, metrics
+    )
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
         while (r := client.get("/readyz")).status_code != 200:

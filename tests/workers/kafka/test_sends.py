@@ -1,40 +1,17 @@
-"""send_dead_letter without a broker: a producer that records what it was asked to send."""
+"""send_dead_letter (workers/kafka/sends.py) without a broker: a producer that records what
+it was asked to send."""
 
 import logging
 import os
 import socket
 from datetime import UTC, datetime, timedelta
 
-from kafka.consumer.fetcher import ConsumerRecord
-
-from workers.kafka.clients import default_worker_id, send_dead_letter
-
-
-class RecordingProducer:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    def send(self, topic, value=None, key=None, headers=None):
-        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
-        return "future"
+from tests.fakes import FakeFuture, RecordingProducer, consumer_record
+from workers.kafka import default_worker_id, send_dead_letter
 
 
-def _record(value: bytes | None = b"\xff not json", timestamp: int = 1_767_225_600_000):
-    return ConsumerRecord(
-        topic="messages",
-        partition=3,
-        leader_epoch=0,
-        offset=41,
-        timestamp=timestamp,
-        timestamp_type=0,
-        key=b"k1",
-        value=value,
-        headers=[],
-        checksum=None,
-        serialized_key_size=2,
-        serialized_value_size=len(value or b""),
-        serialized_header_size=-1,
-    )
+def _record(value: bytes | None = b"\xff not json", timestamp: int | None = 1_767_225_600_000):
+    return consumer_record(value, partition=3, offset=41, key=b"k1", timestamp=timestamp)
 
 
 def test_a_dead_letter_keeps_the_original_bytes_and_key_and_says_where_it_came_from(caplog):
@@ -49,7 +26,7 @@ def test_a_dead_letter_keeps_the_original_bytes_and_key_and_says_where_it_came_f
             "invalid start byte at byte 0",
             worker_id="scorer-7",
         )
-    assert future == "future"
+    assert isinstance(future, FakeFuture)
     (sent,) = producer.sent
     assert (sent["topic"], sent["value"], sent["key"]) == (
         "messages-dead-letter",

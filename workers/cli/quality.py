@@ -1,0 +1,366 @@
+"""`fraud evaluate` and `fraud evaluate-replay`: offline quality on labeled CSVs, and the
+tables they print (rich is the application's; the library returns plain reports).
+
+    fraud evaluate --csv FILE [--csv FILE ...] [--models english,multilingual,routed]
+    fraud evaluate-replay --csv FILE [--novel-campaigns]
+"""
+
+# Handlers import the application (torch, FAISS, scikit-learn, matplotlib, rich) inside
+# themselves, so that `fraud --help` stays fast: the one deliberate kind of function-local
+# import.
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fraud.config import Settings
+from fraud.datasets import read_labeled_csv
+from fraud.errors import DataError
+from workers.cli.common import (
+    COMMON,
+    LABEL_MAPS,
+    LABELS,
+    TARGET,
+    load_encoder,
+    read_csv_arg,
+    threshold_rule,
+    write_json,
+)
+
+EVALUATION_MODELS = ("english", "multilingual", "routed")
+
+
+def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:
+    """The encoders `fraud evaluate --models` compares, by name: english (FRAUD_MODEL_PATH,
+    default all-MiniLM-L6-v2), multilingual (FRAUD_MULTILINGUAL_MODEL_PATH), routed (both,
+    by script: fraud/encoding/routed.py). Each model is loaded once."""
+    from fraud.encoding.encoder import Encoder, encoder_options, multilingual_model_dir
+    from fraud.encoding.routed import RoutedEncoder
+
+    unknown = sorted(set(models) - set(EVALUATION_MODELS))
+    if unknown:
+        raise DataError(f"unknown models {unknown}: choose from {', '.join(EVALUATION_MODELS)}")
+    options = encoder_options(settings)
+    loaded: dict[str, Any] = {}
+    if {"english", "routed"} & set(models):
+        loaded["english"] = Encoder(settings.model_path, **options)
+    if {"multilingual", "routed"} & set(models):
+        path = multilingual_model_dir(settings.multilingual_model_path)
+        loaded["multilingual"] = Encoder(path, **options)
+    if "routed" in models:
+        loaded["routed"] = RoutedEncoder(loaded["english"], loaded["multilingual"])
+    return {m: loaded[m] for m in models}
+
+
+def _cached(encoders: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
+    """The same encoders behind the embedding cache (the routed one over its cached parts,
+    so it never embeds a text twice)."""
+    from fraud.encoding.cache import CachedEncoder
+    from fraud.encoding.routed import RoutedEncoder
+
+    out: dict[str, Any] = {}
+    parts: dict[int, Any] = {}
+
+    def cached(encoder):
+        if id(encoder) not in parts:
+            parts[id(encoder)] = CachedEncoder(encoder, cache_dir)
+        return parts[id(encoder)]
+
+    for name, encoder in encoders.items():
+        if isinstance(encoder, RoutedEncoder):
+            out[name] = RoutedEncoder(cached(encoder.latin), cached(encoder.other))
+        else:
+            out[name] = cached(encoder)
+    return out
+
+
+def _evaluation_datasets(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(name, Dataset) for every --csv: deduplicated, then sampled as --sample says."""
+    from fraud.fitting import Dataset
+
+    if not args.csv:
+        raise DataError("evaluate needs a labeled CSV: --csv PATH")
+    samples = args.sample or [0]
+    if len(samples) == 1:
+        samples = samples * len(args.csv)
+    if len(samples) != len(args.csv):
+        raise DataError(
+            f"{len(samples)} --sample values for {len(args.csv)} --csv files: give one for all, "
+            "or one per file in the same order (0: every message)"
+        )
+    out = []
+    for path, n in zip(args.csv, samples, strict=True):
+        dataset = Dataset.from_labeled(
+            read_labeled_csv(Path(path), args.fraud_labels, args.legit_labels)
+        )
+        distinct = len(dataset.y)
+        if n or args.sample_skip:
+            dataset = dataset.stratified_sample(n or distinct, args.seed, args.sample_skip)
+        if dataset.y.sum() < args.folds or (~dataset.y).sum() < args.folds:
+            raise DataError(f"{path}: too few fraud or legit messages for {args.folds} folds")
+        print(
+            f"{path}: {distinct} distinct messages after removing {dataset.duplicates_removed} "
+            f"duplicates; {len(dataset.y)} used ({int(dataset.y.sum())} fraud)"
+            + (f", a stratified sample (seed {args.seed}, skip {args.sample_skip})" if n else "")
+            + f"; {args.folds}-fold CV, seed {args.seed}",
+            file=sys.stderr,
+        )
+        out.append((Path(path).stem, dataset))
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud.index import encode_with_progress
+    from fraud.quality import SHIPPED, encoder_timing, evaluate, evaluation_variants, plot_report
+
+    datasets = _evaluation_datasets(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
+    encoders = _evaluation_encoders(settings, models) if models else {"": load_encoder(settings)}
+    cached = _cached(encoders, args.cache_dir)
+    names = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    reports = {}
+    for dataset_name, dataset in datasets:
+        X = {
+            model: encode_with_progress(encoder, dataset.texts, progress=not args.quiet)
+            for model, encoder in cached.items()
+        }
+        report, results = evaluate(
+            dataset,
+            X if models else X[""],
+            variants=evaluation_variants(),
+            folds=args.folds,
+            seed=args.seed,
+            threshold_rule=threshold_rule(args),
+            variant_names=names,
+            on_fold=None
+            if args.quiet
+            else lambda f, n: print(f"  fold {f + 1}: {n}", file=sys.stderr),
+            inner_folds=args.inner_folds,
+        )
+        report["dataset"]["name"] = dataset_name
+        report["encoders"] = {
+            model or "configured": {"model": e.name, **encoder_timing(e, dataset.texts)}
+            for model, e in encoders.items()
+        }
+        if not models:  # the single-encoder report, as before
+            report["encoder"] = report["encoders"]["configured"]
+        out = args.out / dataset_name if len(datasets) > 1 else args.out
+        write_json(out / "report.json", report)
+        shipped = next(
+            (n for n in (f"{SHIPPED} [routed]", SHIPPED) if n in results), next(iter(results))
+        )
+        plots = plot_report(results, dataset, shipped, out)
+        print(f"\n{dataset_name}")
+        print_report(report)
+        print(f"\nreport {out / 'report.json'}; plots " + ", ".join(p.name for p in plots))
+        reports[dataset_name] = report
+    if len(datasets) > 1 or models:
+        print_languages_table(reports)
+    return 0
+
+
+def cmd_evaluate_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """History off vs on over a simulated time-ordered stream (fraud/quality/replay.py)."""
+    from fraud.encoding.cache import CachedEncoder
+    from fraud.fitting import Dataset
+    from fraud.index import encode_with_progress
+    from fraud.quality import TUNING_FOLDS, replay_evaluate
+
+    dataset = Dataset.from_labeled(
+        read_csv_arg(args, "evaluate-replay needs a labeled CSV: --csv PATH")
+    )
+    if args.folds <= TUNING_FOLDS:
+        raise DataError(f"--folds must be more than the {TUNING_FOLDS} tuning folds")
+    if dataset.y.sum() < args.folds or (~dataset.y).sum() < args.folds:
+        raise DataError(f"{args.csv}: too few fraud or legit messages for {args.folds} folds")
+    print(
+        f"{len(dataset.y)} distinct messages ({int(dataset.y.sum())} fraud) after removing "
+        f"{dataset.duplicates_removed} duplicates; {args.folds} folds, seed {args.seed}; "
+        "the stream of recipients and times is simulated",
+        file=sys.stderr,
+    )
+    cached = CachedEncoder(load_encoder(settings), args.cache_dir)
+    X = encode_with_progress(cached, dataset.texts, progress=not args.quiet)
+    report = replay_evaluate(
+        dataset,
+        X,
+        cached,
+        folds=args.folds,
+        seed=args.seed,
+        novel_campaigns=args.novel_campaigns,
+        on_progress=None if args.quiet else lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    write_json(args.out / "replay.json", report)
+    print_replay_report(report)
+    print(f"\nreport {args.out / 'replay.json'} ({report['seconds']} s)")
+    return 0
+
+
+def print_replay_report(report: dict[str, Any]) -> None:
+    """The replay report's lines and tables (fraud/quality/replay.py) on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fraud.quality import replay_report_text
+
+    text = replay_report_text(report)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for line in text.folds:
+        console.print(line)
+    for t in text.tables:
+        table = Table(title=t.title)
+        for column in t.columns:
+            table.add_column(column, justify="left" if column == t.columns[0] else "right")
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(text.changes)
+
+
+# -- the tables --------------------------------------------------------------------------
+
+
+def _console():
+    """A rich console that wraps on a terminal and not in a report file."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """One dataset's evaluation: a row per scorer, then the encoders' cost and the
+    confusion counts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    fitted = report.get("protocol", {}).get("inner_folds", 3)
+    table = Table(
+        title="held-out folds pooled; "
+        + ("threshold fitted on each training fold" if fitted else "decisions at 0.5")
+    )
+    columns = ["variant", "precision", "recall", "F1", "ROC-AUC", "PR-AUC", "R@1%FPR"]
+    for column in [*columns, "F1 sd", "ms/msg", "p99 ms"]:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, v in report["variants"].items():
+        table.add_row(
+            escape(name),  # "attention [english]" is not markup
+            *(
+                f"{v[k]:.4f}"
+                for k in ("precision", "recall", "f1", "roc_auc", "pr_auc", "recall_at_1pct_fpr")
+            ),
+            f"{v['fold_std']['f1']:.4f}",
+            f"{v['score_ms_mean']:.2f}",
+            f"{v['score_ms_p99']:.2f}",
+        )
+    console = _console()
+    console.print(table)
+    for enc in report.get("encoders", {}).values():
+        console.print(
+            f"ms/msg excludes encoding: {enc['model']} takes {enc['encode_ms_mean']:.1f} ms "
+            f"per message (p99 {enc['encode_ms_p99']:.1f} ms) one at a time; tfidf needs none."
+        )
+    for name, v in report["variants"].items():
+        c = v["confusion"]
+        console.print(
+            f"{escape(name)}: tp {c['tp']} fp {c['fp']} fn {c['fn']} tn {c['tn']}"
+            + (f"; recall by category {v['recall_by_category']}" if v["recall_by_category"] else "")
+        )
+
+
+def print_languages_table(reports: dict[str, dict[str, Any]]) -> None:
+    """PR-AUC and recall at 1% FPR of every scorer, one column pair per dataset."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="held-out folds pooled: PR-AUC / recall at 1% FPR")
+    table.add_column("scorer")
+    for name, report in reports.items():
+        d = report["dataset"]
+        table.add_column(f"{name} ({d['messages']}, {d['fraud']} fraud)", justify="right")
+    rows = list(dict.fromkeys(v for r in reports.values() for v in r["variants"]))
+    for row in rows:
+        cells = []
+        for report in reports.values():
+            v = report["variants"].get(row)
+            cells.append(f"{v['pr_auc']:.4f} / {v['recall_at_1pct_fpr']:.4f}" if v else "")
+        table.add_row(escape(row), *cells)
+    _console().print(table)
+
+
+# -- parsers -----------------------------------------------------------------------------
+
+
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        parents=[COMMON, LABEL_MAPS, TARGET],
+        help="cross-validated quality on labeled CSVs, with baselines (and encoders compared)",
+    )
+    p.add_argument(
+        "--csv",
+        action="append",
+        help="CSV with columns text,label[,category]; repeat it to evaluate several in one run",
+    )
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/evaluation"),
+        help="report and plots (one subdirectory per CSV when there are several)",
+    )
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
+    p.add_argument("--variants", help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--models",
+        help="compare encoders in one run: comma-separated from "
+        f"{', '.join(EVALUATION_MODELS)} (default: the configured encoder alone)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        action="append",
+        help="a stratified sample of N messages (after deduplication); once for every --csv, "
+        "or once per --csv in the same order (0: all)",
+    )
+    p.add_argument(
+        "--inner-folds",
+        type=int,
+        default=3,
+        help="inner folds that choose each fold's alert threshold; 0: none, decide at 0.5 "
+        "(precision, recall and F1 then mean that; PR-AUC and recall at 1%% FPR do not use "
+        "a threshold), four times faster",
+    )
+    p.add_argument(
+        "--sample-skip",
+        type=int,
+        default=0,
+        help="draw the sample from what is left after setting aside a first sample of this "
+        "size (a sample disjoint from the reported one, for choosing settings)",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_evaluate_replay(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate-replay",
+        parents=[COMMON, LABELS],
+        help="recipient history off vs on, over a simulated stream of a labeled CSV",
+    )
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/replay"), help="replay.json")
+    p.add_argument(
+        "--novel-campaigns",
+        action="store_true",
+        help="drop the held-out campaigns' near-duplicates from each training part",
+    )
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/embeddings"))
+    p.set_defaults(func=cmd_evaluate_replay)
+
+
+def register(subparsers) -> None:
+    """`fraud evaluate` and `fraud evaluate-replay`."""
+    _add_evaluate(subparsers)
+    _add_evaluate_replay(subparsers)

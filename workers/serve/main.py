@@ -1,0 +1,103 @@
+"""The `fraud serve` process: bind, load the model on the scoring thread while /healthz
+already answers, serve until SIGTERM/SIGINT (requests in flight finish)."""
+
+import logging
+import signal
+import socket
+import threading
+from contextlib import ExitStack, contextmanager
+
+from prometheus_client import CollectorRegistry
+
+from fraud.config import Settings
+from fraud.errors import ConfigError
+from fraud.metrics import build_serve_metrics
+from workers.serve.app import create_app
+from workers.serve.guard import load_tokens
+from workers.serve.scorer import load_scorer
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port is one clear error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another "
+            "--host/--port (FRAUD_SERVE__HOST, FRAUD_SERVE__PORT)"
+        ) from None
+    return sock
+
+
+def _server_class():
+    import uvicorn  # lazily: the web server is needed only by `fraud serve`
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end the process with status 0 once the
+        shutdown is done, as the worker does (uvicorn raises the signal again after it).
+        A second SIGINT forces the exit (uvicorn's own handle_exit)."""
+
+        @contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def run_serve(settings: Settings) -> None:
+    """The `fraud serve` process. One ExitStack owns what it opens: the listening socket
+    here; the model, the bank follower and the producer are the app's (its lifespan)."""
+    import uvicorn  # lazily: the web server is needed only by `fraud serve`
+
+    serve = settings.serve
+    tokens = load_tokens(serve)
+    log.info("settings %s", settings.model_dump_json())  # tokens are SecretStr: masked
+    with ExitStack() as stack:
+        sock = bind(serve.host, serve.port)
+        stack.callback(sock.close)
+        registry = CollectorRegistry()
+        metrics = build_serve_metrics(registry)
+        failures: list[BaseException] = []
+
+        def on_fatal(error: BaseException) -> None:
+            failures.append(error)
+            server.should_exit = True
+
+        app = create_app(
+            serve, lambda: load_scorer(settings, metrics), registry, metrics, tokens, on_fatal
+        )
+        config = uvicorn.Config(
+            app,
+            log_config=None,  # the process's logging (workers.cli.main)
+            access_log=False,  # paths and codes are metrics; nothing about a request is logged
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+        server = _server_class()(config)
+        host, port = sock.getsockname()[:2]
+        log.info(
+            "serving on http://%s:%d (OpenAPI: /docs), %s",
+            host,
+            port,
+            f"{len(tokens)} bearer token(s) required" if tokens else "no token required",
+        )
+        server.run(sockets=[sock])
+    if failures:
+        raise failures[0]
+    log.info("service stopped")
