@@ -252,8 +252,9 @@ def _dev_set_line(index_version: str) -> str:
     except (OSError, ValueError, KeyError):
         return f"dev set         not measured here ({DEV_RESULTS.name} not found)"
     line = (
-        f"dev set         false alerts on {f['false_alert_rate']:.1%} of {f['legit']} legit "
-        f"modern messages, precision {f['precision']:.3f}, recall {f['recall']:.3f} "
+        f"dev set         false alerts {f['confusion']['fp']} of {f['legit']} legit "
+        f"({f['false_alert_rate']:.2%}), precision {f['precision']:.3f}, recall "
+        f"{f['recall']:.3f}: modern SMS it never saw\n                "
         f"({report['csv']}, fraud = smishing+spam; docs/results/{DEV_RESULTS.name})"
     )
     measured_on = report["detector"]["index_version"]

@@ -393,11 +393,51 @@ def replay_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- default_dev: `fraud index measure --out` (make results-default) -------------------------
+
+MAPPINGS = {"smishing,spam:ham": "fraud = smishing + spam", "smishing:ham": "smishing vs ham"}
+
+
+def default_dev_table(results: Path, names: Sequence[str]) -> str:
+    """The default detector on the modern dev set, per label mapping, at its threshold."""
+    (name,) = names
+    report = _read(results, name)
+    rows = [
+        [
+            MAPPINGS.get(mapping, mapping),
+            f"{m['fraud']} / {m['legit']}",
+            f"{m['confusion']['fp']} ({m['false_alert_rate']:.2%})",
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['pr_auc']:.4f}",
+            f"{m['recall_at_1pct_fpr']:.3f}",
+        ]
+        for mapping, m in report["mappings"].items()
+    ]
+    header = [
+        f"{report['csv']}",
+        "fraud / legit",
+        "false alerts",
+        "precision",
+        "recall",
+        "PR-AUC",
+        "recall at 1% FPR",
+    ]
+    d = report["detector"]
+    return (
+        _table(header, rows)
+        + f"\nThe {d['scorer']} of index version {d['index_version']}, at its threshold "
+        f"{report['threshold']:.4f}; no recipient history (as `fraud serve`). Command: "
+        f"`{report['command']}`.\n" + _source(names)
+    )
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,
     "replay": replay_table,
+    "default_dev": default_dev_table,
 }
 
 
