@@ -432,12 +432,49 @@ def default_dev_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+def _history_run(h: dict | None) -> str:
+    if not h:
+        return "off (as `fraud serve`)"
+    values = "soft values" if h["soft_values"] else "every entry a fraud key"
+    passes = "1 pass" if h["passes"] == 1 else f"{h['passes']} passes, the last"
+    return f"on, {h['recipients']} recipients, {passes}; {values}"
+
+
+def default_history_table(results: Path, names: Sequence[str]) -> str:
+    """The default detector on the dev set with the recipient history off and on, fraud =
+    smishing + spam, one row per result file of `fraud index measure [--recipients N]`."""
+    reports = [_read(results, name) for name in names]
+    rows = []
+    for r in reports:
+        m = r["mappings"]["smishing,spam:ham"]
+        rows.append(
+            [
+                _history_run(r.get("history")),
+                f"{m['confusion']['fp']} ({m['false_alert_rate']:.2%})",
+                f"{m['precision']:.3f}",
+                f"{m['recall']:.3f}",
+                f"{m['pr_auc']:.4f}",
+                f"{m['recall_at_1pct_fpr']:.3f}",
+            ]
+        )
+    header = ["history", "false alerts", "precision", "recall", "PR-AUC", "recall at 1% FPR"]
+    commands = "; ".join(
+        "`" + "".join(f"{k}={v} " for k, v in r.get("environment", {}).items()) + r["command"] + "`"
+        for r in reports
+    )
+    return (
+        _table(header, rows) + f"\n{reports[0]['csv']}, fraud = smishing + spam, at the threshold "
+        f"{reports[0]['threshold']:.4f}. Commands: {commands}.\n" + _source(names)
+    )
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,
     "replay": replay_table,
     "default_dev": default_dev_table,
+    "default_history": default_history_table,
 }
 
 

@@ -234,9 +234,32 @@ def _mapping_figures(labels: list[str], scores, threshold: float, mapping: str) 
     return {"fraud": int(y.sum()), "legit": legit_n, "false_alert_rate": fp / legit_n, **figures}
 
 
+def _scores_with_history(detector, settings: Settings, texts, recipients: int, passes: int):
+    """The texts scored in file order through the worker's scoring path with the recipient
+    history (HistoryScorer, settings.history), in micro-batches of settings.kafka.max_batch,
+    recipient i mod `recipients`; `passes` times into the same history (new message ids),
+    the last pass's scores returned. Offline: no Kafka, the same scorer as the worker."""
+    from fraud.scoring.history import Arrival, HistoryScorer, RecipientHistory
+
+    scorer = HistoryScorer(detector, RecipientHistory(settings.history))
+    queries, n, scores = detector.encode(texts), len(texts), []
+    for p in range(passes):
+        scores = []
+        for start in range(0, n, settings.kafka.max_batch):
+            rows = list(range(start, min(n, start + settings.kafka.max_batch)))
+            arrivals = [
+                Arrival(f"p{p}-{i}", f"r{i % recipients}", (p * n + i) * 1000, p * n + i)
+                for i in rows
+            ]
+            result = scorer.score(arrivals, queries[rows], [texts[i] for i in rows])
+            scores += [a.score for a in result.assessments]
+    return scores
+
+
 def cmd_index_measure(args: argparse.Namespace, settings: Settings) -> int:
     """Score a labeled CSV with the index's detector, as the worker would without history,
     and report its figures at the detector's own threshold, per label mapping."""
+    import os
     import sys
 
     from fraud.index.files import sha256_file
@@ -245,16 +268,24 @@ def cmd_index_measure(args: argparse.Namespace, settings: Settings) -> int:
     rows = _labeled_rows(args.csv)
     detector = Detector.from_settings(settings)
     texts = [text for text, _ in rows]
-    result = detector.score(detector.encode(texts), texts)
-    scores = [a.score for a in result.assessments]
+    if args.recipients:
+        scores = _scores_with_history(detector, settings, texts, args.recipients, args.passes)
+    else:
+        scores = [a.score for a in detector.score(detector.encode(texts), texts).assessments]
     threshold = detector.params.threshold
     mappings = args.mapping or ["fraud,spam,smishing,scam:legit,ham"]
     report = {
         "command": "fraud index measure " + " ".join(sys.argv[3:]),
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FRAUD_")},
         "csv": args.csv.name,
         "csv_sha256": sha256_file(args.csv),
         "detector": {**detector.info, "scorer": detector.choice.scorer},
         "threshold": threshold,
+        "history": (
+            {"recipients": args.recipients, "passes": args.passes, **settings.history.model_dump()}
+            if args.recipients
+            else None
+        ),
         "mappings": {
             m: _mapping_figures([r[1] for r in rows], scores, threshold, m) for m in mappings
         },
@@ -353,6 +384,20 @@ def register(subparsers) -> None:
         action="append",
         help="FRAUD_LABELS:LEGIT_LABELS, e.g. smishing,spam:ham (repeatable; rows of other "
         "labels are left out; default: the usual fraud and legit labels)",
+    )
+    p.add_argument(
+        "--recipients",
+        type=int,
+        default=0,
+        help="score through the recipient history (FRAUD_HISTORY__*), message i to "
+        "recipient i mod N, in file order (default 0: no history, as `fraud serve`)",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="with --recipients: stream the file this many "
+        "times into the same history, and report the last pass",
     )
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     p.set_defaults(func=cmd_index_measure)

@@ -44,7 +44,9 @@ TODAY = {
         "--force --index --model --model-path --ngram-weight --null-similarity --out "
         "--temperature --threshold --top-k --verbose -v"
     ),
-    "index measure": "--csv --index --mapping --model --model-path --out --verbose -v",
+    "index measure": (
+        "--csv --index --mapping --model --model-path --out --passes --recipients --verbose -v"
+    ),
     "index info": "--index --json --model --model-path --verbose -v",
     "score": (
         "--index --json --model --model-path --ngram-weight --null-similarity --temperature "
