@@ -80,7 +80,8 @@ prometheus:
 # The default detector (fraud/fitting/default.py). default-head fits its head and thresholds
 # into fraud/data/default_head (about 8 minutes on 2 cores; commit the result, with its
 # provenance.json); results-default measures it on the modern dev set (measurement only:
-# never references, training or calibration) into docs/results/default_dev.json.
+# never references, training or calibration) into docs/results/default_dev*.json: in this
+# process, and through a real worker on a local broker, with the recipient history off and on.
 DEV_SET ?= ../shared/data/smishing_modern_dev.csv
 default-head: install
 	$(VENV)/bin/fraud index fit-default --force
@@ -96,6 +97,12 @@ results-default: install
 	  --index .cache/default-dev-index --csv $(DEV_SET) --mapping smishing,spam:ham \
 	  --mapping smishing:ham --recipients 50 --passes 2 \
 	  --out docs/results/default_dev_history_p2_fraud_keys.json
+	for r in 0 50; do $(VENV)/bin/fraud index measure --index .cache/default-dev-index \
+	  --csv $(DEV_SET) --mapping smishing,spam:ham --mapping smishing:ham --recipients $$r \
+	  --through-worker --out docs/results/default_dev_worker_r$$r.json; done
+	$(VENV)/bin/fraud index measure --index .cache/default-dev-index --csv $(DEV_SET) \
+	  --mapping smishing,spam:ham --mapping smishing:ham --recipients 50 --passes 2 \
+	  --through-worker --out docs/results/default_dev_worker_r50_p2.json
 	$(PY) -m workers.docs_tables
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...

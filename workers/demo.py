@@ -92,6 +92,50 @@ def run_demo(
         return 0 if len(decisions) == len(messages) else 1
 
 
+def stream_through_worker(
+    settings: Settings, index_dir: Path, texts: list[str], recipients: int, passes: int = 1
+) -> list[float]:
+    """The texts streamed through a real `fraud worker` on a local broker of their own (as
+    the demo runs it): message i to recipient i mod `recipients` (none when 0), `passes`
+    times in file order (new ids each pass, into the same history); the scores the worker
+    published for the last pass, read back from the scores topic. For `fraud index
+    measure --through-worker`: measurement of what the worker does, history included."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(LocalBroker())
+        kafka = _demo_topics(settings, broker.bootstrap_servers)
+        metrics_port = free_port()
+        worker = _start_worker(settings, kafka, index_dir, metrics_port, stack)
+        _wait_healthy(worker, metrics_port)
+        messages = [
+            {
+                "id": f"p{p}-{i}",
+                "text": t,
+                **({"recipient": f"r{i % recipients}"} if recipients else {}),
+            }
+            for p in range(passes)
+            for i, t in enumerate(texts)
+        ]
+        produce(kafka, kafka.input_topic, messages)
+        consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+        stack.callback(consumer.close)
+        scores_partition = TopicPartition(kafka.scores_topic, 0)
+        consumer.assign([scores_partition])
+        consumer.seek_to_beginning(scores_partition)
+        scores: dict[str, float] = {}
+        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S + len(messages) / 5
+        while len(scores) < len(messages) and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    decision = Decision.from_bytes(record.value)
+                    scores[decision.message_id] = decision.score
+        last = [f"p{passes - 1}-{i}" for i in range(len(texts))]
+        if missing := [m for m in last if m not in scores]:
+            raise BrokerUnavailableError(f"no decision from the worker for {len(missing)} messages")
+        return [scores[m] for m in last]
+
+
 def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
     """Topics and a consumer group of this run's own, created."""
     run = uuid.uuid4().hex[:8]

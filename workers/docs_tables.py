@@ -432,12 +432,13 @@ def default_dev_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
-def _history_run(h: dict | None) -> str:
+def _history_run(r: dict) -> str:
+    h, where = r.get("history"), "worker on Kafka" if r.get("through_worker") else "in process"
     if not h:
-        return "off (as `fraud serve`)"
+        return f"{where}: off" + ("" if r.get("through_worker") else " (as `fraud serve`)")
     values = "soft values" if h["soft_values"] else "every entry a fraud key"
     passes = "1 pass" if h["passes"] == 1 else f"{h['passes']} passes, the last"
-    return f"on, {h['recipients']} recipients, {passes}; {values}"
+    return f"{where}: on, {h['recipients']} recipients, {passes}; {values}"
 
 
 def default_history_table(results: Path, names: Sequence[str]) -> str:
@@ -449,7 +450,7 @@ def default_history_table(results: Path, names: Sequence[str]) -> str:
         m = r["mappings"]["smishing,spam:ham"]
         rows.append(
             [
-                _history_run(r.get("history")),
+                _history_run(r),
                 f"{m['confusion']['fp']} ({m['false_alert_rate']:.2%})",
                 f"{m['precision']:.3f}",
                 f"{m['recall']:.3f}",

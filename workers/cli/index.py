@@ -268,7 +268,13 @@ def cmd_index_measure(args: argparse.Namespace, settings: Settings) -> int:
     rows = _labeled_rows(args.csv)
     detector = Detector.from_settings(settings)
     texts = [text for text, _ in rows]
-    if args.recipients:
+    if args.through_worker:
+        from workers.demo import stream_through_worker
+
+        scores = stream_through_worker(
+            settings, settings.index_dir, texts, args.recipients, args.passes
+        )
+    elif args.recipients:
         scores = _scores_with_history(detector, settings, texts, args.recipients, args.passes)
     else:
         scores = [a.score for a in detector.score(detector.encode(texts), texts).assessments]
@@ -281,6 +287,7 @@ def cmd_index_measure(args: argparse.Namespace, settings: Settings) -> int:
         "csv_sha256": sha256_file(args.csv),
         "detector": {**detector.info, "scorer": detector.choice.scorer},
         "threshold": threshold,
+        "through_worker": args.through_worker,
         "history": (
             {"recipients": args.recipients, "passes": args.passes, **settings.history.model_dump()}
             if args.recipients
@@ -398,6 +405,12 @@ def register(subparsers) -> None:
         default=1,
         help="with --recipients: stream the file this many "
         "times into the same history, and report the last pass",
+    )
+    p.add_argument(
+        "--through-worker",
+        action="store_true",
+        help="stream the file through a real `fraud worker` on a local broker (as `fraud "
+        "demo` runs it) and read its scores back, instead of scoring in this process",
     )
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     p.set_defaults(func=cmd_index_measure)

@@ -45,7 +45,8 @@ TODAY = {
         "--temperature --threshold --top-k --verbose -v"
     ),
     "index measure": (
-        "--csv --index --mapping --model --model-path --out --passes --recipients --verbose -v"
+        "--csv --index --mapping --model --model-path --out --passes --recipients "
+        "--through-worker --verbose -v"
     ),
     "index info": "--index --json --model --model-path --verbose -v",
     "score": (
