@@ -81,12 +81,12 @@ def fit_default(
     work_dir: Path,
     out_dir: Path,
     command: str,
-    epochs: int = HeadConfig.epochs,
+    **head_config: Any,
 ) -> dict[str, Any]:
     """Build the default index in `work_dir` (empty or missing), fit its scorer parameters
     (`fraud calibrate --target-fpr 0.01`) and train its head (`fraud train --target-fpr
-    0.01`, `epochs` as its --epochs), then write the head's files and provenance.json
-    into `out_dir`."""
+    0.01`; `head_config`: HeadConfig fields other than the defaults, for small tests), then
+    write the head's files and provenance.json into `out_dir`."""
     rule = {"target_fpr": TARGET_FPR}
     index = default_index(encoder, scorer, progress=True)
     index.save(work_dir)
@@ -94,7 +94,7 @@ def fit_default(
     calibrated = calibrate(index, work_dir, scorer["top_k"], rule, fit_ngram=True)
     log.info("calibrated the parameter-free scorer: %s", calibrated)
     index = ReferenceIndex.load(work_dir, model=encoder.name, dim=encoder.dim)
-    config = HeadConfig(dim=index.dim, n_categories=len(index.categories), epochs=epochs)
+    config = HeadConfig(dim=index.dim, n_categories=len(index.categories), **head_config)
     trained = train(index, work_dir, config, rule, fit_ngram=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [name for name in HEAD_FILES if (work_dir / name).exists()]

@@ -38,7 +38,13 @@ def small_default(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(default, "DEFAULT_REFERENCE_SOURCES", (("small", path),))
         provenance = default.fit_default(
-            FakeEncoder(), {"top_k": 8}, root / "work", root / "head", "test", epochs=5
+            FakeEncoder(),
+            {"top_k": 8},
+            root / "work",
+            root / "head",
+            "test",
+            epochs=5,
+            lexical=False,
         )
         yield provenance, root
 
