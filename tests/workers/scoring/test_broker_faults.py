@@ -150,6 +150,10 @@ def _survives(
             during = feed.send(MESSAGES // 4)
             during_ids = set(feed.ids[-len(during) :])
             health.watch(port, until=began + OUTAGE_S)
+            # Decisions on what was sent meanwhile can come as soon as the broker answers,
+            # which may be before heal() returns (a restart waits until the broker is
+            # ready): "after" counts from the moment the fault starts to end.
+            healing = time.time()
             heal()
             ended = time.time()
             feed.producer.flush(60)
@@ -177,8 +181,11 @@ def _survives(
     missing = set(feed.ids) - set(counts)
     duplicates = sum(n - 1 for n in counts.values())
     before = decisions.written_between(0, began)
-    after = decisions.written_between(ended, float("inf"))
-    first_s = decisions.first_written_after(ended)
+    after = decisions.written_between(healing, float("inf"))
+    # Seconds from the end of heal() to the first decision after the fault (negative: the
+    # worker was deciding again before the restart had returned).
+    first = decisions.first_written_after(healing)
+    first_s = None if first is None else first - (ended - healing)
     print(
         f"\nFAULT {name}: {MESSAGES} messages, struck after {struck_at} decisions, for "
         f"{ended - began:.1f} s, {len(during_ids)} sent meanwhile; missing {len(missing)}, "
