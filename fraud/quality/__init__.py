@@ -26,7 +26,7 @@ from fraud.quality.replay import (
     replay_evaluate,
     replay_report_text,
 )
-from fraud.quality.train_test import TestMapping, train_test_evaluate
+from fraud.quality.train_test import LabelMapping, train_test_evaluate
 from fraud.quality.variants import (
     SHIPPED,
     AttentionVariant,
@@ -36,7 +36,7 @@ from fraud.quality.variants import (
 
 __all__ = (
     "SHIPPED",
-    "TestMapping",
+    "LabelMapping",
     "TUNING_FOLDS",
     "AttentionVariant",
     "EvasionCase",

@@ -33,7 +33,7 @@ from fraud.quality.evaluation import Variant, classification_metrics
 
 
 @dataclass(frozen=True)
-class TestMapping:
+class LabelMapping:
     """One way to read the test file's labels: rows labeled `fraud` are frauds, rows
     labeled `legit` legit, the others left out of this mapping's figures."""
 
@@ -74,7 +74,7 @@ def train_test_variant(
     make: Callable[[], Variant],
     train: Split,
     test: Split,
-    mappings: Sequence[TestMapping],
+    mappings: Sequence[LabelMapping],
     *,
     folds: int,
     seed: int,
@@ -113,7 +113,7 @@ def near_copies(train_texts: Sequence[str], test_texts: Sequence[str]) -> np.nda
 def train_test_evaluate(
     train: Split,
     test: Split,
-    mappings: Sequence[TestMapping],
+    mappings: Sequence[LabelMapping],
     variants: Mapping[str, Callable[[], Variant]],
     *,
     folds: int = 5,

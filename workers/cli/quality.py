@@ -34,10 +34,10 @@ from workers.cli.common import (
 EVALUATION_MODELS = ("english", "multilingual", "routed")
 
 
-def command_line() -> str:
-    """The command as typed (minus the program's path), recorded in each report so that a
-    page showing its figures can show how to produce them again."""
-    return shlex.join(["fraud", *sys.argv[1:]])
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed (workers/cli/main.py keeps it in args.argv), recorded in each
+    report so that a page showing its figures can show how to produce them again."""
+    return shlex.join(["fraud", *args.argv])
 
 
 def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             inner_folds=args.inner_folds,
         )
         report["dataset"]["name"] = dataset_name
-        report["command"] = command_line()
+        report["command"] = command_line(args)
         report["encoders"] = {
             model or "configured": {"model": e.name, **encoder_timing(e, dataset.texts)}
             for model, e in encoders.items()
@@ -194,7 +194,7 @@ def _training_rows(args: argparse.Namespace) -> list[LabeledText]:
 
 
 def _test_mappings(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
-    """The test file's texts (its rows as given) and one TestMapping per
+    """The test file's texts (its rows as given) and one LabelMapping per
     --test-fraud-labels: rows with one of those labels are frauds, rows with a
     --test-legit-labels label legit, rows with another mapping's fraud label left out.
 
@@ -204,7 +204,7 @@ def _test_mappings(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
     ones this mapping leaves out."""
     import numpy as np
 
-    from fraud.quality import TestMapping
+    from fraud.quality import LabelMapping
 
     path = Path(args.test)
     maps = [parse_label_list(m) for m in (args.test_fraud_labels or [args.fraud_labels])]
@@ -220,7 +220,7 @@ def _test_mappings(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
         name = f"{'+'.join(fraud)} vs {'+'.join(legit)}"
         if y[keep].all() or not y[keep].any():
             raise DataError(f"{path}: {name} needs both fraud and legit rows")
-        mappings.append(TestMapping(name, y[keep], keep))
+        mappings.append(LabelMapping(name, y[keep], keep))
     return [r.text for r in rows], mappings
 
 
@@ -262,7 +262,7 @@ def cmd_evaluate_train_test(args: argparse.Namespace, settings: Settings) -> int
     )
     report["files"] = {"train": args.train, "test": args.test}
     report["encoder"] = encoder.name
-    report["command"] = command_line()
+    report["command"] = command_line(args)
     write_json(args.out / "report.json", report)
     print_train_test_report(report)
     print(f"\nreport {args.out / 'report.json'}")
