@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fraud.fitting.calibration import choose_threshold
-from fraud.fitting.folds import Dataset, Split, dataset_folds, near_duplicate_groups
+from fraud.fitting.folds import Dataset, Split, inner_scores, near_duplicate_groups
 from fraud.quality.evaluation import Variant, classification_metrics
 
 
@@ -40,18 +40,6 @@ class LabelMapping:
     name: str
     y: np.ndarray  # bool per kept row
     rows: np.ndarray  # the kept rows' positions in the test file
-
-
-def out_of_fold_scores(
-    make: Callable[[], Variant], train: Split, folds: int, seed: int
-) -> np.ndarray:
-    """Every training row's score from a variant fitted on the other folds (grouped)."""
-    out = np.zeros(len(train.data.y))
-    for fit_idx, held_idx in dataset_folds(train.data, folds, seed):
-        variant = make()
-        variant.fit(train.take(fit_idx))
-        out[held_idx] = variant.score(train.take(held_idx))
-    return out
 
 
 def unlabeled(texts: Sequence[str], X: np.ndarray) -> Split:
@@ -83,7 +71,7 @@ def train_test_variant(
     """One variant through the protocol (module docstring); the test split's labels are
     never read here, only the mappings' (after scoring)."""
     started = time.perf_counter()
-    oof = out_of_fold_scores(make, train, folds, seed)
+    oof = inner_scores(make, train, folds, seed)  # grouped folds of the training rows
     threshold = float(choose_threshold(oof, train.data.y, **threshold_rule))
     oof_s = time.perf_counter() - started
     variant = make()
