@@ -12,7 +12,7 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install lock kafka-jars prometheus broker clean
+.PHONY: demo test lint install lock kafka-jars prometheus broker clean default-head results-default
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
@@ -76,6 +76,34 @@ prometheus:
 	    $$sudo update-rc.d prometheus disable >/dev/null 2>&1 || true; \
 	  command -v promtool >/dev/null; \
 	fi
+
+# The default detector (fraud/fitting/default.py). default-head fits its head and thresholds
+# into fraud/data/default_head (about 8 minutes on 2 cores; commit the result, with its
+# provenance.json); results-default measures it on the modern dev set (measurement only:
+# never references, training or calibration) into docs/results/default_dev*.json: in this
+# process, and through a real worker on a local broker, with the recipient history off and on.
+DEV_SET ?= ../shared/data/smishing_modern_dev.csv
+default-head: install
+	$(VENV)/bin/fraud index fit-default --force
+
+results-default: install
+	$(VENV)/bin/fraud index build -q --index .cache/default-dev-index --force
+	$(VENV)/bin/fraud index measure --index .cache/default-dev-index --csv $(DEV_SET) \
+	  --mapping smishing,spam:ham --mapping smishing:ham --out docs/results/default_dev.json
+	for p in 1 2; do $(VENV)/bin/fraud index measure --index .cache/default-dev-index \
+	  --csv $(DEV_SET) --mapping smishing,spam:ham --mapping smishing:ham --recipients 50 \
+	  --passes $$p --out docs/results/default_dev_history_p$$p.json; done
+	FRAUD_HISTORY__SOFT_VALUES=false $(VENV)/bin/fraud index measure \
+	  --index .cache/default-dev-index --csv $(DEV_SET) --mapping smishing,spam:ham \
+	  --mapping smishing:ham --recipients 50 --passes 2 \
+	  --out docs/results/default_dev_history_p2_fraud_keys.json
+	for r in 0 50; do $(VENV)/bin/fraud index measure --index .cache/default-dev-index \
+	  --csv $(DEV_SET) --mapping smishing,spam:ham --mapping smishing:ham --recipients $$r \
+	  --through-worker --out docs/results/default_dev_worker_r$$r.json; done
+	$(VENV)/bin/fraud index measure --index .cache/default-dev-index --csv $(DEV_SET) \
+	  --mapping smishing,spam:ham --mapping smishing:ham --recipients 50 --passes 2 \
+	  --through-worker --out docs/results/default_dev_worker_r50_p2.json
+	$(PY) -m workers.docs_tables
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...
 broker: install kafka-jars

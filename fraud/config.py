@@ -64,6 +64,12 @@ class HistorySettings(BaseModel):
         description="a message scoring at least this becomes a key for its recipient's next ones",
     )
     weight: float = Field(1.0, gt=0, description="attention weight of a history key vs a bank key")
+    soft_values: bool = Field(
+        True,
+        description="an entry carries its own score (a fraud key weighted s, a legit key 1 - s); "
+        "off: every entry is a fraud key, which lifts an unknown campaign's later variants but "
+        "also a borderline legit message's own copy (issue 19)",
+    )
     max_per_recipient: int = Field(16, ge=1, le=1000, description="most recent entries kept")
     ttl_s: float = Field(7 * 24 * 3600, gt=0, description="entries older than this are dropped")
     max_recipients: int = Field(

@@ -1,9 +1,12 @@
 """`fraud demo`: the main job on the embedded default, start to finish.
 
-Starts a local Kafka broker (or uses the one given), builds the index from the seed
-set, starts a scoring worker as its own process, replays the team's demo messages
-(plus two malformed records, to show the dead-letter path), prints each alert with
-its evidence as it arrives, a summary at the end, and shuts everything down.
+Starts a local Kafka broker (or uses the one given), builds the default detector (the
+seed set and the UCI SMS Spam Collection with the shipped trained head,
+fraud/fitting/default.py; cached after the first run), starts a scoring worker as its own
+process, replays the team's demo messages (plus two malformed records, to show the
+dead-letter path), prints each alert with its evidence as it arrives, a summary at the
+end (with the default's false-alert rate on modern messages it never saw, from
+docs/results/default_dev.json), and shuts everything down.
 """
 
 import json
@@ -18,13 +21,14 @@ from pathlib import Path
 from kafka.structs import TopicPartition
 
 from fraud.config import KafkaSettings, Settings
-from fraud.data import demo_messages_path, seed_references_path
-from fraud.datasets import read_labeled_csv
+from fraud.data import demo_messages_path
 from fraud.encoding.encoder import Encoder
 from fraud.errors import BrokerUnavailableError
-from fraud.index import build_index
+from fraud.fitting.default import build_default
+from fraud.index import ReferenceIndex
+from fraud.index.files import write_index_dir
 from fraud.schemas import Assessment, Decision
-from fraud.scoring import Detector, effective_scorer, format_assessment
+from fraud.scoring import Detector, format_assessment, load_head
 from workers.broker import LocalBroker
 from workers.kafka import ensure_topics, make_consumer, make_producer
 from workers.processes import free_port, start_fraud_process, stop_process
@@ -33,6 +37,10 @@ from workers.producer import produce, read_messages
 DEMO_MESSAGES = demo_messages_path()
 MALFORMED = [b"\xff\xfe not utf-8", b'{"id": "demo-bad-json", "text": ']
 WAIT_FOR_DECISIONS_S = 180
+# The default detector's figures on the modern dev set (`make results-default`), in a
+# checkout; an installed package has no docs/ and the summary says so.
+DEV_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "default_dev.json"
+DEV_MAPPING = "smishing,spam:ham"
 
 
 def run_demo(
@@ -79,8 +87,53 @@ def run_demo(
         decisions, dead_letters = _watch(kafka, consumer, worker, expected, detector)
         worker.terminate()
         worker.wait(timeout=60)
-        _print_summary(decisions, expected, dead_letters, worker.returncode)
+        dev_line = _dev_set_line(detector.index.version)
+        _print_summary(decisions, expected, dead_letters, worker.returncode, dev_line)
         return 0 if len(decisions) == len(messages) else 1
+
+
+def stream_through_worker(
+    settings: Settings, index_dir: Path, texts: list[str], recipients: int, passes: int = 1
+) -> list[float]:
+    """The texts streamed through a real `fraud worker` on a local broker of their own (as
+    the demo runs it): message i to recipient i mod `recipients` (none when 0), `passes`
+    times in file order (new ids each pass, into the same history); the scores the worker
+    published for the last pass, read back from the scores topic. For `fraud index
+    measure --through-worker`: measurement of what the worker does, history included."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(LocalBroker())
+        kafka = _demo_topics(settings, broker.bootstrap_servers)
+        metrics_port = free_port()
+        worker = _start_worker(settings, kafka, index_dir, metrics_port, stack)
+        _wait_healthy(worker, metrics_port)
+        messages = [
+            {
+                "id": f"p{p}-{i}",
+                "text": t,
+                **({"recipient": f"r{i % recipients}"} if recipients else {}),
+            }
+            for p in range(passes)
+            for i, t in enumerate(texts)
+        ]
+        produce(kafka, kafka.input_topic, messages)
+        consumer = make_consumer(kafka, group_id=None, enable_auto_commit=False)
+        stack.callback(consumer.close)
+        scores_partition = TopicPartition(kafka.scores_topic, 0)
+        consumer.assign([scores_partition])
+        consumer.seek_to_beginning(scores_partition)
+        scores: dict[str, float] = {}
+        deadline = time.monotonic() + WAIT_FOR_DECISIONS_S + len(messages) / 5
+        while len(scores) < len(messages) and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise BrokerUnavailableError(f"the worker exited with code {worker.returncode}")
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    decision = Decision.from_bytes(record.value)
+                    scores[decision.message_id] = decision.score
+        last = [f"p{passes - 1}-{i}" for i in range(len(texts))]
+        if missing := [m for m in last if m not in scores]:
+            raise BrokerUnavailableError(f"no decision from the worker for {len(missing)} messages")
+        return [scores[m] for m in last]
 
 
 def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
@@ -106,20 +159,25 @@ def _demo_topics(settings: Settings, bootstrap: str) -> KafkaSettings:
 
 
 def _build_index(settings: Settings, index_dir: Path) -> Detector:
-    """The seed set's index, saved in `index_dir` for the worker; a detector on it, to
-    explain the alerts as they come."""
-    print(f"building the reference index from the seed set ({seed_references_path().name}) ...")
+    """The default detector's index (built once, then from its cache), saved in
+    `index_dir` for the worker; a detector on it, to explain the alerts as they come."""
+    print("building the default detector (seed set + UCI SMS Spam Collection) ...")
     encoder = Encoder.from_settings(settings)
-    seed = read_labeled_csv(seed_references_path())
-    index = build_index(encoder, seed, "seed", settings.scorer.model_dump(), progress=True)
-    index.save(index_dir)
+    explicit = settings.scorer.model_dump(include=settings.scorer.model_fields_set)
+    cached, why_not = build_default(encoder, explicit, progress=True)
+    index = ReferenceIndex.load(cached, model=encoder.name, dim=encoder.dim)
+    write_index_dir(index_dir, index, load_head(cached))
     counts = index.counts()
     print(
         f"  {counts['total']} references ({counts['fraud']} fraud in "
         f"{len(counts['fraud_by_category'])} categories, {counts['legit']} legit), "
-        f"version {index.version}"
+        f"version {index.version}, cached in {cached}"
     )
-    return Detector(encoder, index, effective_scorer(settings.scorer, index))
+    if why_not:
+        print(f"  without its shipped head: {why_not}")
+    detector = Detector.from_settings(settings, index_dir)
+    print(f"  scorer: {detector.choice.scorer}, threshold {detector.params.threshold:.4f}")
+    return detector
 
 
 def _watch(kafka, consumer, worker, expected: dict, detector: Detector):
@@ -182,7 +240,11 @@ def _print_alert(alert: Decision, message: dict, detector: Detector) -> None:
 
 
 def _print_summary(
-    decisions: dict[str, Decision], expected: dict[str, dict], dead_letters: list[str], worker_rc
+    decisions: dict[str, Decision],
+    expected: dict[str, dict],
+    dead_letters: list[str],
+    worker_rc,
+    dev_line: str,
 ) -> None:
     frauds = [m for m in expected.values() if m.get("expected") == "fraud"]
     legits = [m for m in expected.values() if m.get("expected") != "fraud"]
@@ -205,6 +267,7 @@ def _print_summary(
     for m in missed:
         score = decisions[m["id"]].score if m["id"] in decisions else float("nan")
         print(f"missed          [{m['id']}] score {score:.2f}  {m['text'][:55]}")
+    print(dev_line)
     print(f"dead letters    {len(dead_letters)} ({', '.join(dead_letters)})")
     if latencies:
         median, worst = latencies[len(latencies) // 2], latencies[-1]
@@ -221,3 +284,24 @@ def _print_summary(
             }
         )
     )
+
+
+def _dev_set_line(index_version: str) -> str:
+    """The default's figures on the modern dev set (440 public SMS it never saw: measured,
+    never trained on), read from the committed result file; says when that file was
+    measured on another index version, or is not there."""
+    try:
+        report = json.loads(DEV_RESULTS.read_text())
+        f = report["mappings"][DEV_MAPPING]
+    except (OSError, ValueError, KeyError):
+        return f"dev set         not measured here ({DEV_RESULTS.name} not found)"
+    line = (
+        f"dev set         false alerts {f['confusion']['fp']} of {f['legit']} legit "
+        f"({f['false_alert_rate']:.2%}), precision {f['precision']:.3f}, recall "
+        f"{f['recall']:.3f}: modern SMS it never saw\n                "
+        f"({report['csv']}, fraud = smishing+spam; docs/results/{DEV_RESULTS.name})"
+    )
+    measured_on = report["detector"]["index_version"]
+    if measured_on != index_version:
+        line += f"\n                (measured on index version {measured_on}, not this one)"
+    return line

@@ -501,6 +501,82 @@ def quality_transfer_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- default_dev: `fraud index measure --out` (make results-default) -------------------------
+
+MAPPINGS = {"smishing,spam:ham": "fraud = smishing + spam", "smishing:ham": "smishing vs ham"}
+
+
+def default_dev_table(results: Path, names: Sequence[str]) -> str:
+    """The default detector on the modern dev set, per label mapping, at its threshold."""
+    (name,) = names
+    report = _read(results, name)
+    rows = [
+        [
+            MAPPINGS.get(mapping, mapping),
+            f"{m['fraud']} / {m['legit']}",
+            f"{m['confusion']['fp']} ({m['false_alert_rate']:.2%})",
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['pr_auc']:.4f}",
+            f"{m['recall_at_1pct_fpr']:.3f}",
+        ]
+        for mapping, m in report["mappings"].items()
+    ]
+    header = [
+        f"{report['csv']}",
+        "fraud / legit",
+        "false alerts",
+        "precision",
+        "recall",
+        "PR-AUC",
+        "recall at 1% FPR",
+    ]
+    d = report["detector"]
+    return (
+        _table(header, rows)
+        + f"\nThe {d['scorer']} of index version {d['index_version']}, at its threshold "
+        f"{report['threshold']:.4f}; no recipient history (as `fraud serve`). Command: "
+        f"`{report['command']}`.\n" + _source(names)
+    )
+
+
+def _history_run(r: dict) -> str:
+    h, where = r.get("history"), "worker on Kafka" if r.get("through_worker") else "in process"
+    if not h:
+        return f"{where}: off" + ("" if r.get("through_worker") else " (as `fraud serve`)")
+    values = "soft values" if h["soft_values"] else "every entry a fraud key"
+    passes = "1 pass" if h["passes"] == 1 else f"{h['passes']} passes, the last"
+    return f"{where}: on, {h['recipients']} recipients, {passes}; {values}"
+
+
+def default_history_table(results: Path, names: Sequence[str]) -> str:
+    """The default detector on the dev set with the recipient history off and on, fraud =
+    smishing + spam, one row per result file of `fraud index measure [--recipients N]`."""
+    reports = [_read(results, name) for name in names]
+    rows = []
+    for r in reports:
+        m = r["mappings"]["smishing,spam:ham"]
+        rows.append(
+            [
+                _history_run(r),
+                f"{m['confusion']['fp']} ({m['false_alert_rate']:.2%})",
+                f"{m['precision']:.3f}",
+                f"{m['recall']:.3f}",
+                f"{m['pr_auc']:.4f}",
+                f"{m['recall_at_1pct_fpr']:.3f}",
+            ]
+        )
+    header = ["history", "false alerts", "precision", "recall", "PR-AUC", "recall at 1% FPR"]
+    commands = "; ".join(
+        "`" + "".join(f"{k}={v} " for k, v in r.get("environment", {}).items()) + r["command"] + "`"
+        for r in reports
+    )
+    return (
+        _table(header, rows) + f"\n{reports[0]['csv']}, fraud = smishing + spam, at the threshold "
+        f"{reports[0]['threshold']:.4f}. Commands: {commands}.\n" + _source(names)
+    )
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "soak": soak_table,
     "faults": fault_table,
@@ -508,6 +584,8 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "replay": replay_table,
     "quality-cv": quality_cv_table,
     "quality-transfer": quality_transfer_table,
+    "default_dev": default_dev_table,
+    "default_history": default_history_table,
 }
 
 

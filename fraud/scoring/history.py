@@ -9,9 +9,11 @@ crosses the threshold, while the same paraphrase sent to a fresh recipient does 
 What is kept, per recipient: the embeddings of the recent messages that scored at least
 `min_score` (bounded: the last `max_per_recipient`, none older than `ttl_s` in message
 time, at most `max_recipients` recipients and `max_memory_bytes` by the store's own
-accounting, least recently seen evicted first). A history
-key has the value *fraud* with that message's category, and `weight` scales its attention
-against a bank key (log(weight) is added to its logit).
+accounting, least recently seen evicted first). An entry carries its own score as a soft
+value (`RecipientHistory.keys`): a fraud key of that message's category weighted by the
+score and a legit key weighted by one minus it, so an unconfirmed entry says no more than
+the message's own score did, and a fraud an analyst confirmed (score 1) is a fraud key;
+`weight` scales their attention against a bank key (log(weight) is added to the logits).
 
 The store is a source of keys (`RecipientHistory.keys`), never a caller of the detector:
 `HistoryScorer(detector, history).score(arrivals, queries, texts)` asks it for each
@@ -112,27 +114,48 @@ class RecipientHistory:
         self, arrivals: Sequence[Arrival], queries: np.ndarray, categories: Categories
     ) -> Keys:
         """Each message's history entries as keys (keys_for), aligned (n, m) and padded
-        with invalid keys: value fraud, the entry's category code in `categories` (the
-        index's codebook, read only: a category it does not know is UNSPECIFIED), the
-        attention weight `settings.weight`, each with its vector and message id."""
+        with invalid keys, each with its vector and message id.
+
+        Soft values: an entry of score s is two keys on its vector, a fraud key (the
+        entry's category code in `categories`, the index's codebook read only: a category
+        it does not know is UNSPECIFIED) of attention weight `settings.weight` * s and a
+        legit key of weight `settings.weight` * (1 - s). Together they take the attention
+        one key would, and carry the entry's own score as their value: a message's earlier
+        copy gives back the message's own score instead of pushing it toward fraud, while a
+        confirmed fraud (s = 1, admitted by the worker) is a whole fraud key. The learned
+        head reads them the same way: log weights in its key logits, legit and category
+        values (fraud/scoring/head.py). (Measured, issue 19: with one fraud key per entry,
+        a second pass of the same messages doubled the false alerts; with soft values it
+        left them unchanged.) With `settings.soft_values` off, every entry is a whole
+        fraud key (s taken as 1): the rule before issue 19, which lifts the later variants
+        of a campaign the bank does not know, and a borderline legit message's copy too.
+        """
         per_row = [self.keys_for(a) for a in arrivals]
-        n, m, dim = len(arrivals), max((len(e) for e in per_row), default=0), queries.shape[1]
+        n, dim = len(arrivals), queries.shape[1]
+        m = 2 * max((len(e) for e in per_row), default=0)  # a fraud and a legit key each
         vectors = np.zeros((n, m, dim), np.float32)
-        valid = np.zeros((n, m), bool)
+        weights = np.zeros((n, m), np.float64)
+        is_fraud = np.zeros((n, m), bool)
+        is_fraud[:, 0::2] = True
         codes = np.zeros((n, m), np.int64)
         message_ids = np.full((n, m), None, object)
         for i, entries in enumerate(per_row):
             for j, e in enumerate(entries):
-                vectors[i, j], valid[i, j] = e.vector, True
-                codes[i, j], message_ids[i, j] = categories.code(e.category), e.message_id
+                s = min(max(float(e.score), 0.0), 1.0) if self.settings.soft_values else 1.0
+                vectors[i, 2 * j : 2 * j + 2] = e.vector
+                weights[i, 2 * j : 2 * j + 2] = (s, 1.0 - s)
+                codes[i, 2 * j] = categories.code(e.category)
+                message_ids[i, 2 * j : 2 * j + 2] = e.message_id
+        valid = weights > 0  # a key of weight 0 (s = 1: no legit part) is no key
         sims = np.einsum("nmd,nd->nm", vectors, queries.astype(np.float32))
+        log_weights = np.log(np.where(valid, weights * self.settings.weight, 1.0))
         return Keys(
             similarities=np.where(valid, sims, 0.0).astype(np.float32),
             ids=np.full((n, m), -1, np.int64),
             valid=valid,
-            is_fraud=valid.copy(),
+            is_fraud=is_fraud & valid,
             category_codes=codes,
-            log_weights=np.where(valid, np.log(self.settings.weight), 0.0).astype(np.float32),
+            log_weights=log_weights.astype(np.float32),
             vectors=vectors,
             message_ids=message_ids,
         )

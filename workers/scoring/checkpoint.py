@@ -17,7 +17,7 @@ from kafka.errors import (
 )
 
 from fraud.config import KafkaSettings
-from fraud.errors import PublishError
+from fraud.errors import BrokerUnavailableError, PublishError
 from fraud.schemas import Decision
 from workers.kafka import BrokerWait, await_sends, commit_offsets, offsets_after
 from workers.kafka import compat as kafka_compat
@@ -176,13 +176,19 @@ class Checkpoint:
         now). Its initialization waits for the broker, however long it is away."""
         assert self.new_producer is not None  # noqa: S101 (TransactionLost needs it)
         self.producer.close(timeout=0)
-        self.producer = self.new_producer()
+        self.producer = None
         started = time.monotonic()
         while True:
             try:
+                # Building the producer bootstraps it: a broker still restarting (or one
+                # that accepts connections but is slow to answer) is waited for too.
+                if self.producer is None:
+                    self.producer = self.new_producer()
                 self.producer.init_transactions()
                 break
-            except KafkaTimeoutError:
+            except (KafkaTimeoutError, BrokerUnavailableError) as e:
+                if getattr(e, "retriable", True) is False:
+                    raise  # a refused login or TLS handshake: waiting does not help
                 if self.broker_wait is None or self.broker_wait.stopping():
                     raise
                 self.broker_wait.unanswered(started, "a new transactional producer")

@@ -97,8 +97,11 @@ def _open_worker(settings, detector, bank, history, registry, stack: ExitStack) 
     )
 
     def close_renewed() -> None:
-        if worker.producer is not producer:  # exactly-once: renewed after a lost transaction
-            worker.producer.close(timeout=timeout_s)
+        # Exactly-once: the producer renewed after a lost transaction (None while the
+        # renewal waits for the broker).
+        renewed = worker.producer
+        if renewed is not None and renewed is not producer:
+            renewed.close(timeout=timeout_s)
 
     stack.callback(close_renewed)
     return worker

@@ -160,56 +160,35 @@ def test_evaluate_writes_a_report_and_plots(tmp_path, capsys):
 
 
 @pytest.mark.model
-def test_calibrate_then_train_write_into_the_index(seed_index_dir, tmp_path, capsys):
+def test_calibrate_then_train_write_into_the_index_and_fit_the_ngram_term(
+    seed_index_dir, tmp_path, capsys
+):
+    """One index through both fitting commands (with the n-gram term), then scored: the
+    calibrated parameter-free scorer, and the trained head."""
     import shutil
 
     idx = tmp_path / "idx"
     shutil.copytree(seed_index_dir, idx)
-    assert main(["calibrate", "--index", str(idx), "--target-precision", "0.95"]) == 0
+    assert main(["calibrate", "--index", str(idx), "--target-precision", "0.95", "--ngram"]) == 0
     scorer = json.loads((idx / "manifest.json").read_text())["scorer"]
     assert scorer["temperature"] != 0.05 and 0 < scorer["threshold"] < 1
-    assert main(["train", "--index", str(idx), "--epochs", "10"]) == 0
-    assert (idx / "head.safetensors").is_file() and (idx / "head.json").is_file()
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "score",
-                "--index",
-                str(idx),
-                "--json",
-                "URGENT: your Northbank card is blocked, verify at nb-secure-check.com",
-            ]
-        )
-        == 0
-    )
-    verdict = json.loads(capsys.readouterr().out)
-    assert verdict["evidence"] and verdict["score"] > 0.5
-
-
-@pytest.mark.model
-def test_calibrate_and_train_fit_the_ngram_term_and_score_uses_it(seed_index_dir, tmp_path, capsys):
-    import shutil
-
-    idx = tmp_path / "idx"
-    shutil.copytree(seed_index_dir, idx)
-    assert main(["calibrate", "--index", str(idx), "--ngram"]) == 0
-    scorer = json.loads((idx / "manifest.json").read_text())["scorer"]
     assert 0 <= scorer["ngram_weight"] <= 1 and len(scorer["ngram_range"]) == 2
     plain = tmp_path / "plain"  # calibrated, without a head: the parameter-free scorer
     shutil.copytree(idx, plain)
     assert main(["train", "--index", str(idx), "--epochs", "5", "--ngram"]) == 0
+    assert (idx / "head.safetensors").is_file() and (idx / "head.json").is_file()
     head = json.loads((idx / "head.json").read_text())["config"]
     # Both fit the term on the same references with the same keys: the same choice.
     assert (head["ngram_weight"], head["ngram_range"]) == (
         scorer["ngram_weight"],
         scorer["ngram_range"],
     )
-    capsys.readouterr()
     text = "URGENT: your Northbank card is blocked, verify at nb-secure-check.com"
-    assert main(["score", "--index", str(plain), "--json", "--ngram-weight", "0.4", text]) == 0
-    verdict = json.loads(capsys.readouterr().out)
-    assert verdict["evidence"] and verdict["score"] > 0.5
+    for args in (["--index", str(idx)], ["--index", str(plain), "--ngram-weight", "0.4"]):
+        capsys.readouterr()
+        assert main(["score", *args, "--json", text]) == 0
+        verdict = json.loads(capsys.readouterr().out)
+        assert verdict["evidence"] and verdict["score"] > 0.5, args
 
 
 def _seed_subsets(tmp_path) -> tuple[Path, Path]:

@@ -40,6 +40,14 @@ TODAY = {
         "--group-id --index --input-topic --label --model --model-path --reason --remove "
         "--verbose --weight -v id"
     ),
+    "index fit-default": (
+        "--force --index --model --model-path --ngram-weight --null-similarity --out "
+        "--temperature --threshold --top-k --verbose -v"
+    ),
+    "index measure": (
+        "--csv --index --mapping --model --model-path --out --passes --recipients "
+        "--through-worker --verbose -v"
+    ),
     "index info": "--index --json --model --model-path --verbose -v",
     "score": (
         "--index --json --model --model-path --ngram-weight --null-similarity --temperature "

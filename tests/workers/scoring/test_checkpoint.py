@@ -9,8 +9,9 @@ import pytest
 from kafka.errors import CommitFailedError
 
 from fraud.config import KafkaSettings
-from fraud.errors import PublishError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError, PublishError
 from tests.fakes import RecordingConsumer, RecordingProducer, consumer_record, decision
+from workers.kafka import BrokerWait
 from workers.runtime import DeadLetter, StageClock
 from workers.scoring import Checkpoint
 
@@ -85,3 +86,42 @@ def test_a_bank_change_checkpoint_publishes_the_changed_histories_before_committ
     assert [s["key"] for s in producer.sent] == [b"+44 1", b"+44 2"]
     assert producer.calls == ["send", "send", "flush"]
     assert consumer.commits == [{}]  # nothing of the input to commit
+
+
+def test_a_renewal_waits_for_a_broker_that_is_still_starting():
+    """Exactly-once, after a lost transaction: building the new producer bootstraps it,
+    and a broker still restarting (BrokerUnavailableError) is waited for, not a stop."""
+    attempts: list[str] = []
+
+    def new_producer():
+        attempts.append("build")
+        if len(attempts) < 3:
+            raise BrokerUnavailableError("the broker accepts connections but did not answer")
+        return RecordingProducer()
+
+    wait = BrokerWait(timeout_s=0.0)
+    eos = KAFKA.model_copy(update={"exactly_once": True})
+    checkpoint = Checkpoint(
+        RecordingProducer(), RecordingConsumer(), eos, broker_wait=wait, new_producer=new_producer
+    )
+    checkpoint.renew()
+    assert attempts == ["build"] * 3 and "init_transactions" in checkpoint.producer.calls
+    assert wait.waiting  # reported as a wait on the broker meanwhile
+
+
+def test_a_renewal_the_broker_refuses_stops_at_once():
+    """A refused login is no outage: the renewal raises rather than waiting forever."""
+
+    def new_producer():
+        raise BrokerRefusedError("this client's login did not succeed")
+
+    eos = KAFKA.model_copy(update={"exactly_once": True})
+    checkpoint = Checkpoint(
+        RecordingProducer(),
+        RecordingConsumer(),
+        eos,
+        broker_wait=BrokerWait(timeout_s=0.0),
+        new_producer=new_producer,
+    )
+    with pytest.raises(BrokerRefusedError):
+        checkpoint.renew()
