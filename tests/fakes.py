@@ -21,6 +21,16 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def distinct_tail(i: int, words: int = 5) -> str:
+    """Words of random letters, different for each i: appended to a template, they keep
+    the texts out of each other's near-duplicate group (fraud.fitting.near_duplicate_groups
+    masks digits, so "text {i}" would make one group of them all)."""
+    rng = np.random.default_rng(i)
+    return " ".join(
+        "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 6)) for _ in range(words)
+    )
+
+
 class FakeEncoder:
     """A TextEncoder (fraud/encoding/base.py) without a model: the same text always gets
     the same random unit vector (seeded by the text), and `seen` records every batch."""

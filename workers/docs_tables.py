@@ -393,6 +393,114 @@ def replay_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- quality: `fraud evaluate --out` (cross-validated, or --train/--test) ------------------
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}"
+
+
+def _rule(rule: dict) -> str:
+    """A threshold rule as the fitting takes it, in words."""
+    if "target_fpr" in rule:
+        return f"a {rule['target_fpr']:.0%} false-positive rate"
+    if "target_precision" in rule:
+        return f"precision {rule['target_precision']}"
+    return "the best F1"
+
+
+def _command(report: dict, name: str) -> str:
+    return (
+        f"\nCommand (then `cp OUT/report.json docs/results/{name}`):\n\n"
+        f"```sh\n{report['command']}\n```\n"
+    )
+
+
+def quality_cv_table(results: Path, names: Sequence[str]) -> str:
+    """`fraud evaluate --csv`: a row per variant, held-out folds pooled (folds that keep
+    near-duplicate groups whole)."""
+    (name,) = names
+    report = _read(results, name)
+    d, p = report["dataset"], report["protocol"]
+    fitted = p["inner_folds"] > 0
+    rows = [
+        [
+            f"`{variant}`",
+            f"{v['pr_auc']:.4f}",
+            f"{v['recall_at_1pct_fpr']:.4f}",
+            f"{v['roc_auc']:.4f}",
+            f"{v['precision']:.4f}",
+            f"{v['recall']:.4f}",
+            f"{v['f1']:.4f}",
+            _pct(v["false_alert_rate"]),
+        ]
+        for variant, v in report["variants"].items()
+    ]
+    at = "at the threshold fitted on each training part" if fitted else "at 0.5"
+    header = ["variant", "PR-AUC", "recall at 1% FPR", "ROC-AUC"]
+    header += [f"precision {at}", "recall", "F1", "false alerts"]
+    rule = p["threshold_rule"]
+    return (
+        _table(header, rows)
+        + f"\n`{d['name']}`: {d['messages']:,} distinct messages ({d['fraud']:,} fraud, "
+        f"{d['duplicates_removed']} duplicates removed), {p['folds']} folds that keep "
+        f"near-duplicate groups whole, seed {p['seed']}; "
+        + (
+            f"thresholds chosen on {p['inner_folds']} inner folds for {_rule(rule)}."
+            if fitted
+            else "no threshold fitted (`--inner-folds 0`): precision, recall, F1 and false "
+            "alerts are at 0.5; PR-AUC and recall at 1% FPR use no threshold."
+        )
+        + "\n"
+        + _command(report, name)
+        + _source(names)
+    )
+
+
+def quality_transfer_table(results: Path, names: Sequence[str]) -> str:
+    """`fraud evaluate --train --test`: a row per variant and test label mapping, at the
+    threshold fitted on the training rows' out-of-fold scores."""
+    (name,) = names
+    report = _read(results, name)
+    rows = []
+    for variant, v in report["variants"].items():
+        oof = v["train_out_of_fold"]
+        for mapping, m in v["test"].items():
+            rows.append(
+                [
+                    f"`{variant}`",
+                    mapping,
+                    f"{m['pr_auc']:.4f}",
+                    f"{m['recall_at_1pct_fpr']:.4f}",
+                    f"{m['precision']:.4f}",
+                    f"{m['recall']:.4f}",
+                    f"{m['f1']:.4f}",
+                    _pct(m["false_alert_rate"]),
+                    f"{v['threshold']:.4f}",
+                    f"{oof['pr_auc']:.4f} / {oof['recall_at_1pct_fpr']:.4f} / "
+                    f"{_pct(oof['false_alert_rate'])}",
+                ]
+            )
+    header = ["variant", "test labels", "PR-AUC", "recall at 1% FPR", "precision", "recall"]
+    header += ["F1", "false alerts", "threshold", "training out-of-fold: PR-AUC / R@1% / FA"]
+    t, test, p = report["train"], report["test"], report["protocol"]
+    copies = "; ".join(
+        f"{mapping}: {c['fraud']} fraud and {c['legit']} legit"
+        for mapping, c in test["near_copies_of_training"].items()
+    )
+    return (
+        _table(header, rows)
+        + f"\nFitted on `{report['files']['train']}`: {t['messages']:,} distinct messages "
+        f"({t['fraud']:,} fraud, {t['duplicates_removed']} duplicates removed, "
+        f"{t['near_duplicate_groups']:,} near-duplicate groups); threshold for "
+        f"{_rule(p['threshold_rule'])} on out-of-fold scores of {p['folds']} grouped folds (seed "
+        f"{p['seed']}). Scored once on `{report['files']['test']}` ({test['messages']} rows "
+        f"as given). Test rows with a near-duplicate among the training rows: {copies}.\n"
+        + _command(report, name)
+        + _source(names)
+    )
+
+
 # -- default_dev: `fraud index measure --out` (make results-default) -------------------------
 
 MAPPINGS = {"smishing,spam:ham": "fraud = smishing + spam", "smishing:ham": "smishing vs ham"}
@@ -474,6 +582,8 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "faults": fault_table,
     "evasion": evasion_table,
     "replay": replay_table,
+    "quality-cv": quality_cv_table,
+    "quality-transfer": quality_transfer_table,
     "default_dev": default_dev_table,
     "default_history": default_history_table,
 }

@@ -94,7 +94,9 @@ def train(
     whose n-gram term is fitted first); its threshold from inner cross-validation, stored
     with the head (the manifest's scorer parameters stay the parameter-free scorer's)."""
     split, ids = index_split(index)
-    head = train_over_index(config, index, split.X, ids, split.data.texts, split.data.y, fit_ngram)
+    head = train_over_index(
+        config, index, split.X, ids, split.data.texts, split.data.y, fit_ngram, split.data.groups
+    )
     config = head.config
     threshold = choose_threshold(head_inner_scores(split, config), split.data.y, **threshold_rule)
     head.threshold = round(threshold, 6)

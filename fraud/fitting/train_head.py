@@ -14,11 +14,19 @@ import torch
 from torch import nn
 
 from fraud.fitting.calibration import fit_key_similarity
-from fraud.fitting.folds import Split, inner_scores, split_index
+from fraud.fitting.folds import (
+    Split,
+    grouped_folds,
+    inner_scores,
+    near_duplicate_groups,
+    split_index,
+)
 from fraud.index.keys import Keys, KeySimilarity
 from fraud.index.reference_index import ReferenceIndex
 from fraud.scoring.head import AttentionHead, HeadConfig, TrainedHead
 from fraud.text.lexical import LexicalModel
+
+LEXICAL_FOLDS = 3
 
 
 def train_head(
@@ -28,11 +36,13 @@ def train_head(
     keys: Keys,
     texts: Sequence[str],
     y: np.ndarray,
+    groups: np.ndarray | None = None,
 ) -> TrainedHead:
     """Fit on training messages whose keys already exclude each message itself.
 
     The lexical term is trained on the same messages; the head learns from its
-    out-of-fold logits, so it does not learn to trust a model that saw the answer. The
+    out-of-fold logits (3 folds that keep near-duplicate `groups` whole; computed from
+    the texts when not given), so it does not learn to trust a model that saw the answer. The
     head learns a value per category of the index's codebook: config.n_categories is set
     to their number (fewer would give some categories the null key's value).
     """
@@ -42,7 +52,9 @@ def train_head(
     lexical, lexical_logits = None, np.zeros(len(y))
     if config.lexical:
         lexical = LexicalModel.fit(texts, y)
-        lexical_logits = LexicalModel.out_of_fold_logits(texts, y, seed=config.seed)
+        groups = near_duplicate_groups(texts) if groups is None else groups
+        folds = grouped_folds(y, groups, LEXICAL_FOLDS, config.seed)
+        lexical_logits = LexicalModel.out_of_fold_logits(texts, y, folds)
     head = TrainedHead(AttentionHead(config), list(index.categories), index.version, lexical)
     data = head.inputs(index, queries, keys, texts, lexical_logits)
     target = torch.as_tensor(np.asarray(y, dtype=np.float32))
@@ -71,6 +83,7 @@ def train_over_index(
     texts: Sequence[str],
     y: np.ndarray,
     fit_ngram: bool = False,
+    groups: np.ndarray | None = None,
 ) -> TrainedHead:
     """Train a head on messages that are also references of `index` (self_ids: each one's
     reference id, or -1), each masked out of its own keys.
@@ -86,7 +99,7 @@ def train_over_index(
     keys = index.search(
         queries, config.top_k, exclude_ids=self_ids, texts=texts, similarity=config.similarity
     )
-    return train_head(config, index, queries, keys, texts, y)
+    return train_head(config, index, queries, keys, texts, y, groups)
 
 
 class HeadOnSplit:
@@ -114,6 +127,7 @@ class HeadOnSplit:
             train.data.texts,
             train.data.y,
             self.fit_ngram,
+            train.data.groups,
         )
         self.fitted = self.head.fitted()
 

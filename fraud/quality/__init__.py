@@ -1,4 +1,5 @@
-"""Measuring the detector offline: `fraud evaluate` (cross-validated variants),
+"""Measuring the detector offline: `fraud evaluate` (cross-validated variants, or fitted
+on training files and scored on a test file),
 `fraud evaluate-replay` (the recipients' history on a simulated stream) and the evasion
 table. Nothing in production imports it."""
 
@@ -10,6 +11,7 @@ from fraud.quality.evaluation import (
     encoder_timing,
     evaluate,
     plot_report,
+    select_variants,
 )
 from fraud.quality.evasion import (
     EvasionCase,
@@ -24,6 +26,7 @@ from fraud.quality.replay import (
     replay_evaluate,
     replay_report_text,
 )
+from fraud.quality.train_test import LabelMapping, train_test_evaluate
 from fraud.quality.variants import (
     SHIPPED,
     AttentionVariant,
@@ -33,6 +36,7 @@ from fraud.quality.variants import (
 
 __all__ = (
     "SHIPPED",
+    "LabelMapping",
     "TUNING_FOLDS",
     "AttentionVariant",
     "EvasionCase",
@@ -51,5 +55,7 @@ __all__ = (
     "plot_report",
     "replay_evaluate",
     "replay_report_text",
+    "select_variants",
     "summary_by_kind",
+    "train_test_evaluate",
 )

@@ -2,8 +2,10 @@
 
 Protocol, the same for every variant (the attention scorers and the baselines):
   1. the labeled texts are deduplicated after normalization (a duplicate across folds leaks);
-  2. stratified k-fold with a fixed seed; in each fold the training part is all a variant
-     sees: it becomes the reference index, fits T and tau, trains a head, fits a baseline;
+  2. stratified k-fold with a fixed seed, near-duplicate groups kept whole (a campaign's
+     copies that differ in a link or an amount never straddle folds); in each fold the
+     training part is all a variant sees: it becomes the reference index, fits T and
+     tau, trains a head, fits a baseline;
   3. the alert threshold is chosen on the training part only, from inner cross-validated
      scores (3 inner folds), never on the held-out part (`inner_folds=0` skips this and
      decides at 0.5: PR-AUC, ROC-AUC and recall at 1% FPR rank scores and do not use it,
@@ -39,7 +41,7 @@ from sklearn.metrics import (
 from fraud.datasets import UNSPECIFIED_CATEGORY
 from fraud.errors import ConfigError
 from fraud.fitting.calibration import choose_threshold
-from fraud.fitting.folds import Dataset, Split, SplitScorer, inner_scores, stratified_folds
+from fraud.fitting.folds import Dataset, Split, SplitScorer, dataset_folds, inner_scores
 
 
 class Variant(SplitScorer, Protocol):
@@ -64,6 +66,7 @@ def classification_metrics(
         "roc_auc": float(roc_auc_score(y, scores)),
         "pr_auc": float(average_precision_score(y, scores)),
         "recall_at_1pct_fpr": float(tpr[fpr <= 0.01].max()),
+        "false_alert_rate": float(fp / max(fp + tn, 1)),  # share of legit messages alerted
         "confusion": {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)},
     }
 
@@ -108,7 +111,7 @@ def cross_validate(
     n = len(dataset.y)
     results = {name: VariantResult(name, np.zeros(n), np.zeros(n, dtype=bool)) for name in variants}
     rule = threshold_rule or {}
-    for fold, (train_idx, test_idx) in enumerate(stratified_folds(dataset.y, folds, seed)):
+    for fold, (train_idx, test_idx) in enumerate(dataset_folds(dataset, folds, seed)):
         for name, make in variants.items():
             train, test = wholes[name].take(train_idx), wholes[name].take(test_idx)
             if on_fold:
@@ -247,6 +250,18 @@ def encoder_timing(encoder, texts: Sequence[str], n: int = 50) -> dict[str, floa
     }
 
 
+def select_variants(
+    variants: Mapping[str, Callable[[], Variant]], names: Sequence[str] | None
+) -> dict[str, Callable[[], Variant]]:
+    """The variants named (all when `names` is empty), in their own order."""
+    if not names:
+        return dict(variants)
+    unknown = set(names) - set(variants)
+    if unknown:
+        raise ConfigError(f"unknown variants {sorted(unknown)}: choose from {list(variants)}")
+    return {k: v for k, v in variants.items() if k in names}
+
+
 def evaluate(
     dataset: Dataset,
     X: np.ndarray | Mapping[str, np.ndarray],
@@ -266,11 +281,7 @@ def evaluate(
     that reads embeddings runs once per encoder, as "variant [encoder]", and the others
     (the TF-IDF baselines) once.
     """
-    if variant_names:
-        unknown = set(variant_names) - set(variants)
-        if unknown:
-            raise ConfigError(f"unknown variants {sorted(unknown)}: choose from {list(variants)}")
-        variants = {k: v for k, v in variants.items() if k in variant_names}
+    variants = select_variants(variants, variant_names)
     per_variant: np.ndarray | dict[str, np.ndarray] = X
     if isinstance(X, Mapping):
         expanded, per_variant = {}, {}

@@ -45,7 +45,7 @@ from scipy.sparse.csgraph import connected_components
 from fraud.config import HistorySettings
 from fraud.errors import ConfigError
 from fraud.fitting.calibration import choose_threshold
-from fraud.fitting.folds import Dataset, Split, inner_scores, stratified_folds
+from fraud.fitting.folds import Dataset, Split, dataset_folds, inner_scores
 from fraud.quality.evaluation import classification_metrics
 from fraud.quality.variants import LearnedAttentionVariant
 from fraud.scoring.detector import Detector
@@ -365,7 +365,7 @@ def replay_evaluate(
     chosen: tuple[float, float] | None = None
     tuning: dict[str, Any] = {}
     started = time.perf_counter()
-    for fold, (train_idx, test_idx) in enumerate(stratified_folds(dataset.y, folds, seed)):
+    for fold, (train_idx, test_idx) in enumerate(dataset_folds(dataset, folds, seed)):
         role = "tuning" if fold < tuning_folds else "evaluation"
         say(f"fold {fold + 1}/{folds} ({role}): fitting the detector on the training part")
         train, test = whole.take(train_idx), whole.take(test_idx)

@@ -9,13 +9,13 @@ the head as one more linear term on the query beside the attention read-out.
 Stored as plain arrays (idf, coef, intercept) in safetensors: no pickle.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from fraud.text.normalize import normalize
 
@@ -67,12 +67,16 @@ class LexicalModel:
 
     @classmethod
     def out_of_fold_logits(
-        cls, texts: list[str], y: np.ndarray, folds: int = 3, seed: int = 0
+        cls,
+        texts: list[str],
+        y: np.ndarray,
+        folds: Sequence[tuple[np.ndarray, np.ndarray]],
     ) -> np.ndarray:
-        """Each text's logit from a model fitted without it, for training the head on."""
+        """Each text's logit from a model fitted without it, for training the head on.
+        `folds` (fit rows, held rows) come from the caller (fraud.fitting.folds: grouped
+        by near-duplicates, so a copy of a text in the fitted part cannot vouch for it)."""
         out = np.zeros(len(texts))
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for fit_idx, held_idx in splitter.split(np.zeros(len(y)), y):
+        for fit_idx, held_idx in folds:
             model = cls.fit([texts[i] for i in fit_idx], y[fit_idx])
             out[held_idx] = model.logit([texts[i] for i in held_idx])
         return out

@@ -87,6 +87,7 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for reports
     setup_logging(args.verbose)
     try:
         settings = settings_from_args(args)

@@ -2,6 +2,8 @@
 tables they print (rich is the application's; the library returns plain reports).
 
     fraud evaluate --csv FILE [--csv FILE ...] [--models english,multilingual,routed]
+    fraud evaluate --train FILE[,FILE|seed|seed-en ...] --test FILE \
+        [--test-fraud-labels smishing,spam --test-fraud-labels smishing]
     fraud evaluate-replay --csv FILE [--novel-campaigns]
 """
 
@@ -10,12 +12,13 @@ tables they print (rich is the application's; the library returns plain reports)
 # import.
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from fraud.config import Settings
-from fraud.datasets import read_labeled_csv
+from fraud.datasets import LabeledText, parse_label_list, read_labeled_csv
 from fraud.errors import DataError
 from workers.cli.common import (
     COMMON,
@@ -29,6 +32,12 @@ from workers.cli.common import (
 )
 
 EVALUATION_MODELS = ("english", "multilingual", "routed")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed (workers/cli/main.py keeps it in args.argv), recorded in each
+    report so that a page showing its figures can show how to produce them again."""
+    return shlex.join(["fraud", *args.argv])
 
 
 def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:
@@ -114,6 +123,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.index import encode_with_progress
     from fraud.quality import SHIPPED, encoder_timing, evaluate, evaluation_variants, plot_report
 
+    if args.train or args.test:
+        return cmd_evaluate_train_test(args, settings)
     datasets = _evaluation_datasets(args)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else []
     encoders = _evaluation_encoders(settings, models) if models else {"": load_encoder(settings)}
@@ -139,6 +150,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             inner_folds=args.inner_folds,
         )
         report["dataset"]["name"] = dataset_name
+        report["command"] = command_line(args)
         report["encoders"] = {
             model or "configured": {"model": e.name, **encoder_timing(e, dataset.texts)}
             for model, e in encoders.items()
@@ -157,6 +169,103 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         reports[dataset_name] = report
     if len(datasets) > 1 or models:
         print_languages_table(reports)
+    return 0
+
+
+# -- evaluate --train --test ----------------------------------------------------------------
+
+SEED_SETS = ("seed", "seed-en")  # --train names for the packaged seed set (all, or English)
+
+
+def _training_rows(args: argparse.Namespace) -> list[LabeledText]:
+    """The rows of every --train item: a CSV (read with --fraud-labels/--legit-labels), or
+    `seed` (the packaged seed set) or `seed-en` (its rows not in another script)."""
+    from fraud.data import seed_references_path
+    from fraud.encoding.routed import is_other_script
+
+    rows: list[LabeledText] = []
+    for item in (s.strip() for s in args.train.split(",")):
+        if item in SEED_SETS:
+            seed = read_labeled_csv(seed_references_path())
+            rows += [r for r in seed if item == "seed" or not is_other_script(r.text)]
+        elif item:
+            rows += read_labeled_csv(Path(item), args.fraud_labels, args.legit_labels)
+    return rows
+
+
+def _test_mappings(args: argparse.Namespace) -> tuple[list[str], list[Any]]:
+    """The test file's texts (its rows as given) and one LabelMapping per
+    --test-fraud-labels: rows with one of those labels are frauds, rows with a
+    --test-legit-labels label legit, rows with another mapping's fraud label left out.
+
+    The file is read once with every mapping's fraud labels (which checks that each row
+    has a known label), then once per mapping with the other mappings' fraud labels read
+    as legit: the rows that read as fraud in the first and legit in the second are the
+    ones this mapping leaves out."""
+    import numpy as np
+
+    from fraud.quality import LabelMapping
+
+    path = Path(args.test)
+    maps = [parse_label_list(m) for m in (args.test_fraud_labels or [args.fraud_labels])]
+    legit = parse_label_list(args.test_legit_labels or args.legit_labels)
+    every = tuple(dict.fromkeys(label for m in maps for label in m))
+    rows = read_labeled_csv(path, every, legit)
+    fraud_somewhere = np.array([r.label == "fraud" for r in rows])
+    mappings = []
+    for fraud in maps:
+        others = tuple(label for label in every if label not in fraud)
+        y = np.array([r.label == "fraud" for r in read_labeled_csv(path, fraud, legit + others)])
+        keep = np.flatnonzero(~(fraud_somewhere & ~y))
+        name = f"{'+'.join(fraud)} vs {'+'.join(legit)}"
+        if y[keep].all() or not y[keep].any():
+            raise DataError(f"{path}: {name} needs both fraud and legit rows")
+        mappings.append(LabelMapping(name, y[keep], keep))
+    return [r.text for r in rows], mappings
+
+
+def cmd_evaluate_train_test(args: argparse.Namespace, settings: Settings) -> int:
+    """Fit every variant on the --train files only, score the --test file once
+    (fraud/quality/train_test.py)."""
+    from fraud.fitting import Dataset, Split
+    from fraud.index import encode_with_progress
+    from fraud.quality import evaluation_variants, select_variants, train_test_evaluate
+    from fraud.quality.train_test import unlabeled
+
+    if not (args.train and args.test) or args.csv:
+        raise DataError("evaluate takes --train FILE[,FILE] with --test FILE, or --csv alone")
+    train = Dataset.from_labeled(_training_rows(args))
+    if train.y.sum() < args.folds or (~train.y).sum() < args.folds:
+        raise DataError(f"--train: too few fraud or legit messages for {args.folds} folds")
+    test_texts, mappings = _test_mappings(args)
+    print(
+        f"train {args.train}: {len(train.y)} distinct messages ({int(train.y.sum())} fraud) "
+        f"after removing {train.duplicates_removed} duplicates, "
+        f"{len(set(train.groups.tolist()))} near-duplicate groups; test {args.test}: "
+        f"{len(test_texts)} rows; {args.folds} grouped folds, seed {args.seed}",
+        file=sys.stderr,
+    )
+    encoder = _cached({"": load_encoder(settings)}, args.cache_dir)[""]
+    progress = not args.quiet
+    X_train = encode_with_progress(encoder, train.texts, progress=progress)
+    X_test = encode_with_progress(encoder, test_texts, progress=progress)
+    names = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    report, _ = train_test_evaluate(
+        Split(train, X_train),
+        unlabeled(test_texts, X_test),
+        mappings,
+        select_variants(evaluation_variants(), names),
+        folds=args.folds,
+        seed=args.seed,
+        threshold_rule=threshold_rule(args),
+        on_variant=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr),
+    )
+    report["files"] = {"train": args.train, "test": args.test}
+    report["encoder"] = encoder.name
+    report["command"] = command_line(args)
+    write_json(args.out / "report.json", report)
+    print_train_test_report(report)
+    print(f"\nreport {args.out / 'report.json'}")
     return 0
 
 
@@ -268,6 +377,46 @@ def print_report(report: dict[str, Any]) -> None:
         )
 
 
+def print_train_test_report(report: dict[str, Any]) -> None:
+    """A row per variant and test mapping: the threshold fitted on the training rows and
+    what it gives on the test file."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rule = report["protocol"]["threshold_rule"]
+    table = Table(
+        title=f"fitted on {report['files']['train']}, threshold for {rule}; "
+        f"scored on {report['files']['test']}"
+    )
+    columns = [
+        "variant",
+        "test labels",
+        "threshold",
+        "precision",
+        "recall",
+        "F1",
+        "false alerts",
+        "PR-AUC",
+        "R@1%FPR",
+        "train OOF PR-AUC",
+    ]
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
+    for name, v in report["variants"].items():
+        for mapping, m in v["test"].items():
+            table.add_row(
+                escape(name),
+                escape(mapping),
+                f"{v['threshold']:.4f}",
+                *(f"{m[k]:.4f}" for k in ("precision", "recall", "f1")),
+                f"{m['false_alert_rate']:.2%}",
+                f"{m['pr_auc']:.4f}",
+                f"{m['recall_at_1pct_fpr']:.4f}",
+                f"{v['train_out_of_fold']['pr_auc']:.4f}",
+            )
+    _console().print(table)
+
+
 def print_languages_table(reports: dict[str, dict[str, Any]]) -> None:
     """PR-AUC and recall at 1% FPR of every scorer, one column pair per dataset."""
     from rich.markup import escape
@@ -302,7 +451,20 @@ def _add_evaluate(subparsers) -> None:
         action="append",
         help="CSV with columns text,label[,category]; repeat it to evaluate several in one run",
     )
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument(
+        "--train",
+        help="instead of --csv: fit on these, comma-separated (CSV paths; `seed`: the packaged "
+        "seed set, `seed-en`: its rows not in another script), and score --test",
+    )
+    p.add_argument("--test", help="with --train: the CSV scored once, never fitted on")
+    p.add_argument(
+        "--test-fraud-labels",
+        action="append",
+        help="labels of --test meaning fraud (default: --fraud-labels); repeat it for several "
+        "mappings measured on one scoring, e.g. smishing,spam and smishing",
+    )
+    p.add_argument("--test-legit-labels", help="labels of --test meaning legit (--legit-labels)")
+    p.add_argument("--folds", type=int, default=5, help="outer folds (grouped)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument(
         "--out",

@@ -2,16 +2,26 @@
 folds, inner cross-validated scores and a split as an index."""
 
 import numpy as np
+import pytest
 
 from fraud.datasets import LabeledText
-from fraud.fitting import Dataset, Split, inner_scores, split_index, stratified_folds
-from tests.fakes import unit_vectors
+from fraud.fitting import (
+    Dataset,
+    Split,
+    dataset_folds,
+    inner_scores,
+    near_duplicate_groups,
+    near_duplicate_key,
+    split_index,
+)
+from fraud.quality.train_test import near_copies
+from tests.fakes import distinct_tail, unit_vectors
 
 
 def _dataset(n: int = 120, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     y = rng.random(n) < 0.3
-    texts = [f"{'scam' if f else 'hello'} message number {i}" for i, f in enumerate(y)]
+    texts = [f"{'scam' if f else 'hello'} message {distinct_tail(i)}" for i, f in enumerate(y)]
     return Dataset(texts, y, ["lottery" if f else None for f in y])
 
 
@@ -42,7 +52,7 @@ def test_a_stratified_sample_keeps_the_fraud_share_and_skip_gives_a_disjoint_one
 
 def test_folds_are_stratified_and_cover_every_message_once():
     data = _dataset(n=90, seed=1)
-    folds = stratified_folds(data.y, 3, seed=0)
+    folds = dataset_folds(data, 3, seed=0)
     held_out = np.concatenate([test for _, test in folds])
     assert sorted(held_out.tolist()) == list(range(90))
     for train, test in folds:
@@ -74,3 +84,81 @@ def test_a_split_as_an_index_holds_its_rows_under_their_ids():
     for row in np.flatnonzero(data.y):
         ref = index.reference(int(ids[row]))
         assert (ref.text, ref.label, ref.category) == (data.texts[row], "fraud", "lottery")
+
+
+# -- near-duplicate groups ---------------------------------------------------------------
+
+# One scam, rewritten by its campaign: another link, another amount, another case.
+SCAM_COPIES = (
+    "URGENT: your parcel is on hold. Pay the 1.99 GBP fee at https://royal-mail.parcel-fee.com/x81",
+    "Urgent: your parcel is on hold. Pay the 2.49 GBP fee at http://rm-redeliver.info/a7",
+    "URGENT: Your parcel is on hold. Pay the 1.45 GBP fee at bit.ly/3kQz9 now",
+)
+PRIZE_COPIES = (
+    "Congratulations! You have won a 900 pound prize. Call 09061701461 to claim, code KL341",
+    "Congratulations! You have won a 2000 pound prize. Call 09066364589 to claim, code SK38",
+)
+
+
+def test_the_near_duplicate_key_masks_links_and_numbers():
+    keys = {near_duplicate_key(t) for t in SCAM_COPIES[:2]}
+    assert keys == {"urgent: your parcel is on hold. pay the 0.0 gbp fee at <u>"}
+
+
+def test_near_duplicates_share_a_group_and_others_do_not():
+    texts = [*SCAM_COPIES, *PRIZE_COPIES, "see you at the station at 6", "lunch tomorrow?"]
+    groups = near_duplicate_groups(texts)
+    assert len(set(groups[:3])) == 1 and len(set(groups[3:5])) == 1  # "bit.ly ... now": Jaccard
+    assert len(set(groups)) == 4
+
+
+def test_a_chain_of_near_copies_is_one_group():
+    a = "your account is locked, verify your details today at the link below please"
+    b = a.replace("today", "now")  # close to a
+    c = b.replace("below please", "below")  # close to b, further from a
+    assert len(set(near_duplicate_groups([a, b, c, "a different message entirely"]))) == 2
+
+
+def _with_copies(n: int = 120, seed: int = 0) -> tuple[Dataset, list[list[int]]]:
+    """A dataset with the scam's and the prize's copies among distinct messages, and
+    the rows of each set of copies."""
+    rows = [LabeledText(t, "fraud", "delivery") for t in SCAM_COPIES]
+    rows += [LabeledText(t, "fraud", "lottery") for t in PRIZE_COPIES]
+    rows += [
+        LabeledText(t, "fraud" if y else "legit", "lottery" if y else None)
+        for t, y in zip(_dataset(n, seed).texts, _dataset(n, seed).y, strict=True)
+    ]
+    return Dataset.from_labeled(rows), [[0, 1, 2], [3, 4]]
+
+
+def test_exact_deduplication_alone_keeps_the_near_copies_apart():
+    data, copies = _with_copies()
+    assert data.duplicates_removed == 0  # all five copies survive deduplication
+    assert len(set(data.texts[:5])) == 5
+    assert len(set(data.groups[:3])) == 1 and len(set(data.groups[3:5])) == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_near_duplicates_never_straddle_folds(seed):
+    """The test that fails on ungrouped folds (StratifiedKFold puts the copies apart for
+    most seeds: a scorer would be measured on a copy of what it was fitted on)."""
+    data, copies = _with_copies(seed=seed)
+    for _, held_rows in dataset_folds(data, 5, seed):
+        held = set(held_rows.tolist())
+        for rows in copies:
+            assert len({r in held for r in rows}) == 1, f"copies {rows} split by a fold"
+    held_out = np.concatenate([held for _, held in dataset_folds(data, 5, seed)])
+    assert sorted(held_out.tolist()) == list(range(len(data.y)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_inner_scores_keep_near_copies_out_of_the_fitted_part(seed):
+    """The memorizer scores 1 for a text with a near-copy among those it was fitted on."""
+    data, _ = _with_copies(seed=seed)
+
+    class NearCopyMemorizer(_Memorizer):
+        def score(self, test: Split) -> np.ndarray:
+            return near_copies(sorted(self.seen), test.data.texts).astype(float)
+
+    split = Split(data, unit_vectors(len(data.y), 4))
+    assert not inner_scores(NearCopyMemorizer, split, k=3, seed=seed).any()

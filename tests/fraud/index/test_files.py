@@ -17,7 +17,7 @@ from fraud.index import MANIFEST_FILE, Reference, ReferenceIndex
 from fraud.index.files import HEAD_CONFIG, HEAD_WEIGHTS, check_writable, write_index_dir
 from fraud.scoring import HeadConfig, TrainedHead, load_head
 from fraud.scoring.detector import Detector
-from tests.fakes import unit_vectors
+from tests.fakes import distinct_tail, unit_vectors
 
 DIM = 16
 BANK = {"topic": "fraud-references", "cluster_id": "c-1"}
@@ -44,7 +44,7 @@ def _with_head(directory, threshold: float = 0.9) -> tuple[ReferenceIndex, Train
     X = unit_vectors(120, DIM, 2) + np.where(y[:, None], 0.9, 0.0) * np.eye(DIM)[0]
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
     index = ReferenceIndex("m", DIM, {"threshold": 0.5})
-    texts = [f"message {i}" for i in range(120)]
+    texts = [f"message {distinct_tail(i)}" for i in range(120)]
     items = [
         LabeledText(t, "fraud" if f else "legit", "lottery" if f else None)
         for t, f in zip(texts, y, strict=True)

@@ -16,13 +16,13 @@ from fraud.quality.evaluation import (
     summarize,
 )
 from fraud.quality.variants import EmbeddingLogReg
-from tests.fakes import unit_vectors
+from tests.fakes import distinct_tail, unit_vectors
 
 
 def _dataset(n: int = 120, seed: int = 0) -> tuple[Dataset, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.random(n) < 0.3
-    texts = [f"{'scam' if f else 'hello'} message number {i}" for i, f in enumerate(y)]
+    texts = [f"{'scam' if f else 'hello'} message {distinct_tail(i)}" for i, f in enumerate(y)]
     data = Dataset(texts, y, ["lottery" if f else None for f in y])
     # Embeddings with a fraud direction, so the variants have something to learn.
     X = unit_vectors(n, 16, seed) + np.where(y[:, None], 0.8, 0.0) * np.eye(16)[0]

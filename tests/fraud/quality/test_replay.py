@@ -26,7 +26,7 @@ from fraud.quality.replay import (
     without_campaigns,
 )
 from fraud.scoring import Detector
-from tests.fakes import unit_vectors
+from tests.fakes import distinct_tail, unit_vectors
 
 DIM = 32
 
@@ -192,7 +192,9 @@ def test_the_protocol_tunes_on_the_first_folds_only():
     parts = [_held_out(seed) for seed in range(4)]
     X = np.vstack([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    data = Dataset([f"t{i}" for i in range(len(y))], y, ["lottery" if f else None for f in y])
+    data = Dataset(
+        [distinct_tail(i) for i in range(len(y))], y, ["lottery" if f else None for f in y]
+    )
     fitted_on: list[int] = []
 
     def fit(train: Split, encoder, seed):
@@ -232,7 +234,7 @@ def test_the_learned_variant_as_a_detector_scores_like_the_variant():
     y = rng.random(80) < 0.4
     X = unit_vectors(80, DIM, 4) + np.where(y[:, None], 0.9, 0.0) * np.eye(DIM)[0]
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-    texts = [f"{'win cash' if f else 'see you'} {i}" for i, f in enumerate(y)]
+    texts = [f"{'win cash' if f else 'see you'} {distinct_tail(i)}" for i, f in enumerate(y)]
     split = Split(Dataset(texts, y, ["unspecified" if f else None for f in y]), X)
     variant = LearnedAttentionVariant(epochs=3)
     variant.fit(split.take(np.arange(60)))

@@ -9,7 +9,7 @@ from fraud.index import ReferenceIndex
 from fraud.index.files import write_index_dir
 from fraud.scoring import HeadConfig, load_head
 from fraud.scoring.detector import Detector
-from tests.fakes import unit_vectors
+from tests.fakes import distinct_tail, unit_vectors
 
 DIM = 16
 
@@ -21,7 +21,10 @@ def _trained(lexical: bool = False):
     X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
     index = ReferenceIndex("m", DIM)
     # The texts carry the label too (in words), for the lexical term to find.
-    texts = [f"{'claim your prize' if f else 'lunch at noon'} {i}" for i, f in enumerate(y)]
+    texts = [
+        f"{'claim your prize' if f else 'lunch at noon'} {distinct_tail(i)}"
+        for i, f in enumerate(y)
+    ]
     items = [
         LabeledText(t, "fraud", ["lottery", "delivery"][i % 2])
         if f

@@ -1,5 +1,7 @@
 """User errors get one readable line and exit 2; the commands work end to end."""
 
+import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from workers.cli.main import main
+from workers.cli.quality import _test_mappings
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -281,3 +284,90 @@ def test_model_flag_chooses_the_encoder(monkeypatch):
     multilingual = settings("--model", "multilingual")
     assert not multilingual.route_by_script
     assert multilingual.model_path == DEFAULT_MULTILINGUAL_MODEL_PATH
+
+
+# -- evaluate --train --test ----------------------------------------------------------------
+
+
+def _dev_like_csv(path: Path) -> Path:
+    """A test file labeled as the dev set is: ham, smishing and spam."""
+    rows = [
+        ("Your parcel is held: pay the 1.99 fee at royal-parcel-fee.com/p1", "smishing"),
+        ("Your bank account is locked. Verify at secure-bank-verify.net now", "smishing"),
+        ("HMRC: you are owed a tax refund of 264.10, claim at hmrc-refund.info", "smishing"),
+        ("WIN a FREE holiday! Text WIN to 80088 now, 1.50 per msg", "spam"),
+        ("Hot singles in your area, reply DATE to meet them tonight", "spam"),
+        ("running late, see you at the station at 6", "ham"),
+        ("can you pick up milk on the way home?", "ham"),
+        ("happy birthday! dinner on saturday?", "ham"),
+        ("the meeting moved to 3pm, same room", "ham"),
+    ]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def test_evaluate_train_wants_a_test_file(tmp_path, capsys):
+    test = _dev_like_csv(tmp_path / "dev.csv")
+    err = _one_line_error(capsys, ["evaluate", "-q", "--train", str(test)])
+    assert "--train FILE[,FILE] with --test FILE" in err
+
+
+def test_test_label_mappings_leave_out_the_other_mappings_frauds(tmp_path):
+    args = argparse.Namespace(
+        test=str(_dev_like_csv(tmp_path / "dev.csv")),
+        test_fraud_labels=["smishing,spam", "smishing"],
+        test_legit_labels="ham",
+        fraud_labels="fraud",
+        legit_labels="legit",
+    )
+    texts, (both, smishing) = _test_mappings(args)
+    assert len(texts) == 9
+    assert both.name == "smishing+spam vs ham" and both.rows.tolist() == list(range(9))
+    assert both.y.tolist() == [True] * 5 + [False] * 4
+    assert smishing.name == "smishing vs ham"
+    assert smishing.rows.tolist() == [0, 1, 2, 5, 6, 7, 8]  # the spam rows left out
+    assert smishing.y.tolist() == [True] * 3 + [False] * 4
+
+
+@pytest.mark.model
+def test_evaluate_fits_on_the_training_files_and_scores_the_test_file(tmp_path, capsys):
+    test = _dev_like_csv(tmp_path / "dev.csv")
+    out = tmp_path / "transfer"
+    code = main(
+        [
+            "evaluate",
+            "-q",
+            "--train",
+            "seed-en",
+            "--test",
+            str(test),
+            "--test-fraud-labels",
+            "smishing,spam",
+            "--test-fraud-labels",
+            "smishing",
+            "--test-legit-labels",
+            "ham",
+            "--folds",
+            "3",
+            "--variants",
+            "tfidf+logreg,embedding+logreg",
+            "--target-fpr",
+            "0.05",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"].startswith("fraud evaluate -q --train seed-en --test ")
+    tfidf = report["variants"]["tfidf+logreg"]
+    assert tfidf["train_out_of_fold"]["false_alert_rate"] <= 0.05
+    assert set(tfidf["test"]) == {"smishing+spam vs ham", "smishing vs ham"}
+    assert tfidf["test"]["smishing vs ham"]["messages"] == 7
+    assert 0.5 < tfidf["test"]["smishing+spam vs ham"]["pr_auc"] <= 1
+    assert f"report {out / 'report.json'}" in capsys.readouterr().out

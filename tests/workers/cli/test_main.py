@@ -56,7 +56,8 @@ TODAY = {
     "evaluate": (
         "--cache-dir --csv --folds --fraud-labels --index --inner-folds --legit-labels "
         "--model --model-path --models --out --quiet --sample --sample-skip --seed --source "
-        "--target-fpr --target-precision --variants --verbose -q -v"
+        "--target-fpr --target-precision --test --test-fraud-labels --test-legit-labels "
+        "--train --variants --verbose -q -v"
     ),
     "evaluate-replay": (
         "--cache-dir --csv --folds --fraud-labels --index --legit-labels --model --model-path "
