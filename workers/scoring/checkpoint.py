@@ -17,7 +17,7 @@ from kafka.errors import (
 )
 
 from fraud.config import KafkaSettings
-from fraud.errors import BrokerUnavailableError, PublishError
+from fraud.errors import BrokerRefusedError, BrokerUnavailableError, PublishError
 from fraud.schemas import Decision
 from workers.kafka import BrokerWait, await_sends, commit_offsets, offsets_after
 from workers.kafka import compat as kafka_compat
@@ -186,9 +186,9 @@ class Checkpoint:
                     self.producer = self.new_producer()
                 self.producer.init_transactions()
                 break
-            except (KafkaTimeoutError, BrokerUnavailableError) as e:
-                if getattr(e, "retriable", True) is False:
-                    raise  # a refused login or TLS handshake: waiting does not help
+            except BrokerRefusedError:
+                raise  # a refused login or TLS handshake: waiting does not help
+            except (KafkaTimeoutError, BrokerUnavailableError):
                 if self.broker_wait is None or self.broker_wait.stopping():
                     raise
                 self.broker_wait.unanswered(started, "a new transactional producer")
