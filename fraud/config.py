@@ -293,7 +293,12 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         None,
         description="Hugging Face model directory for text in Latin script (for all text when "
-        "route_by_script is off); default: the bundled all-MiniLM-L6-v2",
+        "route_by_script is off); default: the bundled all-MiniLM-L6-v2, as english_model says",
+    )
+    english_model: Literal["adapted", "base"] = Field(
+        "adapted",
+        description="when model_path is unset: adapted, the bundled all-MiniLM-L6-v2 with the "
+        "shipped fine-tuned adapters merged in (fraud/encoding/bundled.py), or base, as published",
     )
     multilingual_model_path: Path = Field(
         DEFAULT_MULTILINGUAL_MODEL_PATH,

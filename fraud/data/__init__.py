@@ -1,5 +1,5 @@
 """Data shipped inside the package: the team's seed references, the demo messages, the UCI
-SMS Spam Collection and the default detector's trained head.
+SMS Spam Collection, the default detector's trained head and the adapted encoder's delta.
 
 The default detector's references are the seed set (its Chinese rows included) plus the
 UCI SMS Spam Collection (CC BY 4.0; attribution and licence in sms_spam_uci.NOTICE.md).
@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_REFERENCE_SOURCES",
+    "adapted_encoder_dir",
     "default_head_dir",
     "demo_messages_path",
     "seed_references_path",
@@ -36,6 +37,11 @@ def demo_messages_path() -> Path:
 def uci_sms_spam_path() -> Path:
     """The UCI SMS Spam Collection v.1 (label,text: ham/spam), CC BY 4.0."""
     return DATA_DIR / "sms_spam_uci.csv"
+
+
+def adapted_encoder_dir() -> Path:
+    """The adapted English encoder's delta over the bundled model (fraud/encoding/bundled.py)."""
+    return DATA_DIR / "adapted_encoder"
 
 
 def default_head_dir() -> Path:

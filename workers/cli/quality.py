@@ -41,10 +41,16 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:
-    """The encoders `fraud evaluate --models` compares, by name: english (FRAUD_MODEL_PATH,
-    default all-MiniLM-L6-v2), multilingual (FRAUD_MULTILINGUAL_MODEL_PATH), routed (both,
-    by script: fraud/encoding/routed.py). Each model is loaded once."""
-    from fraud.encoding.encoder import Encoder, encoder_options, multilingual_model_dir
+    """The encoders `fraud evaluate --models` compares, by name: english (FRAUD_MODEL_PATH;
+    default all-MiniLM-L6-v2, adapted unless FRAUD_ENGLISH_MODEL=base), multilingual
+    (FRAUD_MULTILINGUAL_MODEL_PATH), routed (both, by script: fraud/encoding/routed.py).
+    Each model is loaded once."""
+    from fraud.encoding.encoder import (
+        Encoder,
+        encoder_options,
+        english_model_path,
+        multilingual_model_dir,
+    )
     from fraud.encoding.routed import RoutedEncoder
 
     unknown = sorted(set(models) - set(EVALUATION_MODELS))
@@ -53,7 +59,7 @@ def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any
     options = encoder_options(settings)
     loaded: dict[str, Any] = {}
     if {"english", "routed"} & set(models):
-        loaded["english"] = Encoder(settings.model_path, **options)
+        loaded["english"] = Encoder(english_model_path(settings), **options)
     if {"multilingual", "routed"} & set(models):
         path = multilingual_model_dir(settings.multilingual_model_path)
         loaded["multilingual"] = Encoder(path, **options)
