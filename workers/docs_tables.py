@@ -451,7 +451,7 @@ def quality_cv_table(results: Path, names: Sequence[str]) -> str:
             else "no threshold fitted (`--inner-folds 0`): precision, recall, F1 and false "
             "alerts are at 0.5; PR-AUC and recall at 1% FPR use no threshold."
         )
-        + "\n"
+        + f" Encoder: `{report['encoder']['model']}`.\n"
         + _command(report, name)
         + _source(names)
     )
@@ -495,7 +495,8 @@ def quality_transfer_table(results: Path, names: Sequence[str]) -> str:
         f"{t['near_duplicate_groups']:,} near-duplicate groups); threshold for "
         f"{_rule(p['threshold_rule'])} on out-of-fold scores of {p['folds']} grouped folds (seed "
         f"{p['seed']}). Scored once on `{report['files']['test']}` ({test['messages']} rows "
-        f"as given). Test rows with a near-duplicate among the training rows: {copies}.\n"
+        f"as given). Test rows with a near-duplicate among the training rows: {copies}. "
+        f"Encoder: `{report['encoder']}`.\n"
         + _command(report, name)
         + _source(names)
     )
@@ -577,7 +578,35 @@ def default_history_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+def adapt_selection_table(results: Path, names: Sequence[str]) -> str:
+    """The adapted encoder's choice: the shipped scorer's pooled held-out figures on grouped
+    inner folds of the training data, per fine-tuning mode and step count."""
+    (name,) = names
+    report = _read(results, name)
+    chosen = (report["chosen"]["mode"], report["chosen"]["steps"])
+    rows = [
+        [
+            f"`{r['mode']}`" + (" (chosen)" if (r["mode"], r["steps"]) == chosen else ""),
+            r["steps"],
+            f"{r['folds_done']} of {r['folds']}",
+            f"{r['pr_auc']:.4f}",
+            f"{r['recall_at_1pct_fpr']:.3f}",
+            f"{r['seed_rows_pr_auc']:.4f} / {r['seed_rows_recall_at_1pct_fpr']:.3f}",
+        ]
+        for r in report["rows"]
+        if r["scorer"] == "learned attention + char n-grams"
+    ]
+    header = ["mode", "steps", "folds", "PR-AUC", "recall at 1% FPR", "seed rows: PR-AUC / R@1%"]
+    modes = "; ".join(f"`{k}`: {v}" for k, v in report["modes"].items())
+    return (
+        _table(header, rows)
+        + f"\n{report['what']} Modes: {modes}. Rule: {report['rule']}. Code: {report['code']}.\n"
+        + _source(names)
+    )
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
+    "adapt-selection": adapt_selection_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,
