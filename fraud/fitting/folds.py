@@ -23,6 +23,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from fraud.datasets import UNSPECIFIED_CATEGORY, LabeledText
+from fraud.errors import DataError
 from fraud.index.reference_index import ReferenceIndex
 from fraud.text.normalize import normalize
 
@@ -149,7 +150,17 @@ def grouped_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """k folds, stratified by label, that never split a near-duplicate group: the one way
     the project makes folds (the evaluation's outer and inner folds, the fitting's inner
-    folds, the lexical term's out-of-fold logits)."""
+    folds, the lexical term's out-of-fold logits). Too few groups of a class for k folds
+    is a DataError that says how many there are."""
+    y = np.asarray(y)
+    for label in np.unique(y):
+        n_groups = len(np.unique(np.asarray(groups)[y == label]))
+        if n_groups < k:
+            name = "fraud" if label else "legit"
+            raise DataError(
+                f"{k} folds need at least {k} groups of distinct {name} messages, there are "
+                f"{n_groups} (near-duplicates count as one): add labeled rows or use fewer folds"
+            )
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y, groups))
 

@@ -162,3 +162,14 @@ def test_inner_scores_keep_near_copies_out_of_the_fitted_part(seed):
 
     split = Split(data, unit_vectors(len(data.y), 4))
     assert not inner_scores(NearCopyMemorizer, split, k=3, seed=seed).any()
+
+
+def test_too_few_groups_for_the_folds_is_one_readable_line():
+    from fraud.errors import DataError
+    from fraud.fitting.folds import grouped_folds
+
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    groups = np.array([0, 0, 1, 2, 3, 4, 5, 6, 7, 8])  # two groups of frauds
+    with pytest.raises(DataError, match="5 folds need at least 5 groups of distinct fraud"):
+        grouped_folds(y, groups, 5, seed=13)
+    assert len(grouped_folds(y, groups, 2, seed=13)) == 2
