@@ -82,3 +82,20 @@ def test_the_shipped_delta_moves_embeddings_and_names_the_encoder():
         return float(X[0] @ X[1] - X[0] @ X[2])  # scam-scam minus scam-genuine
 
     assert margin(adapted) > margin(base) + 0.1
+
+
+@pytest.mark.model
+def test_the_published_model_fails_the_redelivery_triple_the_adapted_one_passes(encoder):
+    """The known weakness of all-MiniLM-L6-v2 (docs/limits.md): a redelivery-fee scam is
+    nearer a genuine delivery notice than its own paraphrase; test_encoder.py's triples
+    run with the default (adapted) encoder."""
+    from fraud.encoding.encoder import Encoder
+
+    scam, paraphrase, genuine = Encoder(None).encode(
+        [
+            "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
+            "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
+            "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
+        ]
+    )
+    assert float(scam @ genuine) > float(scam @ paraphrase)
