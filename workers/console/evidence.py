@@ -8,10 +8,16 @@ from workers.console.store import Store
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MIN_WORD = 3  # shorter words ("a", "to", "is") are shared by everything
+# Longer words that most English messages share, left unmarked: marking them says nothing.
+COMMON = frozenset(
+    "the and for you your are our with this that have has was were will can not from "
+    "now get its it's all any just here there they them their what when which who".split()
+)
 
 
 def words(text: str | None) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text or "") if len(w) >= MIN_WORD}
+    found = {w.lower() for w in _WORD.findall(text or "") if len(w) >= MIN_WORD}
+    return found - COMMON
 
 
 def segments(text: str | None, shared: set[str]) -> list[tuple[str, bool]]:

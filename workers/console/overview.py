@@ -12,12 +12,12 @@ HOURS = 24
 
 
 def overview(store: Store, now_s: float | None = None) -> dict:
-    now_ms = int((now_s or time.time()) * 1000)
-    since = now_ms - HOURS * 3600 * 1000
+    hour_ms = 3600 * 1000
+    first = int((now_s or time.time()) * 1000) // hour_ms - (HOURS - 1)  # clock hours
     hourly = store.query(
-        "SELECT (scored_ms - ?) / 3600000 AS hour, COALESCE(category, '-') AS category, "
+        "SELECT scored_ms / ? - ? AS hour, COALESCE(category, '-') AS category, "
         "COUNT(*) AS n FROM alerts WHERE scored_ms >= ? GROUP BY hour, category",
-        [since, since],
+        [hour_ms, first, first * hour_ms],
     )
     categories = sorted({r["category"] for r in hourly})
     per_hour = [{c: 0 for c in categories} for _ in range(HOURS)]
@@ -44,7 +44,7 @@ def overview(store: Store, now_s: float | None = None) -> dict:
     return {
         "categories": categories,
         "per_hour": [
-            {"start_ms": since + i * 3600 * 1000, "counts": h, "total": sum(h.values())}
+            {"start_ms": (first + i) * hour_ms, "counts": h, "total": sum(h.values())}
             for i, h in enumerate(per_hour)
         ],
         "peak": peak,

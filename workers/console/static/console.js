@@ -52,6 +52,8 @@ function liveQueue() {
     const empty = document.getElementById("empty");
     if (empty) empty.remove();
     document.querySelector("#queue tbody").prepend(alertRow(a));
+    const total = document.getElementById("total");
+    if (!old) total.textContent = String(Number(total.textContent) + 1);
   });
 }
 
