@@ -140,10 +140,8 @@ class TopicReader:
         if record.timestamp < oldest_ms:  # read again after the database was lost
             return
         extra = message.passthrough()
-        self.store.put_message(
-            db, message.id, message.text, extra.get("sender"), extra.get("recipient"),
-            record.timestamp,
-        )  # fmt: skip
+        sender, recipient = extra.get("sender"), extra.get("recipient")
+        self.store.put_message(db, message.id, message.text, sender, recipient, record.timestamp)
 
     def _alert(self, db, record) -> None:
         try:
