@@ -2,8 +2,10 @@
 an alert's evidence with the shared words marked, the bank's search and history, the
 overview's figures, the live queue's events, and the texts purged after the retention."""
 
+import json
 import re
 
+from fraud.index.changelog import decode_change
 from fraud.scoring.verdicts import AnalystVerdict
 from tests.workers.console.conftest import REFERENCE, add_alert, page_text, sign_in
 from workers.console import QueueFilter
@@ -77,3 +79,44 @@ def test_texts_past_the_retention_are_purged(console_app):
     assert store.purge_texts(3600) >= 1
     assert store.message("old-1")["text"] is None
     assert store.alert("old-1") is not None  # the alert itself stays
+
+
+def test_a_whole_campaign_is_judged_at_once_as_the_signed_in_user(console_app):
+    store, client, producer = console_app.console.store, console_app.client, console_app.producer
+    for i in (2, 3):
+        add_alert(store, f"m-{i}", f"the same scam, copy {i}")
+    with store.transaction() as db:
+        record = {"campaign_id": "c-1", "category": "parcel", "members": ["m-1", "m-2", "m-3"]}
+        store.put_campaign(db, record)
+        store.put_verdict(db, AnalystVerdict(message_id="m-3", verdict="fraud"), 5, 0, 0)
+    sign_in(client, "analyst")
+    assert "Campaign c-1" in client.get("/alerts/m-1").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/queue").text).group(1)
+    data = {"csrf": csrf, "verdict": "fraud", "category": "parcel", "reason": "one campaign"}
+    data["back"] = "m-1"
+    answer = client.post("/campaigns/c-1/verdict", data=data, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/alerts/m-1"
+    sent = [json.loads(s["value"]) for s in producer.sent]
+    assert [v["message_id"] for v in sent] == ["m-1", "m-2"]  # m-3 was judged already
+    assert {(v["analyst"], v["verdict"], v["reason"]) for v in sent} == {
+        ("analyst", "fraud", "one campaign")
+    }
+
+
+def test_an_admin_recategorizes_reweights_and_enables_a_reference(console_app):
+    client, producer = console_app.client, console_app.producer
+    sign_in(client, "admin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/bank").text).group(1)
+    for action, extra in (
+        ("recategorize", {"category": "Delivery"}),
+        ("reweight", {"weight": "2.5"}),
+        ("enable", {}),
+    ):
+        data = {"csrf": csrf, "action": action, "reason": f"{action} it", **extra}
+        assert client.post("/bank/7", data=data, follow_redirects=False).status_code == 303
+    changes = [decode_change(s["key"], s["value"]).reference for s in producer.sent]
+    assert changes[0].category == "delivery" and changes[1].weight == 2.5
+    assert not changes[2].disabled and changes[2].reason == "enable it"
+    data = {"csrf": csrf, "action": "reweight", "weight": "-1", "reason": "bad"}
+    assert client.post("/bank/7", data=data).status_code == 422  # a weight must be > 0
+    assert len(producer.sent) == 3
