@@ -77,7 +77,10 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=cmd_console)
     sub = p.add_subparsers(dest="console_command", metavar="add-user")
-    user = sub.add_parser("add-user", help="add a user, or change one's role and password")
+    # No abbreviations: `--password SECRET` must not pass for --password-file.
+    user = sub.add_parser(
+        "add-user", help="add a user, or change one's role and password", allow_abbrev=False
+    )
     user.add_argument("name")
     user.add_argument("--role", required=True, choices=ROLES)
     user.add_argument("--password-file", type=Path, help="first line: the password")

@@ -119,3 +119,31 @@ def test_the_message_text_never_reaches_the_log(console_app, caplog):
     _verdict(client, csrf_of(client))
     assert "analyst sent verdict fraud on message m-1" in caplog.text
     assert SCAM not in caplog.text and "parcel-fee" not in caplog.text
+
+
+def test_add_user_takes_the_password_from_a_file_or_stdin_never_argv(tmp_path, monkeypatch, capsys):
+    import io
+
+    from workers.cli.main import main
+    from workers.console import Store, Users
+
+    database = tmp_path / "console.sqlite3"
+    base = ["console", "--database", str(database), "add-user"]
+    (tmp_path / "pw").write_text("a fine password\nsecond line ignored\n")
+    assert main([*base, "bo", "--role", "viewer", "--password-file", str(tmp_path / "pw")]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("another fine one\n"))
+    assert main([*base, "cy", "--role", "admin"]) == 0  # stdin is not a terminal: read it
+    store = Store(database)
+    users = Users(store, 60)
+    assert users.check("bo", "a fine password") == "viewer"
+    assert users.check("cy", "another fine one") == "admin"
+    store.close()
+    capsys.readouterr()
+    (tmp_path / "short").write_text("short\n")
+    assert main([*base, "dee", "--role", "viewer", "--password-file", str(tmp_path / "short")]) == 2
+    assert main([*base, "dee", "--role", "viewer", "--password-file", str(tmp_path / "nope")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[0] == "fraud: error: password: at least 8 characters"
+    assert errors[1].startswith("fraud: error: password file") and len(errors) == 2
+    with pytest.raises(SystemExit):  # there is no way to give it on the command line
+        main([*base, "dee", "--role", "viewer", "--password", "in the shell history"])

@@ -119,7 +119,7 @@ function showChanges(data) {
     if (w.error) text += "unreachable (" + w.error + ")";
     else text += (w.applied ? "applied, " : "not yet applied, ") + "bank version " + w.index_version;
     if (!w.applied) all = false;
-    const stamp = w.applied ? " at " + new Date().toISOString().slice(11, 19) + " UTC" : "";
+    const stamp = w.applied ? " (seen at " + new Date().toISOString().slice(11, 19) + " UTC)" : "";
     workers.append(el("li", text + stamp, w.applied ? "applied" : "pending"));
   });
   box.append(el("h4", data.workers.length ? "Workers" : "No worker addresses configured (--worker-urls)"), workers);
