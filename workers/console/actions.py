@@ -10,6 +10,7 @@ own view changes when it reads them back from the topics.
 """
 
 import logging
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
@@ -84,7 +85,7 @@ def _verdict(c: Console, user: User, message_id: str, verdict: str, category, re
     log.info("%s sent verdict %s on message %s", user.name, verdict, message_id)
 
 
-@router.post("/alerts/{message_id}/verdict")
+@router.post("/alerts/{message_id:path}/verdict")
 def verdict(
     request: Request,
     user: Analyst,
@@ -97,7 +98,7 @@ def verdict(
     if c.store.alert(message_id) is None:
         raise HTTPException(404, "no alert on this message")
     _verdict(c, user, message_id, verdict, category.strip()[:64], reason.strip()[:1000])
-    return RedirectResponse(f"/alerts/{message_id}?sent={verdict}", status_code=303)
+    return RedirectResponse(f"/alerts/{quote(message_id)}?sent={verdict}", status_code=303)
 
 
 @router.post("/campaigns/{campaign_id}/verdict")
@@ -119,7 +120,7 @@ def campaign_verdict(
     for message_id in campaign["members"]:
         if message_id not in judged:
             _verdict(c, user, message_id, verdict, category.strip()[:64], reason.strip()[:1000])
-    target = f"/alerts/{back}" if back in campaign["members"] else "/queue"
+    target = f"/alerts/{quote(back)}" if back in campaign["members"] else "/queue"
     return RedirectResponse(target, status_code=303)
 
 

@@ -55,7 +55,9 @@ def create_app(console: Console) -> FastAPI:
         return HTMLResponse(body, status_code=exc.status_code)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(pages.router)
-    app.include_router(actions.router)
+    # Message ids may hold "/": the routes under /alerts/ with a suffix come before the
+    # alert page, which would take the rest of the path as the id.
     app.include_router(live.router)
+    app.include_router(actions.router)
+    app.include_router(pages.router)
     return app

@@ -54,7 +54,7 @@ async def events(request: Request, user: SignedIn, after: int = 0):
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-@router.get("/alerts/{message_id}/changes.json")
+@router.get("/alerts/{message_id:path}/changes.json")
 def changes(request: Request, user: SignedIn, message_id: str) -> dict:
     """The verdicts on the message, the bank changes they caused (its own reference, and
     references disabled because of it), and which workers applied the latest."""

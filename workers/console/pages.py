@@ -113,7 +113,7 @@ def _reading(c) -> str | None:
     return None
 
 
-@router.get("/alerts/{message_id}", response_class=HTMLResponse)
+@router.get("/alerts/{message_id:path}", response_class=HTMLResponse)
 def alert(request: Request, user: SignedIn, message_id: str) -> HTMLResponse:
     c = console(request)
     row = c.store.alert(message_id)

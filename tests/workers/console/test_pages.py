@@ -120,3 +120,23 @@ def test_an_admin_recategorizes_reweights_and_enables_a_reference(console_app):
     data = {"csrf": csrf, "action": "reweight", "weight": "-1", "reason": "bad"}
     assert client.post("/bank/7", data=data).status_code == 422  # a weight must be > 0
     assert len(producer.sent) == 3
+
+
+def test_a_message_id_with_a_slash_and_a_question_mark_has_its_page(console_app):
+    store, client = console_app.console.store, console_app.client
+    odd = "sms/2026 #1?x"
+    add_alert(store, odd, "an odd id")
+    sign_in(client, "analyst")
+    html = client.get("/queue").text
+    link = re.search(r'<tr data-href="([^"]+)" data-id="sms/2026 #1\?x"', html).group(1)
+    assert link == "/alerts/sms/2026%20%231%3Fx"
+    assert "an odd id" in client.get(link).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(link).text).group(1)
+    answer = client.post(
+        f"{link}/verdict",
+        data={"csrf": csrf, "verdict": "legit", "reason": "ok"},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/alerts/sms/2026%20%231%3Fx?sent=legit"
+    assert json.loads(console_app.producer.sent[0]["value"])["message_id"] == odd
+    assert client.get(f"{link}/changes.json").json()["verdicts"] == []  # not read back yet
