@@ -51,7 +51,9 @@ function liveQueue() {
     if (live.dataset.status !== "any" && a.status !== live.dataset.status) return;
     const empty = document.getElementById("empty");
     if (empty) empty.remove();
-    document.querySelector("#queue tbody").prepend(alertRow(a));
+    const row = alertRow(a);
+    document.querySelector("#queue tbody").prepend(row);
+    if (!selected()) select(row); // the keys work on the first alert of an empty queue
     const total = document.getElementById("total");
     if (!old) total.textContent = String(Number(total.textContent) + 1);
   });
