@@ -25,6 +25,7 @@ from fraud.index import ReferenceIndex
 from fraud.scoring.verdicts import reference_id_for
 from tests.results import record_result
 from tests.workers.kafka_helpers import read_topic, worker_settings, worker_status
+from tests.workers.test_security import listening_addresses
 from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce
 from workers.state import publish_index
@@ -106,13 +107,16 @@ def pipeline(encoder, seed_index_dir, kafka_settings, tmp_path):
         add = ["console", "add-user", "ana", "--role", "analyst"]
         add += ["--password-file", str(tmp_path / "password")]
         assert start_fraud_process(add, settings, logs["add-user"]).wait(60) == 0
+        procs = {}
         for name in ("worker", "feedback-processor", "console"):
-            proc = start_fraud_process(name, settings, logs[name])
+            procs[name] = proc = start_fraud_process(name, settings, logs[name])
             stack.callback(stop_process, proc, 30)
         try:
             _wait("the worker ready", lambda: worker_status(worker_port, "/readyz")[0] == 200)
             url = f"http://127.0.0.1:{console_port}"
             _wait("the console up", lambda: _answers(f"{url}/login"))
+            # loopback only, as by default (docs/security.md)
+            assert listening_addresses(procs["console"].pid) == {("127.0.0.1", console_port)}
             yield settings, worker_port, url
         except BaseException:
             for name, log in logs.items():
