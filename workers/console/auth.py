@@ -44,9 +44,13 @@ class User:
 class Users:
     """The users and their sessions, in the console's database."""
 
-    def __init__(self, store: Store, session_ttl_s: float) -> None:
+    def __init__(
+        self, store: Store, session_ttl_s: float, hasher: PasswordHasher | None = None
+    ) -> None:
+        """`hasher`: argon2-cffi's defaults (argon2id, 64 MiB, 3 passes) unless given (the
+        unit tests give cheaper parameters; a hash records its own, so both verify)."""
         self.store, self.session_ttl_s = store, session_ttl_s
-        self.hasher = PasswordHasher()
+        self.hasher = hasher or PasswordHasher()
         # Checked against when the name is unknown, so that a wrong name takes as long as a
         # wrong password.
         self._dummy = self.hasher.hash(secrets.token_hex(16))

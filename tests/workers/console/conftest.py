@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from fraud.config import ConsoleSettings, KafkaSettings
@@ -17,6 +18,9 @@ from workers.console import Console, LoginLimiter, Store, Users, create_app
 
 PASSWORD = "correct horse battery"  # noqa: S105 (a test user's)
 SCAM = "Your parcel is held: pay the 1.99 customs fee at parcel-fee.example now"
+# argon2id still, with the least memory and passes: the defaults take seconds per test
+# on a loaded 2-core machine (test_add_user... hashes with the defaults).
+CHEAP_ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 REFERENCE = "Parcel held at the depot: pay the customs fee today or it is returned"
 
 
@@ -52,7 +56,7 @@ def add_reference(store: Store) -> None:
 def console_app(tmp_path) -> ConsoleUnderTest:
     settings = ConsoleSettings(database=tmp_path / "console.sqlite3", login_attempts=3)
     store = Store(settings.database)
-    users = Users(store, settings.session_ttl_s)
+    users = Users(store, settings.session_ttl_s, CHEAP_ARGON2)
     for role in ("viewer", "analyst", "admin"):
         users.add(role, role, PASSWORD)
     add_reference(store)
