@@ -285,6 +285,45 @@ class ServeSettings(BaseModel):
         return self
 
 
+class ConsoleSettings(BaseModel):
+    """`fraud console`: the analysts' web application (workers/console/)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(
+        "127.0.0.1", description="address to bind; 0.0.0.0 opens the console to the network"
+    )
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    database: Path = Field(
+        Path(".cache/console.sqlite3"),
+        description="the console's SQLite database (users, sessions, and what it read from "
+        "the topics: rebuilt from them when it is lost)",
+    )
+    text_retention_s: float = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="message texts older than this are purged from the database",
+    )
+    worker_urls: str = Field(
+        "",
+        description="the workers' metrics addresses (http://host:port, comma-separated): the "
+        "alert page shows when each applied a verdict's bank change (from their /readyz)",
+    )
+    session_ttl_s: float = Field(8 * 3600, gt=0, description="a sign-in lasts this long")
+    login_attempts: int = Field(
+        5, ge=1, description="failed sign-ins per name and per client within login_window_s"
+    )
+    login_window_s: float = Field(300, gt=0, description="the window of the sign-in limit")
+    secure_cookies: bool = Field(
+        False,
+        description="mark the session cookie Secure (set it when a TLS proxy is in front)",
+    )
+    page_size: int = Field(50, ge=1, le=1000, description="alerts per queue page")
+
+    def worker_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.worker_urls.split(",") if u.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
@@ -367,6 +406,7 @@ class Settings(BaseSettings):
     campaigns: CampaignSettings = CampaignSettings()
     kafka: KafkaSettings = KafkaSettings()
     serve: ServeSettings = ServeSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
 
 def to_env(settings: Settings) -> dict[str, str]:

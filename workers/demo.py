@@ -30,11 +30,15 @@ from fraud.index.files import write_index_dir
 from fraud.schemas import Assessment, Decision
 from fraud.scoring import Detector, format_assessment, load_head
 from workers.broker import LocalBroker
+from workers.console import open_store
 from workers.kafka import ensure_topics, make_consumer, make_producer
 from workers.processes import free_port, start_fraud_process, stop_process
 from workers.producer import produce, read_messages
+from workers.state import publish_index
 
 DEMO_MESSAGES = demo_messages_path()
+# `fraud demo --console`'s account (name, password): a throwaway database, on loopback.
+DEMO_ACCOUNT = ("demo", "demo-analyst")
 MALFORMED = [b"\xff\xfe not utf-8", b'{"id": "demo-bad-json", "text": ']
 WAIT_FOR_DECISIONS_S = 180
 # The default detector's figures on the modern dev set (`make results-default`), in a
@@ -44,8 +48,14 @@ DEV_MAPPING = "smishing,spam:ham"
 
 
 def run_demo(
-    settings: Settings, external_bootstrap: str | None = None, rate: float | None = 20.0
+    settings: Settings,
+    external_bootstrap: str | None = None,
+    rate: float | None = 20.0,
+    console: bool = False,
 ) -> int:
+    """The demo; with `console`, the bank published, the feedback processor and `fraud
+    console` started beside the worker, and everything kept running after the summary
+    (until Ctrl-C) with a demo account to sign in with."""
     with ExitStack() as stack:
         if external_bootstrap:
             bootstrap = external_bootstrap
@@ -59,10 +69,14 @@ def run_demo(
         index_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraud-demo-")))
         detector = _build_index(settings, index_dir)
 
+        if console:  # verdicts reach the worker through the bank: link the index to it
+            publish_index(kafka, detector.index, index_dir)
         print("starting the scoring worker (its own process) ...", flush=True)
         metrics_port = free_port()
         worker = _start_worker(settings, kafka, index_dir, metrics_port, stack)
         _wait_healthy(worker, metrics_port)
+        if console:
+            url = _start_console(settings, kafka, index_dir, metrics_port, stack)
 
         messages = read_messages(DEMO_MESSAGES)
         expected = {m["id"]: m for m in messages}
@@ -85,11 +99,64 @@ def run_demo(
         producer.close()
 
         decisions, dead_letters = _watch(kafka, consumer, worker, expected, detector)
-        worker.terminate()
-        worker.wait(timeout=60)
+        if not console:
+            worker.terminate()
+            worker.wait(timeout=60)
         dev_line = _dev_set_line(detector.index.version)
         _print_summary(decisions, expected, dead_letters, worker.returncode, dev_line)
+        if console:
+            _keep_running(url, worker)
         return 0 if len(decisions) == len(messages) else 1
+
+
+def _start_console(
+    settings: Settings, kafka: KafkaSettings, index_dir: Path, metrics_port: int, stack
+) -> str:
+    """The feedback processor and `fraud console` as processes of their own, the console
+    on a database in the demo's temporary directory with the demo account; its URL."""
+    run_dir = index_dir.parent / f"{index_dir.name}-console"
+    run_dir.mkdir()
+    console = settings.console.model_copy(
+        update={
+            "database": run_dir / "console.sqlite3",
+            "worker_urls": f"http://127.0.0.1:{metrics_port}",
+        }
+    )
+    child = settings.model_copy(update={"kafka": kafka, "index_dir": index_dir, "console": console})
+    store, users = open_store(child)
+    name, password = DEMO_ACCOUNT
+    users.add(name, "admin", password)
+    store.close()
+    for command in ("feedback-processor", "console"):
+        proc = start_fraud_process(command, child, log=None)  # their logs: the terminal
+        stack.callback(stop_process, proc)
+    url = f"http://{console.host}:{console.port}"
+    deadline = time.monotonic() + 60
+    while not _answers(f"{url}/login"):
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError(f"the console did not answer on {url} within 60 s")
+        time.sleep(0.3)
+    return url
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (the demo's console)
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _keep_running(url: str, worker: subprocess.Popen) -> None:
+    """Say where the console is and how to sign in, then wait for Ctrl-C."""
+    name, password = DEMO_ACCOUNT
+    print(f"\nthe console: {url}  (sign in as {name}, password {password!r}; an admin)")
+    print("the worker, the feedback processor and the console keep running: Ctrl-C stops them")
+    try:
+        while worker.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
 
 
 def stream_through_worker(
@@ -272,7 +339,10 @@ def _print_summary(
     if latencies:
         median, worst = latencies[len(latencies) // 2], latencies[-1]
         print(f"batch latency   median {median:.0f} ms, max {worst:.0f} ms")
-    print(f"worker          stopped with exit code {worker_rc} after SIGTERM")
+    if worker_rc is None:  # --console: it keeps running
+        print("worker          running (for the console)")
+    else:
+        print(f"worker          stopped with exit code {worker_rc} after SIGTERM")
     print(
         json.dumps(
             {

@@ -496,9 +496,7 @@ def quality_transfer_table(results: Path, names: Sequence[str]) -> str:
         f"{_rule(p['threshold_rule'])} on out-of-fold scores of {p['folds']} grouped folds (seed "
         f"{p['seed']}). Scored once on `{report['files']['test']}` ({test['messages']} rows "
         f"as given). Test rows with a near-duplicate among the training rows: {copies}. "
-        f"Encoder: `{report['encoder']}`.\n"
-        + _command(report, name)
-        + _source(names)
+        f"Encoder: `{report['encoder']}`.\n" + _command(report, name) + _source(names)
     )
 
 
@@ -605,8 +603,36 @@ def adapt_selection_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- console: the console's tests, recorded with FRAUD_RESULTS_DIR (tests/results.py) -------
+
+
+def console_table(results: Path, names: Sequence[str]) -> str:
+    """The browser test's verdict-to-workers time and the queue page's speed."""
+    (name,) = names
+    rows = _read(results, name)["rows"]
+    verdict, queue = rows["verdict_to_workers"], rows["queue_10000"]
+    lines = [
+        [
+            "confirming key press to the worker scoring with the new bank version",
+            f"{verdict['seconds']:.2f} s",
+            f"browser test (commit {verdict['commit']}, load {verdict['load_average_1min']})",
+        ]
+    ]
+    lines += [
+        [
+            f"queue page with {queue['alerts']:,} alerts: {view}",
+            f"{ms:.1f} ms",
+            f"median of {queue['repeats']} (commit {queue['commit']}, load "
+            f"{queue['load_average_1min']})",
+        ]
+        for view, ms in queue["median_ms"].items()
+    ]
+    return _table(["what", "measured", "how"], lines) + _source(names)
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "adapt-selection": adapt_selection_table,
+    "console": console_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,

@@ -1,6 +1,7 @@
 """Processes: the project's commands started as children (workers, services: the demo,
-the benchmarks and the tests all start them here), stopped, and a free port for them; and
-how a long-running process stops on a signal."""
+the benchmarks and the tests all start them here), stopped, and a free port for them; how
+a long-running process stops on a signal; and the listening socket and web server of the
+processes that serve HTTP (`fraud serve`, `fraud console`)."""
 
 import os
 import signal
@@ -9,9 +10,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import IO
 
 from fraud.config import Settings, to_env
+from fraud.errors import ConfigError
 
 # The Python arguments that run the `fraud` command (what the console script runs).
 FRAUD_COMMAND = ("-m", "workers.cli.main")
@@ -72,3 +75,43 @@ def stop_on_signals(stop: Callable[[], None]) -> None:
 
         signal.signal(signal.SIGINT, on_sigint)
         signal.signal(signal.SIGTERM, lambda *_: stop())
+
+
+def bind(host: str, port: int, flags: str = "--host/--port") -> socket.socket:
+    """The listening socket, bound here so that a taken port is one clear error (`flags`:
+    the options and variables that choose another)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another {flags}"
+        ) from None
+    return sock
+
+
+def web_server():
+    """uvicorn's Server class, but SIGTERM/SIGINT end the process with status 0 once the
+    shutdown is done, as the worker does (uvicorn raises the signal again after it). A
+    second SIGINT forces the exit (uvicorn's own handle_exit)."""
+    import uvicorn  # lazily: only the processes that serve HTTP need it
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server

@@ -6,6 +6,7 @@ from fraud.index.changelog import (
     BankChange,
     apply_change,
     change_key,
+    changed_upsert,
     decode_change,
     encode_upsert,
 )
@@ -34,6 +35,7 @@ __all__ = (
     "apply_change",
     "build_index",
     "change_key",
+    "changed_upsert",
     "check_writable",
     "decode_change",
     "embed_into",

@@ -8,7 +8,7 @@ here; the Kafka side is workers/state/bank.py.
 
 import base64
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -44,6 +44,16 @@ def encode_upsert(
     if verdict_ms is not None:
         body["verdict_ms"] = int(verdict_ms)
     return json.dumps(body, ensure_ascii=False).encode()
+
+
+def changed_upsert(reference_id: int, value: bytes, **changes) -> bytes:
+    """A bank record (as the topic has it) with some of its reference's fields changed
+    (disabled, category, weight, changed_by, reason...): the same vector and model, so no
+    encoder is needed (the console changes references this way)."""
+    change = decode_change(change_key(reference_id), value)
+    if change.reference is None or change.model is None:
+        raise SchemaError("invalid_schema", f"bank record {reference_id}: nothing to change")
+    return encode_upsert(replace(change.reference, **changes), change.vector, change.model)
 
 
 def decode_change(key: bytes | None, value: bytes | None) -> BankChange:

@@ -146,8 +146,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "publish": getattr(args, "publish", None),
         "token_file": getattr(args, "token_file", None),
     }
+    console = {
+        "host": getattr(args, "console_host", None),
+        "port": getattr(args, "console_port", None),
+        "database": getattr(args, "console_database", None),
+        "worker_urls": getattr(args, "console_worker_urls", None),
+    }
     overrides: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
-    for name, section in (("scorer", scorer), ("kafka", kafka), ("serve", serve)):
+    sections = (("scorer", scorer), ("kafka", kafka), ("serve", serve), ("console", console))
+    for name, section in sections:
         if given := {k: v for k, v in section.items() if v is not None}:
             overrides[name] = given
     if getattr(args, "metrics_port", None) is not None:

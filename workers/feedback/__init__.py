@@ -3,6 +3,7 @@
 from workers.feedback.main import run_feedback_processor
 from workers.feedback.processor import Citations, FeedbackProcessor
 from workers.feedback.recent import BoundedRecent, RecentMessages
+from workers.feedback.send import send_verdict
 
 __all__ = [
     "BoundedRecent",
@@ -10,4 +11,5 @@ __all__ = [
     "FeedbackProcessor",
     "RecentMessages",
     "run_feedback_processor",
+    "send_verdict",
 ]

@@ -137,6 +137,9 @@ def readiness(detector: Detector, running: bool, status: str | None = None) -> d
         "scorer_reason": detector.choice.reason,
         "detail": detector.choice.detail,
         "index_version": detector.index.version,
+        # The next bank offset to apply, per partition: a bank change at offset o of
+        # partition p is applied once this exceeds o (the console's alert page shows it).
+        "bank_offsets": {str(p): o for p, o in dict(detector.index.changelog_offsets).items()},
         "references": len(detector.index),
         "threshold": detector.params.threshold,
     }

@@ -2,7 +2,7 @@
 
 from workers.serve.app import create_app
 from workers.serve.guard import load_tokens
-from workers.serve.main import bind, run_serve
+from workers.serve.main import run_serve
 from workers.serve.scorer import InlineScorer, load_scorer
 
-__all__ = ["InlineScorer", "bind", "create_app", "load_scorer", "load_tokens", "run_serve"]
+__all__ = ["InlineScorer", "create_app", "load_scorer", "load_tokens", "run_serve"]

@@ -2,62 +2,18 @@
 already answers, serve until SIGTERM/SIGINT (requests in flight finish)."""
 
 import logging
-import signal
-import socket
-import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 from prometheus_client import CollectorRegistry
 
 from fraud.config import Settings
-from fraud.errors import ConfigError
 from fraud.metrics import build_serve_metrics
+from workers.processes import bind, web_server
 from workers.serve.app import create_app
 from workers.serve.guard import load_tokens
 from workers.serve.scorer import load_scorer
 
 log = logging.getLogger(__name__)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a taken port is one clear error."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as e:
-        raise ConfigError(
-            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another "
-            "--host/--port (FRAUD_SERVE__HOST, FRAUD_SERVE__PORT)"
-        ) from None
-    return sock
-
-
-def _server_class():
-    import uvicorn  # lazily: the web server is needed only by `fraud serve`
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but SIGTERM/SIGINT end the process with status 0 once the
-        shutdown is done, as the worker does (uvicorn raises the signal again after it).
-        A second SIGINT forces the exit (uvicorn's own handle_exit)."""
-
-        @contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
 
 
 def run_serve(settings: Settings) -> None:
@@ -69,7 +25,7 @@ def run_serve(settings: Settings) -> None:
     tokens = load_tokens(serve)
     log.info("settings %s", settings.model_dump_json())  # tokens are SecretStr: masked
     with ExitStack() as stack:
-        sock = bind(serve.host, serve.port)
+        sock = bind(serve.host, serve.port, "--host/--port (FRAUD_SERVE__HOST, FRAUD_SERVE__PORT)")
         stack.callback(sock.close)
         registry = CollectorRegistry()
         metrics = build_serve_metrics(registry)
@@ -89,7 +45,7 @@ def run_serve(settings: Settings) -> None:
             server_header=False,
             timeout_graceful_shutdown=30,
         )
-        server = _server_class()(config)
+        server = web_server()(config)
         host, port = sock.getsockname()[:2]
         log.info(
             "serving on http://%s:%d (OpenAPI: /docs), %s",

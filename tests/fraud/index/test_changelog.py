@@ -3,7 +3,13 @@ import pytest
 
 from fraud.errors import SchemaError
 from fraud.index import Reference, ReferenceIndex
-from fraud.index.changelog import apply_change, change_key, decode_change, encode_upsert
+from fraud.index.changelog import (
+    apply_change,
+    change_key,
+    changed_upsert,
+    decode_change,
+    encode_upsert,
+)
 from tests.fakes import unit_vectors
 
 DIM = 8
@@ -66,3 +72,14 @@ def test_sparse_ids_from_feedback_are_looked_up_without_dense_tables():
     assert keys.ids[0, 0] == ref.id and keys.is_fraud[0, 0]
     assert keys.ids[1, 0] == 3 and not keys.is_fraud[1, 0]
     assert index.categories[keys.category_codes[0, 0]] == "lottery"
+
+
+def test_a_changed_upsert_keeps_the_vector_and_model_and_refuses_a_tombstone():
+    vector = np.arange(4, dtype=np.float32)
+    value = encode_upsert(Reference(3, "a scam", "fraud", "parcel", "seed"), vector, "m")
+    changed = decode_change(b"3", changed_upsert(3, value, disabled=True, changed_by="ana"))
+    assert changed.reference.disabled and changed.reference.changed_by == "ana"
+    assert changed.reference.text == "a scam" and changed.model == "m"
+    assert np.array_equal(changed.vector, vector)
+    with pytest.raises(SchemaError):
+        changed_upsert(3, None, disabled=True)

@@ -98,9 +98,16 @@ TODAY = {
         "--alert-topic --bank-topic --bootstrap-servers --group-id --index --input-topic "
         "--model --model-path --rate --topic --verbose -v file"
     ),
+    # issue 20: the console (`fraud console` serves; `fraud console add-user`), and
+    # `fraud demo --console`
+    "console": (
+        "--alert-topic --bank-topic --bootstrap-servers --database --group-id --host --index "
+        "--input-topic --model --model-path --port --verbose --worker-urls -v"
+    ),
+    "console add-user": "--password-file --role name",
     "demo": (
-        "--bootstrap-servers --index --model --model-path --ngram-weight --null-similarity "
-        "--rate --temperature --threshold --top-k --verbose -v"
+        "--bootstrap-servers --console --index --model --model-path --ngram-weight "
+        "--null-similarity --rate --temperature --threshold --top-k --verbose -v"
     ),
     "bench": (
         "--bootstrap-servers --cache-dir --csv --encoder-texts --fraud-labels --index "
@@ -124,7 +131,8 @@ TODAY = {
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict:
-    """{"index build": (its flags, sorted), ...}, and each leaf command's parser."""
+    """{"index build": (its flags, sorted), ...}, and the parser of each command that
+    runs something (a leaf, or one with a handler of its own beside its subcommands)."""
     flags, subcommands = [], None
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -134,6 +142,8 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> di
     if subcommands is None:
         return {" ".join(path): (sorted(flags), parser)}
     found = {}
+    if callable(parser.get_default("func")):
+        found[" ".join(path)] = (sorted(flags), parser)
     for name, sub in subcommands.choices.items():
         found.update(_commands(sub, (*path, name)))
     return found

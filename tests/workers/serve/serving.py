@@ -15,7 +15,8 @@ from fraud.config import ServeSettings
 from fraud.metrics import build_serve_metrics
 from fraud.schemas import Decision, Message
 from tests.fakes import assess
-from workers.serve import InlineScorer, bind, create_app
+from workers.processes import bind
+from workers.serve import InlineScorer, create_app
 
 SCAM = "Your parcel is held at the depot: pay the 1.99 GBP fee at parcel-redelivery.info"
 LEGIT = "running late, order me a flat white and I'll be there in 10"

@@ -3,7 +3,7 @@ or a taken port."""
 
 import pytest
 
-from workers.serve import bind
+from workers.processes import bind
 
 pytestmark = [pytest.mark.model]
 
