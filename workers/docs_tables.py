@@ -332,10 +332,10 @@ def evasion_table(results: Path, names: Sequence[str]) -> str:
     header = ["trick", "variants", "normalized to the original's text", "mean abs change", "max"]
     return (
         _table(header, rows)
-        + f"\n{r['cases']} originals and {variants} variants, every one of the "
-        f"{r['cases'] + variants} alerting at the threshold {r['threshold']}; the test allows "
-        f"a change of {r['tolerance']} at most. Measured at commit {r['commit']} (load average "
-        f"{r['load_average_1min']}).\n" + _source(names)
+        + f"\n{r['cases']} originals, every one alerting at the threshold {r['threshold']}, "
+        f"and {variants} variants, {r.get('variants_alerting', variants)} of them alerting; "
+        f"the test allows a change of {r['tolerance']} at most. Measured at commit "
+        f"{r['commit']} (load average {r['load_average_1min']}).\n" + _source(names)
     )
 
 

@@ -203,14 +203,19 @@ def test_an_analyst_confirms_and_clears_alerts_in_a_real_browser(pipeline, tmp_p
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-id="fp-1"]'))[0].click()
         wait.until(lambda b: b.find_elements(By.ID, "evidence"))
         browser.find_element(By.TAG_NAME, "body").send_keys("x")  # to the reason
-        browser.switch_to.active_element.send_keys("a genuine check-in notice from SkyJet" + Keys.ENTER)
+        browser.switch_to.active_element.send_keys(
+            "a genuine check-in notice from SkyJet" + Keys.ENTER
+        )
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#workers li.applied"))
         changes = browser.find_element(By.ID, "bank-change-table").text
         assert "legit" in changes and "a genuine check-in notice from SkyJet" in changes
         browser.save_screenshot(str(shots / "cleared.png"))
 
         browser.get(f"{url}/bank?source=feedback")
-        assert "a genuine check-in notice from SkyJet" in browser.find_element(By.TAG_NAME, "main").text
+        assert (
+            "a genuine check-in notice from SkyJet"
+            in browser.find_element(By.TAG_NAME, "main").text
+        )
         browser.save_screenshot(str(shots / "bank.png"))
         browser.get(f"{url}/overview")
         browser.save_screenshot(str(shots / "overview.png"))
