@@ -334,10 +334,11 @@ class Settings(BaseSettings):
         description="Hugging Face model directory for text in Latin script (for all text when "
         "route_by_script is off); default: the bundled all-MiniLM-L6-v2, as english_model says",
     )
-    english_model: Literal["adapted", "base"] = Field(
-        "adapted",
-        description="when model_path is unset: adapted, the bundled all-MiniLM-L6-v2 with the "
-        "shipped fine-tuned adapters merged in (fraud/encoding/bundled.py), or base, as published",
+    english_model: Literal["base", "adapted"] = Field(
+        "base",
+        description="when model_path is unset: base, the bundled all-MiniLM-L6-v2 as published, "
+        "or adapted, with the shipped fine-tuned adapters merged in (fraud/encoding/bundled.py; "
+        "not the default: docs/quality.md says why)",
     )
     multilingual_model_path: Path = Field(
         DEFAULT_MULTILINGUAL_MODEL_PATH,

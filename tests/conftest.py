@@ -56,7 +56,9 @@ def encoder():
     return Encoder.from_settings(Settings())
 
 
-def _seed_index(encoder, directory: Path) -> Path:
+@pytest.fixture(scope="session")
+def seed_index_dir(encoder, tmp_path_factory) -> Path:
+    """The shipped seed set, indexed with the real encoder."""
     from fraud.config import ScorerSettings
     from fraud.data import seed_references_path
     from fraud.datasets import read_labeled_csv
@@ -64,46 +66,16 @@ def _seed_index(encoder, directory: Path) -> Path:
 
     seed = read_labeled_csv(seed_references_path())
     index = build_index(encoder, seed, "seed", ScorerSettings().model_dump(), progress=False)
+    directory = tmp_path_factory.mktemp("seed-index")
     index.save(directory)
     return directory
 
 
-def _detector(encoder, index_dir: Path):
+@pytest.fixture(scope="session")
+def detector(encoder, seed_index_dir):
     from fraud.config import ScorerSettings
     from fraud.index import ReferenceIndex
     from fraud.scoring import Detector, effective_scorer
 
-    index = ReferenceIndex.load(index_dir, model=encoder.name, dim=encoder.dim)
+    index = ReferenceIndex.load(seed_index_dir, model=encoder.name, dim=encoder.dim)
     return Detector(encoder, index, effective_scorer(ScorerSettings(), index))
-
-
-@pytest.fixture(scope="session")
-def seed_index_dir(encoder, tmp_path_factory) -> Path:
-    """The shipped seed set, indexed with the real encoder."""
-    return _seed_index(encoder, tmp_path_factory.mktemp("seed-index"))
-
-
-@pytest.fixture(scope="session")
-def detector(encoder, seed_index_dir):
-    return _detector(encoder, seed_index_dir)
-
-
-@pytest.fixture(scope="session")
-def base_encoder():
-    """The encoder with the published English model (FRAUD_ENGLISH_MODEL=base), for tests
-    of a mechanism that need a message the seed bank alone does not catch: the adapted
-    model catches the team's unknown campaigns on the seed bank alone."""
-    from fraud.config import Settings
-    from fraud.encoding import Encoder
-
-    return Encoder.from_settings(Settings(english_model="base"))
-
-
-@pytest.fixture(scope="session")
-def base_seed_index_dir(base_encoder, tmp_path_factory) -> Path:
-    return _seed_index(base_encoder, tmp_path_factory.mktemp("base-seed-index"))
-
-
-@pytest.fixture(scope="session")
-def base_detector(base_encoder, base_seed_index_dir):
-    return _detector(base_encoder, base_seed_index_dir)

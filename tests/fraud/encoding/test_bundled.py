@@ -59,15 +59,24 @@ def test_a_missing_delta_is_one_readable_line(tmp_path):
         adapted_model_dir(tmp_path / "models", tmp_path / "nowhere")
 
 
+REDELIVERY = [
+    "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
+    "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
+    "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
+]
+
+
 @pytest.mark.model
-def test_the_shipped_delta_moves_embeddings_and_names_the_encoder():
-    """The default English model is the adapted one; FRAUD_ENGLISH_MODEL=base the published
-    one. The adapters pull a scam towards another scam and away from a genuine notice of
-    the same kind (texts written for this test, in no training file)."""
+def test_the_shipped_delta_pulls_scams_together_and_away_from_genuine_notices():
+    """FRAUD_ENGLISH_MODEL=adapted merges the shipped adapters in; base (the default) is the
+    published model. The adapters pull a scam towards another scam and away from a genuine
+    notice of the same kind (texts written for this test, in no training file), and turn
+    round the published model's known weakness (docs/limits.md, test_encoder.py's strict
+    xfail): a redelivery scam nearer a genuine delivery notice than its own paraphrase."""
     from fraud.encoding.encoder import Encoder, english_model_path
 
-    adapted = Encoder(english_model_path(Settings(route_by_script=False)))
-    assert english_model_path(Settings(english_model="base")) is None
+    assert english_model_path(Settings()) is None  # the default: the published model
+    adapted = Encoder(english_model_path(Settings(english_model="adapted")))
     base = Encoder(None)
     assert base.name == BUNDLED_MODEL_NAME
     assert adapted.name.startswith("all-MiniLM-L6-v2-fraud-") and adapted.name != base.name
@@ -77,25 +86,9 @@ def test_the_shipped_delta_moves_embeddings_and_names_the_encoder():
         "Your USPS package was delivered today at 2:14 pm to the front door. Track it in the app",
     ]
 
-    def margin(encoder):
+    def margin(encoder, texts):
         X = encoder.encode(texts)
         return float(X[0] @ X[1] - X[0] @ X[2])  # scam-scam minus scam-genuine
 
-    assert margin(adapted) > margin(base) + 0.1
-
-
-@pytest.mark.model
-def test_the_published_model_fails_the_redelivery_triple_the_adapted_one_passes(encoder):
-    """The known weakness of all-MiniLM-L6-v2 (docs/limits.md): a redelivery-fee scam is
-    nearer a genuine delivery notice than its own paraphrase; test_encoder.py's triples
-    run with the default (adapted) encoder."""
-    from fraud.encoding.encoder import Encoder
-
-    scam, paraphrase, genuine = Encoder(None).encode(
-        [
-            "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
-            "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
-            "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
-        ]
-    )
-    assert float(scam @ genuine) > float(scam @ paraphrase)
+    assert margin(adapted, texts) > margin(base, texts) + 0.1
+    assert margin(base, REDELIVERY) < 0 < margin(adapted, REDELIVERY)

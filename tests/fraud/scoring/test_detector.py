@@ -26,57 +26,18 @@ def test_scams_alert_with_evidence_and_lookalikes_do_not(detector):
             "never ask you for this code.",
         ],
     )
-    assert scam.is_alert and "impersonation" in scam.category_distribution
+    assert scam.is_alert and scam.category == "impersonation"
     assert scam.evidence and all(e.category in scam.category_distribution for e in scam.evidence)
     weights = [e.weight for e in scam.evidence]
     assert weights == sorted(weights, reverse=True)
     assert sum(scam.category_distribution.values()) == pytest.approx(scam.score, abs=1e-4)
-    assert legit.score < scam.score
+    assert not legit.is_alert and legit.score < 0.5
 
 
 @pytest.mark.model
-@pytest.mark.xfail(strict=True, reason="tau and T were set on the published model's scale")
-def test_a_one_time_code_notice_does_not_alert_on_the_seed_bank_alone(detector):
-    """A known regression of the adapted encoder with the parameter-free scorer's default
-    tau and T (docs/limits.md): a genuine one-time-code notice is at cosine 0.84 from a
-    seed impersonation scam and scores 0.57 against 0.5 (0.4 or less with the published
-    model). The default detector fits its own parameters; `fraud calibrate` does for any
-    index. Strict, so the day it passes this test says so."""
-    (legit,) = assess(
-        detector,
-        [
-            "Northbank: your one-time passcode is 558201. It expires in 10 minutes. We will "
-            "never ask you for this code."
-        ],
-    )
-    assert not legit.is_alert
-
-
-@pytest.mark.model
-@pytest.mark.xfail(
-    strict=True, reason="the adapted encoder pulls frauds of every category together"
-)
-def test_the_family_emergency_scam_gets_its_category(detector):
-    """A known regression of the adapted encoder (docs/limits.md): its training pairs put
-    frauds of different categories together half the time, so the nearest seed frauds
-    of this "Hi mum" scam are romance scams (category romance, impersonation 0.17 on the
-    seed bank). Strict, so the day the category comes back this test says so."""
-    (scam,) = assess(
-        detector,
-        [
-            "Hi mum, I dropped my phone in the loo, this is my new number. Can you send £300 "
-            "for my rent today? I'll pay you back Friday xx"
-        ],
-    )
-    assert scam.category == "impersonation"
-
-
-@pytest.mark.model
-def test_the_seed_bank_alone_gets_the_demo_set_right_but_for_a_few_look_alikes(detector):
-    """The seed bank alone, parameter-free (the default adds UCI and a trained head): every
-    demo fraud caught, at most 3 false alerts of 26 legit messages (SkyJet's check-in,
-    Northbank's payment code, a dispatch notice with the adapted encoder; 2 with the
-    published model), all English look-alikes."""
+def test_the_demo_set_is_right_as_the_readme_shows(detector):
+    """The README's demo summary: frauds caught 28 of 28, false alerts 2 of 26 legit
+    messages (52 of 54 right), both false alerts English look-alikes."""
     from fraud.encoding.routed import is_other_script
 
     with open(DEMO, encoding="utf-8") as f:
@@ -87,7 +48,7 @@ def test_the_seed_bank_alone_gets_the_demo_set_right_but_for_a_few_look_alikes(d
     false_alerts = [m["id"] for v, m in pairs if m["expected"] != "fraud" and v.is_alert]
     assert (len(demo), sum(m["expected"] == "fraud" for m in demo)) == (54, 28)
     assert missed == [], missed
-    assert len(false_alerts) <= 3, false_alerts
+    assert len(false_alerts) <= 2, false_alerts
     assert not any(is_other_script(m["text"]) for m in demo if m["id"] in false_alerts)
 
 

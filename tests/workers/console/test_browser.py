@@ -42,12 +42,8 @@ PARAPHRASE = (
     "HMRC notice: a tax rebate of £298.10 is owed to you. Confirm your bank details in the "
     "next 24 hours at hmrc-rebate-claim.co.uk to get it"
 )
-# A genuine notice that the seed bank flags (0.83 against the threshold 0.5 with the adapted
-# encoder; demo-012, one of the demo's legit messages).
-RECEIPT = (
-    "SkyJet: online check-in is now open for your flight SJ776 to Malaga on Saturday. "
-    "Check in through the SkyJet app."
-)
+# A genuine receipt that the seed bank flags (one of the demo's false alerts).
+RECEIPT = "Apex Mobile: thanks, we've received your payment of £18.00. Your account is up to date."
 WAIT_S = 90
 
 
@@ -197,25 +193,20 @@ def test_an_analyst_confirms_and_clears_alerts_in_a_real_browser(pipeline, tmp_p
         assert first.get_attribute("data-reference") == str(reference_id_for("scam-1"))
         assert "owed a tax rebate" in first.text
 
-        # A genuine notice alerts; cleared, it becomes a legit reference.
+        # A genuine receipt alerts; cleared, it becomes a legit reference.
         browser.get(f"{url}/queue")
         produce(kafka, kafka.input_topic, [_message("fp-1", RECEIPT, "+44 7700 900333")])
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-id="fp-1"]'))[0].click()
         wait.until(lambda b: b.find_elements(By.ID, "evidence"))
         browser.find_element(By.TAG_NAME, "body").send_keys("x")  # to the reason
-        browser.switch_to.active_element.send_keys(
-            "a genuine check-in notice from SkyJet" + Keys.ENTER
-        )
+        browser.switch_to.active_element.send_keys("a genuine receipt from Apex" + Keys.ENTER)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#workers li.applied"))
         changes = browser.find_element(By.ID, "bank-change-table").text
-        assert "legit" in changes and "a genuine check-in notice from SkyJet" in changes
+        assert "legit" in changes and "a genuine receipt from Apex" in changes
         browser.save_screenshot(str(shots / "cleared.png"))
 
         browser.get(f"{url}/bank?source=feedback")
-        assert (
-            "a genuine check-in notice from SkyJet"
-            in browser.find_element(By.TAG_NAME, "main").text
-        )
+        assert "a genuine receipt from Apex" in browser.find_element(By.TAG_NAME, "main").text
         browser.save_screenshot(str(shots / "bank.png"))
         browser.get(f"{url}/overview")
         browser.save_screenshot(str(shots / "overview.png"))

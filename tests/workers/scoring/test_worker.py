@@ -141,8 +141,8 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
         assert value("fraud_broker_waiting") == 0 and value("fraud_broker_waits_total") == 0
         (info,) = [k for k in samples if k[0] == "fraud_model_info"]
         model = dict(info[1])["model"]
-        # Routed by script (the default): the adapted English model, then the multilingual one.
-        assert model.startswith("all-MiniLM-L6-v2-fraud-") and "|multilingual-e5-small" in model
+        # Routed by script (the default): the English model, then the multilingual one.
+        assert model.startswith("sentence-transformers/all-MiniLM-L6-v2|multilingual-e5-small")
 
         start = time.monotonic()
         proc.terminate()

@@ -35,23 +35,6 @@ CAMPAIGN = [
 HISTORY = HistorySettings(min_score=0.1, soft_values=False)
 
 
-@pytest.fixture(scope="module")
-def encoder(base_encoder):
-    """The published English model: on the seed bank alone it does not catch CAMPAIGN, which
-    these tests need (the adapted model catches two of its four variants without history)."""
-    return base_encoder
-
-
-@pytest.fixture(scope="module")
-def seed_index_dir(base_seed_index_dir):
-    return base_seed_index_dir
-
-
-@pytest.fixture(scope="module")
-def detector(base_detector):
-    return base_detector
-
-
 def _decisions(kafka, n: int, timeout_s: float = 120) -> dict[str, Decision]:
     records = read_topic(kafka, kafka.scores_topic, n, timeout_s=timeout_s)
     return {a.message_id: a for a in (Decision.from_bytes(r.value) for r in records)}
@@ -114,13 +97,7 @@ def test_a_killed_workers_recipients_are_restored_by_the_worker_that_takes_over(
     kafka = kafka_settings.model_copy(update={"publish_scores": True, "session_timeout_ms": 6000})
     ensure_topics(kafka, [kafka.input_topic], partitions=2)
     settings = Settings().model_copy(
-        update={
-            "kafka": kafka,
-            "index_dir": seed_index_dir,
-            "metrics_port": 0,
-            "history": HISTORY,
-            "english_model": "base",  # as the index (the fixtures above)
-        }
+        update={"kafka": kafka, "index_dir": seed_index_dir, "metrics_port": 0, "history": HISTORY}
     )
     victim = [
         {"id": f"victim-{i}", "text": t, "recipient": "victim"} for i, t in enumerate(CAMPAIGN)
