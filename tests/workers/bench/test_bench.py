@@ -43,7 +43,7 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     assert all(r["messages_per_s"] > 0 and 0 < r["fraction_of_bound"] for r in rows)
     assert report["encoder"]["bound_messages_per_s"] > 0
     variants = report["variants"]
-    assert set(variants) == {"onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
+    assert set(variants) == {"onnx-int8-row", "onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
     assert variants["torch-fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
     assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
     out = capsys.readouterr().out
