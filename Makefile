@@ -13,7 +13,7 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean default-head results-default
+.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean default-head results-default results-bench
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
@@ -115,6 +115,20 @@ results-default: install
 	$(VENV)/bin/fraud index measure --index .cache/default-dev-index --csv $(DEV_SET) \
 	  --mapping smishing,spam:ham --mapping smishing:ham --recipients 50 --passes 2 \
 	  --through-worker --out docs/results/default_dev_worker_r50_p2.json
+	$(PY) -m workers.docs_tables
+
+# Issue 21's figures (docs/performance.md): `fraud bench` on UCI (every encoder variant, the
+# anchor, one and two workers through a local broker) with the default variant, then with
+# onnx-int8-row, into docs/results/bench*.json; then the docs' tables. Run it on a quiet
+# machine: each file records the load average. BENCH_FLAGS=--quality adds the PR-AUC of
+# every variant (about 25 minutes more).
+UCI_CSV ?= ../shared/data/sms_spam_uci.csv
+BENCH_FLAGS ?=
+results-bench: install
+	$(VENV)/bin/fraud bench --csv $(UCI_CSV) --sizes '' --no-exactly-once --workers 2 \
+	  $(BENCH_FLAGS) --out docs/results/bench.json
+	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud bench --csv $(UCI_CSV) --sizes '' \
+	  --no-exactly-once --workers 2 $(BENCH_FLAGS) --out docs/results/bench-int8-row.json
 	$(PY) -m workers.docs_tables
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...

@@ -362,6 +362,11 @@ def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: one per physical core
     options.inter_op_num_threads = 1
+    # Idle pool threads sleep rather than spin: on 2 cores a spinning thread takes the CPU
+    # that the worker's own thread, the Kafka client and the broker need (the choice made
+    # for torch's OpenMP threads with OMP_WAIT_POLICY=PASSIVE), and a process with two
+    # sessions (the routed encoder) has two pools.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 

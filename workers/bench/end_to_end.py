@@ -103,6 +103,22 @@ def peak_rss_bytes(pid: int) -> int:
     return proc_status_bytes(pid, "VmHWM")
 
 
+def wait_for_log_line(log, text: str, timeout_s: float) -> bool:
+    """Whether `text` appears in the file `log` (a child's output) within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log.seek(0)
+        if text in log.read():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rss_mib(pids: Sequence[int], field: str = "VmRSS") -> float:
+    """The largest of the processes' `field` (VmRSS: now; VmHWM: at peak), in MiB."""
+    return round(max(proc_status_bytes(p, field) for p in pids) / 2**20, 1)
+
+
 def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
     """Settings for a measured run: topics and a consumer group of its own (the input topic
     with one partition per worker), every decision published, metrics on a free port."""
@@ -142,10 +158,16 @@ def end_to_end_bench(
         procs = [start_fraud_process("worker", worker_settings, log) for _ in range(workers)]
         reader = ScoreReader(kafka)
         cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
+        pids = [p.pid for p in procs]
         try:
+            # Memory at start: once the worker has loaded its models and starts its loop
+            # (its "scoring ..." log line; None if that did not come within the time).
+            started = wait_for_log_line(log, "scoring ", timeout_s=180)
+            rss_start = rss_mib(pids) if started else None
             # One warm-up message per partition, so every worker has loaded its model.
             warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
             reader.wait_for(list(warm), timeout_s=180)
+            rss_first = rss_mib(pids)
 
             cpu0, wall0 = cpu(), time.monotonic()
             sent = send_messages(kafka, pick(n_saturation), "sat", None)
@@ -167,7 +189,9 @@ def end_to_end_bench(
                     **percentiles_ms(latency_ms),
                 },
                 "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
-                "worker_peak_rss_mib": round(max(peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),
+                "worker_peak_rss_mib": rss_mib(pids, "VmHWM"),
+                "worker_rss_mib_at_start": rss_start,
+                "worker_rss_mib_after_first_batch": rss_first,
                 "messages": {"saturation": n_saturation, "latency": n_latency},
             }
         except BaseException:

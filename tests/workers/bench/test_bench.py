@@ -27,6 +27,10 @@ def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings,
     latency = result["latency_at_half_saturation"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert result["worker_peak_rss_mib"] > 100  # a process that loaded a transformer
+    # Memory at start (models loaded) and after the first batch, both up to the peak.
+    start, first = result["worker_rss_mib_at_start"], result["worker_rss_mib_after_first_batch"]
+    assert 100 < start <= result["worker_peak_rss_mib"]
+    assert 100 < first <= result["worker_peak_rss_mib"]
 
 
 def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
