@@ -668,6 +668,13 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
     header = ["run", "messages/s at saturation", "of the encoder alone"]
     header += ["p50 / p99 ms at half of it", "cores", "RSS MiB at start / after 1st batch / peak"]
     text = _table(header, rows)
+    if profile := run.get("end_to_end", {}).get("stage_profile_at_saturation"):
+        stages = ", ".join(f"{k} {v:.0%}" for k, v in profile["fraction_of_wall"].items())
+        text += (
+            f"\nOne worker's stages at saturation, as fractions of the wall time (encode on "
+            f"its encoder thread, the rest on its own; {profile['batches']} batches): "
+            f"{stages}.\n"
+        )
     ratios = run.get("anchor_ratios", {})
     if "pipeline_over_plain_pipeline" in ratios:
         text += (

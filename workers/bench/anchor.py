@@ -49,7 +49,7 @@ def sentence_transformers_bench(
     rates = {"project": _rate(lambda: encoder.encode(sample), len(sample), repeats)}
     model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
     with torch.inference_mode():
-        run = lambda: model.encode(sample, batch_size=ST_BATCH)  # noqa: E731
+        run = lambda: model.encode(sample, batch_size=ST_BATCH, show_progress_bar=False)  # noqa: E731
         rates["sentence_transformers_fp32"] = _rate(run, len(sample), repeats)
         model.to(torch.bfloat16)
         rates["sentence_transformers_bf16"] = _rate(run, len(sample), repeats)

@@ -31,6 +31,9 @@ def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings,
     start, first = result["worker_rss_mib_at_start"], result["worker_rss_mib_after_first_batch"]
     assert 100 < start <= result["worker_peak_rss_mib"]
     assert 100 < first <= result["worker_peak_rss_mib"]
+    # One worker's stage profile at saturation, from its /metrics: every message batched.
+    profile = result["stage_profile_at_saturation"]
+    assert profile["batches"] >= 1 and profile["fraction_of_wall"]["encode"] > 0
 
 
 def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
