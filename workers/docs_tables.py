@@ -684,7 +684,46 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
     return text + _bench_context(run, name)
 
 
+SHIPPED_VARIANT = "learned attention + char n-grams"
+
+
+def _pr_aucs(report: dict) -> dict[str, float]:
+    """The shipped scorer's PR-AUC in an evaluation report, per test: "cross-validated" for
+    `fraud evaluate --csv`, each label mapping for `--train --test`."""
+    v = report["variants"][SHIPPED_VARIANT]
+    if "test" in v:
+        return {mapping: m["pr_auc"] for mapping, m in v["test"].items()}
+    return {"cross-validated": v["pr_auc"]}
+
+
+def quality_drop_table(results: Path, names: Sequence[str]) -> str:
+    """Pairs of evaluation reports, (base, candidate), the same command with another
+    encoder variant: the shipped scorer's PR-AUC in each and the candidate's drop."""
+    rows = []
+    for base_name, candidate_name in zip(names[::2], names[1::2], strict=True):
+        base, candidate = _read(results, base_name), _read(results, candidate_name)
+        theirs = _pr_aucs(candidate)
+        for test, auc in _pr_aucs(base).items():
+            rows.append(
+                [
+                    f"`{base_name}` / `{candidate_name}`",
+                    test,
+                    f"{auc:.4f}",
+                    f"{theirs[test]:.4f}",
+                    f"{auc - theirs[test]:+.4f}",
+                ]
+            )
+    commands = "; ".join(f"`{_read(results, n)['command']}`" for n in names[1::2])
+    header = ["reports (base / candidate)", "test", "PR-AUC base", "PR-AUC candidate", "drop"]
+    return (
+        _table(header, rows)
+        + f"\nThe shipped scorer (`{SHIPPED_VARIANT}`). Candidates' commands: {commands}.\n"
+        + _source(names)
+    )
+
+
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
+    "quality-drop": quality_drop_table,
     "bench-encoder": bench_encoder_table,
     "bench-pipeline": bench_pipeline_table,
     "soak": soak_table,

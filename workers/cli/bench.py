@@ -38,13 +38,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         variants_part,
     )
     from workers.bench.encoder import attention_bench, encoder_bench
+    from workers.cli.quality import command_line
 
     rows = read_csv_arg(
         args, "fraud bench needs messages of realistic length: --csv PATH (text column)"
     )
     texts = [row.text for row in rows]
     report: dict[str, Any] = {
-        "command": "fraud " + " ".join(sys.argv[1:]),
+        "command": command_line(args),
         "commit": git_commit(),
         "encoder_variant": settings.encoder_variant,
         "load_average_before": os.getloadavg(),
