@@ -197,9 +197,10 @@ class Encoder:
         self._tokenizer, self._pad_id = _load_tokenizer(path, max_tokens)
         self._config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.dim = int(self._config["hidden_size"])
+        self.onnx_file: Path | None = None  # the ONNX variants' model file
         if variant.startswith("onnx"):
-            model_file = export_onnx(path, cache_dir, variant)
-            self._run = _onnx_runner(model_file, encoder_threads)
+            self.onnx_file = export_onnx(path, cache_dir, variant)
+            self._run = _onnx_runner(self.onnx_file, encoder_threads)
         else:
             self._run = _torch_runner(path, variant, encoder_threads)
 

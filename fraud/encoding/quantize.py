@@ -21,7 +21,11 @@ becomes
 
 with Wq the weights quantized to int8 with one scale per output channel (w). A token's
 input is quantized once for all the MatMuls that read it (Q, K and V share theirs).
-Embedding lookups, layer norms, softmax and attention's own products stay float. Nothing
+The vocabulary's embedding table (a Gather from a constant of at least MIN_TABLE_ROWS rows)
+is kept in int8 with one scale per row, each looked-up row scaled back to float: a
+quarter of the memory (multilingual-e5-small's 250,000 x 384 table is most of its
+weights), and a token's row still depends on nothing else. Layer norms, softmax and
+attention's own products stay float. Nothing
 is calibrated: the rewrite needs only the fp32 graph, so a fine-tuned model is quantized
 the same way from its own weights.
 """
@@ -32,7 +36,10 @@ import numpy as np
 
 # Part of the cached file's name (encoder.py export_onnx): a change to the rewrite below
 # must change it, so that no file made by an older rewrite is used.
-ROW_QUANTIZATION_VERSION = 1
+ROW_QUANTIZATION_VERSION = 2
+# A Gather from a constant table with at least this many rows is a vocabulary's embedding
+# table (quantized); position and token-type tables are smaller and stay float.
+MIN_TABLE_ROWS = 1000
 
 _SHARED = {  # constants every rewritten MatMul uses
     "rowq_inv127": np.array(1 / 127, np.float32),
@@ -53,6 +60,12 @@ def quantize_per_row(fp32: Path, out: Path) -> None:
     weights = {w.name: w for w in graph.initializer}
     nodes, added, quantized = [], [], {}
     for node in graph.node:
+        if _is_vocabulary_lookup(node, weights):
+            table = numpy_helper.to_array(weights[node.input[0]]).astype(np.float32)
+            prefix = _name(node.name or node.output[0])
+            added += _quantized_table(table, prefix)
+            nodes += _int8_lookup(prefix, node.input[1], node.output[0])
+            continue
         if node.op_type != "MatMul" or node.input[1] not in weights:
             nodes.append(node)
             continue
@@ -78,6 +91,39 @@ def quantize_per_row(fp32: Path, out: Path) -> None:
     graph.node.extend(nodes)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
+
+
+def _is_vocabulary_lookup(node, weights: dict) -> bool:
+    """A Gather of rows (axis 0) from a constant table of at least MIN_TABLE_ROWS rows."""
+    if node.op_type != "Gather" or node.input[0] not in weights:
+        return False
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    dims = weights[node.input[0]].dims
+    return axis == 0 and len(dims) == 2 and dims[0] >= MIN_TABLE_ROWS
+
+
+def _quantized_table(table: np.ndarray, prefix: str) -> list:
+    """A (rows, width) float table as int8 codes with one scale per row."""
+    from onnx import numpy_helper
+
+    scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127
+    codes = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    return [
+        numpy_helper.from_array(codes, f"{prefix}_table"),
+        numpy_helper.from_array(scale.astype(np.float32), f"{prefix}_table_scale"),
+    ]
+
+
+def _int8_lookup(prefix: str, ids: str, output: str) -> list:
+    """Nodes that look `ids` up in the int8 table `prefix` and write float rows to `output`."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Gather", [f"{prefix}_table", ids], [f"{prefix}_codes"], axis=0),
+        helper.make_node("Cast", [f"{prefix}_codes"], [f"{prefix}_rowsf"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{prefix}_table_scale", ids], [f"{prefix}_scales"], axis=0),
+        helper.make_node("Mul", [f"{prefix}_rowsf", f"{prefix}_scales"], [output]),
+    ]
 
 
 def _name(tensor: str) -> str:

@@ -205,3 +205,19 @@ def test_onnx_int8_row_stays_close_to_fp32(variants):
     reference = variants["torch-fp32"].encode(texts)
     cosine = (variants["onnx-int8-row"].encode(texts) * reference).sum(axis=1)
     assert cosine.mean() >= 0.995, (cosine.mean(), cosine.min())
+
+
+def test_onnx_int8_row_keeps_the_vocabulary_table_in_int8(variants):
+    """The embedding table, most of multilingual-e5-small's memory, is stored in int8 with
+    a scale per row: no float table of vocabulary size is left in the graph."""
+    import onnx
+    from onnx import TensorProto
+
+    from fraud.encoding.quantize import MIN_TABLE_ROWS
+
+    tables = [
+        w
+        for w in onnx.load(str(variants["onnx-int8-row"].onnx_file)).graph.initializer
+        if len(w.dims) == 2 and w.dims[0] >= MIN_TABLE_ROWS and w.dims[1] > 1  # not scales
+    ]
+    assert tables and all(w.data_type == TensorProto.INT8 for w in tables)
