@@ -207,7 +207,10 @@ class Encoder:
     @property
     def cache_key(self) -> str:
         """What identifies this encoder's output: the model (with its prefix) and the
-        encoder variant."""
+        encoder variant, with the version of its quantization where it has one (embeddings
+        cached from an older rewrite are not this encoder's)."""
+        if self.variant == "onnx-int8-row":
+            return f"{self.name}|{self.variant}-v{ROW_QUANTIZATION_VERSION}"
         return f"{self.name}|{self.variant}"
 
     @property
@@ -465,7 +468,9 @@ def _export_fp32(model_path: Path, out: Path) -> None:
 
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(model_path, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     sample = tokenizer(

@@ -221,3 +221,13 @@ def test_onnx_int8_row_keeps_the_vocabulary_table_in_int8(variants):
         if len(w.dims) == 2 and w.dims[0] >= MIN_TABLE_ROWS and w.dims[1] > 1  # not scales
     ]
     assert tables and all(w.data_type == TensorProto.INT8 for w in tables)
+
+
+def test_onnx_int8_row_embeddings_are_cached_under_its_quantization_version(variants):
+    """An embedding cache (CachedEncoder) keys by cache_key: embeddings made by an older
+    version of the rewrite are not this one's."""
+    from fraud.encoding.quantize import ROW_QUANTIZATION_VERSION
+
+    key = variants["onnx-int8-row"].cache_key
+    assert key.endswith(f"|onnx-int8-row-v{ROW_QUANTIZATION_VERSION}")
+    assert variants["onnx-int8"].cache_key.endswith("|onnx-int8")
