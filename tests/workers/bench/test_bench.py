@@ -53,6 +53,12 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     assert set(variants) == {"onnx-int8-row", "onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
     assert variants["torch-fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
     assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
+    # The anchor: sentence-transformers on the same texts, and its ratios in the report.
+    assert set(report["anchor_ratios"]) == {
+        "encoder_over_sentence_transformers_fp32",
+        "encoder_over_sentence_transformers_bf16",
+    }
+    assert report["command"].startswith("fraud bench --csv ") and report["load_average_before"]
     out = capsys.readouterr().out
     assert "encoder alone" in out and "encoder variants" in out
 
