@@ -138,13 +138,13 @@ results-bench: install
 results-int8-row-quality: install
 	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud evaluate --csv $(UCI_CSV) \
 	  --fraud-labels spam --legit-labels ham --variants 'learned attention + char n-grams' \
-	  --inner-folds 0 --out out/quality-uci-int8row
-	cp out/quality-uci-int8row/report.json docs/results/quality-uci-int8-row.json
+	  --inner-folds 0 --out out/quality-uci-int8row-v2
+	cp out/quality-uci-int8row-v2/report.json docs/results/quality-uci-int8-row.json
 	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud evaluate --train $(UCI_CSV),seed-en \
 	  --test $(DEV_SET) --test-fraud-labels smishing,spam --test-fraud-labels smishing \
 	  --test-legit-labels ham --variants 'learned attention + char n-grams' \
-	  --target-fpr 0.01 --out out/quality-dev-int8row
-	cp out/quality-dev-int8row/report.json docs/results/quality-dev-int8-row.json
+	  --target-fpr 0.01 --out out/quality-dev-int8row-v2
+	cp out/quality-dev-int8row-v2/report.json docs/results/quality-dev-int8-row.json
 	$(PY) -m workers.docs_tables
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...
