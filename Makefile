@@ -13,7 +13,7 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean adapted-encoder default-head results-default
+.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean adapted-encoder default-head results-default results-bench results-int8-row-quality
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
@@ -120,6 +120,36 @@ results-default: install
 	$(VENV)/bin/fraud index measure --index .cache/default-dev-index --csv $(DEV_SET) \
 	  --mapping smishing,spam:ham --mapping smishing:ham --recipients 50 --passes 2 \
 	  --through-worker --out docs/results/default_dev_worker_r50_p2.json
+	$(PY) -m workers.docs_tables
+
+# Issue 21's figures (docs/performance.md): `fraud bench` on UCI (every encoder variant, the
+# anchor, one and two workers through a local broker) with the default variant, then with
+# onnx-int8-row, into docs/results/bench*.json; then the docs' tables. Run it on a quiet
+# machine: each file records the load average. BENCH_FLAGS=--quality adds the PR-AUC of
+# every variant (about 25 minutes more).
+UCI_CSV ?= ../shared/data/sms_spam_uci.csv
+BENCH_FLAGS ?=
+results-bench: install
+	$(VENV)/bin/fraud bench --csv $(UCI_CSV) --sizes '' --no-exactly-once --workers 2 \
+	  $(BENCH_FLAGS) --out docs/results/bench.json
+	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud bench --csv $(UCI_CSV) --sizes '' \
+	  --no-exactly-once --workers 2 $(BENCH_FLAGS) --out docs/results/bench-int8-row.json
+	$(PY) -m workers.docs_tables
+
+# The shipped scorer's PR-AUC with onnx-int8-row embeddings, on UCI (cross-validated) and
+# on the modern dev set (measurement only), the commands of docs/results/quality-uci.json
+# and quality-dev.json (the default variant) for the shipped variant alone; then compare
+# (docs/performance.md, quality-drop). About an hour on 2 cores.
+results-int8-row-quality: install
+	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud evaluate --csv $(UCI_CSV) \
+	  --fraud-labels spam --legit-labels ham --variants 'learned attention + char n-grams' \
+	  --inner-folds 0 --out out/quality-uci-int8row-v2
+	cp out/quality-uci-int8row-v2/report.json docs/results/quality-uci-int8-row.json
+	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud evaluate --train $(UCI_CSV),seed-en \
+	  --test $(DEV_SET) --test-fraud-labels smishing,spam --test-fraud-labels smishing \
+	  --test-legit-labels ham --variants 'learned attention + char n-grams' \
+	  --target-fpr 0.01 --out out/quality-dev-int8row-v2
+	cp out/quality-dev-int8row-v2/report.json docs/results/quality-dev-int8-row.json
 	$(PY) -m workers.docs_tables
 
 # A broker in the foreground for manual work: prints KAFKA_BOOTSTRAP_SERVERS=...

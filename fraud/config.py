@@ -17,7 +17,7 @@ DEFAULT_MULTILINGUAL_MODEL_PATH = Path(".cache/models/multilingual-e5-small")
 # How the encoder runs the model: runtime and precision (fraud/encoding/encoder.py). Named
 # "encoder variant" everywhere (FRAUD_ENCODER_VARIANT); a bare "variant" is one of the
 # scorers `fraud evaluate` compares (fraud/quality/variants.py).
-EncoderVariant = Literal["onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"]
+EncoderVariant = Literal["onnx-int8-row", "onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"]
 
 
 class ScorerSettings(BaseModel):

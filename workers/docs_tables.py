@@ -603,6 +603,151 @@ def adapt_selection_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- fraud bench: `fraud bench --out` -----------------------------------------------------
+
+
+def _bench_context(run: dict, name: str) -> str:
+    """Where a bench run's figures come from: its command, commit and the machine's load."""
+    before, after = run["load_average_before"][0], run["load_average_after"][0]
+    return (
+        f"\nCommand: `{run['command']}` (commit {run['commit']}; load average over 1 min "
+        f"{before:.2f} before, {after:.2f} after; default variant `{run['encoder_variant']}`).\n"
+        + _source([name])
+    )
+
+
+def bench_encoder_table(results: Path, names: Sequence[str]) -> str:
+    """Every encoder variant at its batch size: speed against its bound, fidelity to fp32,
+    batch independence and (with --quality) the PR-AUC it keeps; then the anchor,
+    sentence-transformers' encode on the same texts."""
+    (name,) = names
+    run = _read(results, name)
+    quality = any("cv_pr_auc" in v for v in run["variants"].values())
+    rows = []
+    for variant, v in run["variants"].items():
+        row = [
+            f"`{variant}`",
+            v["precision"],
+            f"{v['messages_per_s']:.1f}",
+            f"{v['fraction_of_bound']:.0%}",
+            f"{v['cosine_mean']:.5f} / {v['cosine_min']:.4f}",
+            f"{v['alone_vs_batch_cosine_min']:.5f}",
+            "yes" if v["keeps_embeddings"] else "no",
+        ]
+        if quality:
+            row.append(f"{v['cv_pr_auc']:.4f} ({v['cv_pr_auc_drop']:+.4f})")
+        rows.append(row)
+    header = ["variant", "precision", "messages/s", "of its bound", "cosine to fp32 mean / min"]
+    header += ["alone vs in a batch, min", "keeps embeddings"]
+    header += ["PR-AUC (drop)"] if quality else []
+    text = _table(header, rows)
+    if anchor := run.get("anchor_encode"):
+        r = anchor["messages_per_s"]
+        text += (
+            f"\nThe anchor, on the same {anchor['texts']} texts: sentence-transformers' "
+            f"`encode` (batch {anchor['batch_size']}) {r['sentence_transformers_fp32']:.1f} "
+            f"msg/s in fp32 and {r['sentence_transformers_bf16']:.1f} in bf16; the project's "
+            f"encoder (`{anchor['project_variant']}`) {r['project']:.1f}: "
+            f"{anchor['project_over_fp32']:.2f}x and {anchor['project_over_bf16']:.2f}x.\n"
+        )
+    return text + _bench_context(run, name)
+
+
+BENCH_RUNS = {
+    "end_to_end": "one worker",
+    "scale_out": "workers on as many partitions",
+    "exactly_once": "one worker, exactly-once",
+    "plain_pipeline": "the plain pipeline (sentence-transformers, FAISS flat)",
+}
+
+
+def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
+    """Each run through the broker: saturation, its fraction of the encoder alone, latency
+    at half of it, CPU and memory (the worker's RSS at start, after its first batch and at
+    peak); then the project over the plain pipeline."""
+    (name,) = names
+    run = _read(results, name)
+    rows = []
+    for key, title in BENCH_RUNS.items():
+        if (r := run.get(key)) is None:
+            continue
+        if key == "scale_out":
+            title = f"{r['workers']} {title}"
+        lat = r.get("latency_at_half_saturation")
+        memory = (
+            f"{r.get('worker_rss_mib_at_start')} / {r.get('worker_rss_mib_after_first_batch')}"
+            f" / {r['worker_peak_rss_mib']:.0f}"
+            if "worker_peak_rss_mib" in r
+            else f"peak {r['peak_rss_mib']:.0f}"
+        )
+        cores = r.get("worker_cpu_cores_at_saturation", r.get("cpu_cores_at_saturation"))
+        rows.append(
+            [
+                title,
+                f"{r['saturation_messages_per_s']:.1f}",
+                f"{r['fraction_of_encoder_alone']:.0%}",
+                f"{lat['p50_ms']} / {lat['p99_ms']}" if lat else "",
+                f"{cores}",
+                memory,
+            ]
+        )
+    header = ["run", "messages/s at saturation", "of the encoder alone"]
+    header += ["p50 / p99 ms at half of it", "cores", "RSS MiB at start / after 1st batch / peak"]
+    text = _table(header, rows)
+    if profile := run.get("end_to_end", {}).get("stage_profile_at_saturation"):
+        stages = ", ".join(f"{k} {v:.0%}" for k, v in profile["fraction_of_wall"].items())
+        text += (
+            f"\nOne worker's stages at saturation, as fractions of the wall time (encode on "
+            f"its encoder thread, the rest on its own; {profile['batches']} batches): "
+            f"{stages}.\n"
+        )
+    ratios = run.get("anchor_ratios", {})
+    if "pipeline_over_plain_pipeline" in ratios:
+        text += (
+            f"\nOne worker over the plain pipeline: "
+            f"{ratios['pipeline_over_plain_pipeline']:.2f}x.\n"
+        )
+    return text + _bench_context(run, name)
+
+
+SHIPPED_VARIANT = "learned attention + char n-grams"
+
+
+def _pr_aucs(report: dict) -> dict[str, float]:
+    """The shipped scorer's PR-AUC in an evaluation report, per test: "cross-validated" for
+    `fraud evaluate --csv`, each label mapping for `--train --test`."""
+    v = report["variants"][SHIPPED_VARIANT]
+    if "test" in v:
+        return {mapping: m["pr_auc"] for mapping, m in v["test"].items()}
+    return {"cross-validated": v["pr_auc"]}
+
+
+def quality_drop_table(results: Path, names: Sequence[str]) -> str:
+    """Pairs of evaluation reports, (base, candidate), the same command with another
+    encoder variant: the shipped scorer's PR-AUC in each and the candidate's drop."""
+    rows = []
+    for base_name, candidate_name in zip(names[::2], names[1::2], strict=True):
+        base, candidate = _read(results, base_name), _read(results, candidate_name)
+        theirs = _pr_aucs(candidate)
+        for test, auc in _pr_aucs(base).items():
+            rows.append(
+                [
+                    f"`{base_name}` / `{candidate_name}`",
+                    test,
+                    f"{auc:.4f}",
+                    f"{theirs[test]:.4f}",
+                    f"{auc - theirs[test]:+.4f}",
+                ]
+            )
+    commands = "; ".join(f"`{_read(results, n)['command']}`" for n in names[1::2])
+    header = ["reports (base / candidate)", "test", "PR-AUC base", "PR-AUC candidate", "drop"]
+    return (
+        _table(header, rows)
+        + f"\nThe shipped scorer (`{SHIPPED_VARIANT}`). Candidates' commands: {commands}.\n"
+        + _source(names)
+    )
+
+
 # -- console: the console's tests, recorded with FRAUD_RESULTS_DIR (tests/results.py) -------
 
 
@@ -633,6 +778,9 @@ def console_table(results: Path, names: Sequence[str]) -> str:
 TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "adapt-selection": adapt_selection_table,
     "console": console_table,
+    "quality-drop": quality_drop_table,
+    "bench-encoder": bench_encoder_table,
+    "bench-pipeline": bench_pipeline_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,

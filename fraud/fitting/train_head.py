@@ -23,7 +23,7 @@ from fraud.fitting.folds import (
 )
 from fraud.index.keys import Keys, KeySimilarity
 from fraud.index.reference_index import ReferenceIndex
-from fraud.scoring.head import AttentionHead, HeadConfig, TrainedHead
+from fraud.scoring.head import HeadConfig, TrainedHead, as_tensors, attention_module
 from fraud.text.lexical import LexicalModel
 
 LEXICAL_FOLDS = 3
@@ -55,10 +55,10 @@ def train_head(
         groups = near_duplicate_groups(texts) if groups is None else groups
         folds = grouped_folds(y, groups, LEXICAL_FOLDS, config.seed)
         lexical_logits = LexicalModel.out_of_fold_logits(texts, y, folds)
-    head = TrainedHead(AttentionHead(config), list(index.categories), index.version, lexical)
-    data = head.inputs(index, queries, keys, texts, lexical_logits)
+    module = attention_module(config)
+    head = TrainedHead(module, list(index.categories), index.version, lexical)
+    data = as_tensors(head.inputs(index, queries, keys, texts, lexical_logits))
     target = torch.as_tensor(np.asarray(y, dtype=np.float32))
-    module = head.module
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

@@ -24,16 +24,20 @@ head.safetensors + head.json (+ lexical.safetensors; no pickle), covered by the 
 manifest's digests (fraud/index/files.py). head.json records the index version the head was
 trained on, and its own alert threshold: a head is only used with that version of the
 index (fraud/scoring/detector.py), and its threshold only with the head.
+
+torch is imported only to train a head, or to score with one whose keys interact with the
+query (`pair` "bilinear" or "mlp"): a head loaded from its files (the default, `pair`
+"none") scores in numpy, so a worker whose encoder runs on ONNX Runtime never imports
+torch (`import torch` alone took 553 MiB of resident memory here, issue 21).
 """
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from fraud.errors import DataError
 from fraud.index.files import (
@@ -77,66 +81,86 @@ class HeadConfig:
         return KeySimilarity.of(self)
 
 
-class AttentionHead(nn.Module):
-    def __init__(self, config: HeadConfig) -> None:
-        super().__init__()
-        self.config = config
-        d, h = config.dim, config.hidden
-        H = config.heads
-        # Heads start at different temperatures: sharp ones read the nearest keys, broad
-        # ones the neighbourhood.
-        temps = np.geomspace(0.03, 0.15, H) if H > 1 else np.array([0.05])
-        self.log_temperature = nn.Parameter(torch.tensor(np.log(temps), dtype=torch.float32))
-        self.tau = nn.Parameter(torch.full((H,), 0.5))
-        if config.pair == "mlp":
-            self.pair = nn.Sequential(nn.Linear(4 * d, h), nn.GELU(), nn.Linear(h, 1))
-        elif config.pair == "bilinear":
-            self.pair = nn.Linear(d, h, bias=False)
-            nn.init.normal_(self.pair.weight, std=0.01)
-        self.null_query = nn.Linear(d, H, bias=False)
-        # Values per head: index 0 = legit, 1..C = fraud categories, C+1 = the null key.
-        self.values = nn.Parameter(torch.zeros(H, config.n_categories + 2))
-        with torch.no_grad():
-            self.values[:, 1 : config.n_categories + 1] = 1.0
-        self.alpha = nn.Parameter(torch.full((H,), 4.0 / H))
-        self.query = nn.Linear(d, 1)
-        nn.init.zeros_(self.query.weight)
-        self.lexical_weight = nn.Parameter(torch.tensor(1.0 if config.lexical else 0.0))
-        nn.init.zeros_(self.null_query.weight)
-
-    def forward(
-        self,
-        q: torch.Tensor,  # (n, d)
-        keys: torch.Tensor,  # (n, m, d)
-        sims: torch.Tensor,  # (n, m)
-        value_ids: torch.Tensor,  # (n, m) long: 0 legit, 1..C fraud category
-        valid: torch.Tensor,  # (n, m) bool
-        lexical: torch.Tensor,  # (n,) the lexical model's logit, zeros without one
-        log_weights: torch.Tensor,  # (n, m) log of each key's weight (0: weight 1)
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
-        t = self.log_temperature.exp()  # (H,)
-        key_logits = sims.unsqueeze(-1) / t + log_weights.unsqueeze(-1)  # (n, m, H)
-        if self.config.pair == "mlp":
-            qe = q.unsqueeze(1).expand_as(keys)
-            pair = torch.cat([qe, keys, qe - keys, qe * keys], dim=-1)
-            key_logits = key_logits + self.pair(pair)
-        elif self.config.pair == "bilinear":
-            pair = (self.pair(q).unsqueeze(1) * self.pair(keys)).sum(-1, keepdim=True)
-            key_logits = key_logits + pair
-        key_logits = key_logits.masked_fill(~valid.unsqueeze(-1), float("-inf"))
-        null_logit = (self.tau / t + self.null_query(q)).unsqueeze(1)  # (n, 1, H)
-        attention = torch.softmax(torch.cat([null_logit, key_logits], dim=1), dim=1)
-        heads = torch.arange(self.config.heads)
-        key_values = self.values[heads, value_ids.unsqueeze(-1)]  # (n, m, H)
-        null_values = self.values[:, -1].expand(len(q), 1, -1)
-        readout = (attention * torch.cat([null_values, key_values], dim=1)).sum(dim=1)
-        logit = (readout * self.alpha).sum(-1) + self.query(q).squeeze(-1)
-        logit = logit + self.lexical_weight * lexical
-        return logit, attention.mean(dim=-1)
+def attention_module(config: HeadConfig):
+    """A new torch module of the head (AttentionHead), for training or for a `pair` head."""
+    return _attention_head_class()(config)
 
 
-def _tensors(q, key_vectors, sims, value_ids, valid, lexical, log_weights):
+@functools.cache
+def _attention_head_class():
+    """The torch module's class, defined on first use so that importing this module does
+    not import torch (the module docstring)."""
+    import torch
+    from torch import nn
+
+    class AttentionHead(nn.Module):
+        """The head's forward pass in torch; TrainedHead._numpy_forward is the same."""
+
+        def __init__(self, config: HeadConfig) -> None:
+            super().__init__()
+            self.config = config
+            d, h = config.dim, config.hidden
+            H = config.heads
+            # Heads start at different temperatures: sharp ones read the nearest keys, broad
+            # ones the neighbourhood.
+            temps = np.geomspace(0.03, 0.15, H) if H > 1 else np.array([0.05])
+            self.log_temperature = nn.Parameter(torch.tensor(np.log(temps), dtype=torch.float32))
+            self.tau = nn.Parameter(torch.full((H,), 0.5))
+            if config.pair == "mlp":
+                self.pair = nn.Sequential(nn.Linear(4 * d, h), nn.GELU(), nn.Linear(h, 1))
+            elif config.pair == "bilinear":
+                self.pair = nn.Linear(d, h, bias=False)
+                nn.init.normal_(self.pair.weight, std=0.01)
+            self.null_query = nn.Linear(d, H, bias=False)
+            # Values per head: index 0 = legit, 1..C = fraud categories, C+1 = the null key.
+            self.values = nn.Parameter(torch.zeros(H, config.n_categories + 2))
+            with torch.no_grad():
+                self.values[:, 1 : config.n_categories + 1] = 1.0
+            self.alpha = nn.Parameter(torch.full((H,), 4.0 / H))
+            self.query = nn.Linear(d, 1)
+            nn.init.zeros_(self.query.weight)
+            self.lexical_weight = nn.Parameter(torch.tensor(1.0 if config.lexical else 0.0))
+            nn.init.zeros_(self.null_query.weight)
+
+        def forward(
+            self,
+            q: torch.Tensor,  # (n, d)
+            keys: torch.Tensor,  # (n, m, d)
+            sims: torch.Tensor,  # (n, m)
+            value_ids: torch.Tensor,  # (n, m) long: 0 legit, 1..C fraud category
+            valid: torch.Tensor,  # (n, m) bool
+            lexical: torch.Tensor,  # (n,) the lexical model's logit, zeros without one
+            log_weights: torch.Tensor,  # (n, m) log of each key's weight (0: weight 1)
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """(logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
+            t = self.log_temperature.exp()  # (H,)
+            key_logits = sims.unsqueeze(-1) / t + log_weights.unsqueeze(-1)  # (n, m, H)
+            if self.config.pair == "mlp":
+                qe = q.unsqueeze(1).expand_as(keys)
+                pair = torch.cat([qe, keys, qe - keys, qe * keys], dim=-1)
+                key_logits = key_logits + self.pair(pair)
+            elif self.config.pair == "bilinear":
+                pair = (self.pair(q).unsqueeze(1) * self.pair(keys)).sum(-1, keepdim=True)
+                key_logits = key_logits + pair
+            key_logits = key_logits.masked_fill(~valid.unsqueeze(-1), float("-inf"))
+            null_logit = (self.tau / t + self.null_query(q)).unsqueeze(1)  # (n, 1, H)
+            attention = torch.softmax(torch.cat([null_logit, key_logits], dim=1), dim=1)
+            heads = torch.arange(self.config.heads)
+            key_values = self.values[heads, value_ids.unsqueeze(-1)]  # (n, m, H)
+            null_values = self.values[:, -1].expand(len(q), 1, -1)
+            readout = (attention * torch.cat([null_values, key_values], dim=1)).sum(dim=1)
+            logit = (readout * self.alpha).sum(-1) + self.query(q).squeeze(-1)
+            logit = logit + self.lexical_weight * lexical
+            return logit, attention.mean(dim=-1)
+
+    return AttentionHead
+
+
+def as_tensors(inputs: tuple) -> tuple:
+    """TrainedHead.inputs as the torch tensors the module takes."""
+    import torch
+
+    q, key_vectors, sims, value_ids, valid, lexical, log_weights = inputs
     return (
         torch.as_tensor(q, dtype=torch.float32),
         torch.as_tensor(key_vectors, dtype=torch.float32),
@@ -149,19 +173,27 @@ def _tensors(q, key_vectors, sims, value_ids, valid, lexical, log_weights):
 
 
 class TrainedHead:
-    """An AttentionHead with the fraud categories it learned values for, scoring against a
-    ReferenceIndex; `threshold` is the alert threshold chosen for it (`fraud train`)."""
+    """A head with the fraud categories it learned values for, scoring against a
+    ReferenceIndex; `threshold` is the alert threshold chosen for it (`fraud train`).
+
+    Either a torch `module` (being trained, or just trained: it scores in torch) or the
+    `weights` of one as numpy arrays (loaded from its files: it scores in numpy)."""
 
     def __init__(
         self,
-        module: AttentionHead,
+        module,
         categories: list[str],
         index_version: str,
         lexical: LexicalModel | None = None,
         threshold: float | None = None,
+        *,
+        config: HeadConfig | None = None,
+        weights: dict[str, np.ndarray] | None = None,
     ) -> None:
-        self.module, self.categories, self.index_version = module, categories, index_version
-        self.config, self.lexical, self.threshold = module.config, lexical, threshold
+        self.module, self.weights = module, weights
+        self.categories, self.index_version = categories, index_version
+        self.config = module.config if module is not None else config
+        self.lexical, self.threshold = lexical, threshold
 
     def inputs(
         self,
@@ -181,7 +213,7 @@ class TrainedHead:
         values = np.where(keys.valid & keys.is_fraud, codes[keys.category_codes], 0)
         if lexical_logits is None:
             lexical_logits = self.lexical.logit(texts) if self.lexical else np.zeros(n)
-        return _tensors(
+        return (
             queries,
             keys.vectors,
             keys.similarities,
@@ -191,32 +223,72 @@ class TrainedHead:
             keys.log_weights,
         )
 
-    @torch.inference_mode()
     def score(
         self, index: ReferenceIndex, queries: np.ndarray, keys: Keys, texts: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(fraud probability (n,), attention weight of each key (n, m))."""
-        logit, attention = self.module(*self.inputs(index, queries, keys, texts))
-        return (
-            torch.sigmoid(logit).numpy().astype(np.float64),
-            attention[:, 1:].numpy().astype(np.float64),
-        )
+        inputs = self.inputs(index, queries, keys, texts)
+        if self.module is None and self.config.pair == "none":
+            logit, attention = self._numpy_forward(*inputs)
+        else:
+            logit, attention = self._torch_forward(inputs)
+        probability = 1 / (1 + np.exp(-logit.astype(np.float64)))
+        return probability, attention[:, 1:].astype(np.float64)
 
-    @torch.no_grad()
+    def _torch_forward(self, inputs: tuple) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if self.module is None:  # a loaded head whose keys interact with the query
+            self.module = attention_module(self.config)
+            state = {k: torch.from_numpy(v) for k, v in self.weights.items()}
+            self.module.load_state_dict(state)
+            self.module.eval()
+        with torch.inference_mode():
+            logit, attention = self.module(*as_tensors(inputs))
+        return logit.numpy(), attention.numpy()
+
+    def _numpy_forward(self, q, keys, sims, value_ids, valid, lexical, log_weights):
+        """The module's forward pass (AttentionHead.forward, `pair` "none") in numpy float32:
+        (logit (n,), attention over [null, keys] averaged over heads (n, m + 1))."""
+        w = self.weights
+        t = np.exp(w["log_temperature"])  # (H,)
+        sims = np.asarray(sims, np.float32)
+        key_logits = sims[..., None] / t + np.asarray(log_weights, np.float32)[..., None]
+        key_logits = np.where(np.asarray(valid)[..., None], key_logits, -np.inf)
+        q = np.asarray(q, np.float32)
+        null_logit = (w["tau"] / t + q @ w["null_query.weight"].T)[:, None, :]  # (n, 1, H)
+        logits = np.concatenate([null_logit, key_logits], axis=1).astype(np.float32)
+        attention = np.exp(logits - logits.max(axis=1, keepdims=True))
+        attention /= attention.sum(axis=1, keepdims=True)
+        values = w["values"]  # (H, categories + 2)
+        key_values = values.T[np.asarray(value_ids)]  # (n, m, H)
+        null_values = np.broadcast_to(values[:, -1], (len(q), 1, values.shape[0]))
+        readout = (attention * np.concatenate([null_values, key_values], axis=1)).sum(axis=1)
+        logit = (readout * w["alpha"]).sum(-1) + (q @ w["query.weight"].T)[:, 0] + w["query.bias"]
+        logit = logit + w["lexical_weight"] * np.asarray(lexical, np.float32)
+        return logit, attention.mean(axis=-1)
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        """The head's parameters as numpy arrays (the module's, while it has one)."""
+        if self.module is None:
+            return self.weights
+        return {k: v.detach().numpy().copy() for k, v in self.module.state_dict().items()}
+
     def fitted(self) -> dict:
+        w = self._weights()
         return {
-            "temperature": [round(float(t), 4) for t in self.module.log_temperature.exp()],
-            "null_similarity": [round(float(t), 4) for t in self.module.tau],
+            "temperature": [round(float(t), 4) for t in np.exp(w["log_temperature"])],
+            "null_similarity": [round(float(t), 4) for t in w["tau"]],
             **self.config.similarity.as_fields(),
         }
 
     def write_files(self, directory: Path) -> None:
         """Write the head's files into `directory`, which fraud/index/files.py is assembling
         (its manifest then records their digests): write_index_dir(dir, index, head)."""
-        from safetensors.torch import save_file  # lazily: only a head's files need it
+        from safetensors.numpy import save_file  # lazily: only a head's files need it
 
         directory = Path(directory)
-        state = {k: v.contiguous() for k, v in self.module.state_dict().items()}
+        state = {k: np.ascontiguousarray(v) for k, v in self._weights().items()}
         save_file(state, directory / HEAD_WEIGHTS)
         if self.lexical is not None:
             self.lexical.save(directory)
@@ -232,7 +304,7 @@ class TrainedHead:
 def load_head(directory: Path) -> TrainedHead | None:
     """The head stored in an index directory, or None when there is none. Its files must
     be the ones the index manifest records (DataError, one line, otherwise)."""
-    from safetensors.torch import load_file  # lazily, as in write_files
+    from safetensors.numpy import load_file  # lazily, as in write_files
 
     directory = Path(directory)
     present = [name for name in HEAD_FILES if (directory / name).exists()]
@@ -250,9 +322,14 @@ def load_head(directory: Path) -> TrainedHead | None:
         )
     verify_files(directory, manifest, listed)  # a missing or changed file: refused
     meta = json.loads((directory / HEAD_CONFIG).read_text())
-    module = AttentionHead(HeadConfig(**meta["config"]))
-    module.load_state_dict(load_file(directory / HEAD_WEIGHTS))
-    lexical = LexicalModel.load(directory) if module.config.lexical else None
+    config = HeadConfig(**meta["config"])
+    lexical = LexicalModel.load(directory) if config.lexical else None
     return TrainedHead(
-        module.eval(), meta["categories"], meta["index_version"], lexical, meta.get("threshold")
+        None,
+        meta["categories"],
+        meta["index_version"],
+        lexical,
+        meta.get("threshold"),
+        config=config,
+        weights=load_file(directory / HEAD_WEIGHTS),
     )

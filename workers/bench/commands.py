@@ -22,6 +22,7 @@ from fraud.datasets import read_labeled_csv
 from fraud.encoding import ENCODER_VARIANTS, Encoder
 from fraud.encoding.cache import CachedEncoder
 from fraud.index import build_index
+from workers.bench.anchor import plain_pipeline_bench
 from workers.bench.encoder import encoder_bench, variant_quality, variants_bench
 from workers.bench.end_to_end import end_to_end_bench
 from workers.bench.serve import serve_bench
@@ -106,10 +107,13 @@ def end_to_end_part(
     workers: int = 1,
     exactly_once: bool = True,
     local_broker: bool = True,
+    plain_model: Path | None = None,
 ) -> dict[str, dict]:
     """Through the broker with worker processes: "end_to_end" with one worker, "scale_out"
     with `workers` (when more than one), "exactly_once" in the transactional mode (when
-    asked); `messages` at saturation, half as many at half of it."""
+    asked); `messages` at saturation, half as many at half of it. Given `plain_model` (a
+    sentence-transformers model directory), "plain_pipeline": the anchor's plain pipeline
+    (workers/bench/plain.py) through the same broker, at saturation."""
     runs: dict[str, dict] = {}
     with ExitStack() as stack:
         run = pipeline_settings(settings, encoder, stack, local_broker)
@@ -123,7 +127,24 @@ def end_to_end_part(
             runs["exactly_once"] = end_to_end_bench(
                 run, texts, messages, messages // 2, exactly_once=True
             )
+        if plain_model is not None:
+            say("the plain pipeline (sentence-transformers, FAISS flat) through the broker ...")
+            runs["plain_pipeline"] = plain_pipeline_bench(run, plain_model, texts, messages)
     return runs
+
+
+def anchor_ratios(report: dict[str, Any]) -> dict[str, float]:
+    """The project over what a user would build instead, from the report's parts: the
+    encoder over sentence-transformers' encode (fp32, bf16) on the same texts, and one
+    worker end to end over the plain pipeline through the same broker."""
+    out: dict[str, float] = {}
+    if encode := report.get("anchor_encode"):
+        out["encoder_over_sentence_transformers_fp32"] = encode["project_over_fp32"]
+        out["encoder_over_sentence_transformers_bf16"] = encode["project_over_bf16"]
+    if (plain := report.get("plain_pipeline")) and (e2e := report.get("end_to_end")):
+        ratio = e2e["saturation_messages_per_s"] / plain["saturation_messages_per_s"]
+        out["pipeline_over_plain_pipeline"] = round(ratio, 2)
+    return out
 
 
 def add_fractions_of_encoder(runs: dict[str, dict], encoder: dict[str, Any]) -> None:
@@ -207,10 +228,16 @@ def soak_report(
             recipients=recipients,
             history_max_bytes=int(history_mib * 2**20),
         )
+    return {"command": command, "commit": git_commit(), **r}
+
+
+def git_commit() -> str:
+    """The short id of the checkout's commit ('' outside a git checkout): what a result
+    file was measured on."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
-    return {"command": command, "commit": commit.stdout.strip(), **r}
+    return commit.stdout.strip()
 
 
 def soak_passed(report: dict[str, Any]) -> bool:

@@ -38,7 +38,13 @@ MAX_PR_AUC_DROP = 0.002
 # moving a partition to another worker changes verdicts (the history's determinism).
 MIN_ALONE_VS_BATCH = 0.999
 
-PRECISION = {"onnx-int8": "int8", "onnx-fp32": "fp32", "torch-bf16": "bf16", "torch-fp32": "fp32"}
+PRECISION = {
+    "onnx-int8-row": "int8",
+    "onnx-int8": "int8",
+    "onnx-fp32": "fp32",
+    "torch-bf16": "bf16",
+    "torch-fp32": "fp32",
+}
 
 
 def matmul_gflops(

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import KafkaSettings, Settings
 from workers.bench.timing import percentiles_ms
 from workers.kafka import ensure_topics, make_consumer, make_producer
-from workers.processes import start_fraud_process, stop_process
+from workers.processes import free_port, start_fraud_process, stop_process
 
 
 def send_messages(
@@ -103,6 +105,49 @@ def peak_rss_bytes(pid: int) -> int:
     return proc_status_bytes(pid, "VmHWM")
 
 
+def wait_for_log_line(log, text: str, timeout_s: float) -> bool:
+    """Whether `text` appears in the file `log` (a child's output) within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log.seek(0)
+        if text in log.read():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rss_mib(pids: Sequence[int], field: str = "VmRSS") -> float:
+    """The largest of the processes' `field` (VmRSS: now; VmHWM: at peak), in MiB."""
+    return round(max(proc_status_bytes(p, field) for p in pids) / 2**20, 1)
+
+
+def stage_seconds(port: int) -> dict[str, float]:
+    """Seconds a worker has spent in each stage so far (the sums of its
+    fraud_stage_duration_seconds histogram, from its /metrics), and "batches" it timed."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "fraud_stage_duration_seconds_sum":
+                out[sample.labels["stage"]] = sample.value
+            elif sample.name == "fraud_stage_duration_seconds_count":
+                out["batches"] = max(out.get("batches", 0), sample.value)
+    return out
+
+
+def stage_profile(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict:
+    """Where one worker's time went between two stage_seconds readings: each stage's
+    seconds as a fraction of the wall time (encode runs on the encoder thread, the rest
+    on the worker's thread, so the fractions overlap), and the mean batch size."""
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    stages = {k: after[k] - before.get(k, 0.0) for k in after if k != "batches"}
+    return {
+        "batches": int(batches),
+        "fraction_of_wall": {k: round(v / wall_s, 3) for k, v in sorted(stages.items())},
+    }
+
+
 def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
     """Settings for a measured run: topics and a consumer group of its own (the input topic
     with one partition per worker), every decision published, metrics on a free port."""
@@ -114,7 +159,10 @@ def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> 
     )
     ensure_topics(k, [k.input_topic], partitions=workers)
     ensure_topics(k, [k.scores_topic, k.alert_topic])
-    result = settings.model_copy(update={"kafka": k, "metrics_port": 0})
+    # One worker serves its metrics on a known port (its stage profile is read there);
+    # several would share it, so they pick free ones.
+    port = free_port() if workers == 1 else 0
+    result = settings.model_copy(update={"kafka": k, "metrics_port": port})
     if workers > 1 and settings.encoder_threads is None:
         # Each process gets its share of the cores: torch's default (all cores each)
         # oversubscribes them.
@@ -142,15 +190,24 @@ def end_to_end_bench(
         procs = [start_fraud_process("worker", worker_settings, log) for _ in range(workers)]
         reader = ScoreReader(kafka)
         cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
+        pids = [p.pid for p in procs]
         try:
+            # Memory at start: once the worker has loaded its models and starts its loop
+            # (its "scoring ..." log line; None if that did not come within the time).
+            started = wait_for_log_line(log, "scoring ", timeout_s=180)
+            rss_start = rss_mib(pids) if started else None
             # One warm-up message per partition, so every worker has loaded its model.
             warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
             reader.wait_for(list(warm), timeout_s=180)
+            rss_first = rss_mib(pids)
 
+            port = worker_settings.metrics_port
+            stages0 = stage_seconds(port) if port else {}
             cpu0, wall0 = cpu(), time.monotonic()
             sent = send_messages(kafka, pick(n_saturation), "sat", None)
             done = reader.wait_for(list(sent), timeout_s=600)
             cpu1, wall1 = cpu(), time.monotonic()
+            profile = stage_profile(stages0, stage_seconds(port), wall1 - wall0) if port else None
             span_s = (max(done.values()) - min(sent.values())) / 1000
             saturation = n_saturation / span_s
 
@@ -167,8 +224,11 @@ def end_to_end_bench(
                     **percentiles_ms(latency_ms),
                 },
                 "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
-                "worker_peak_rss_mib": round(max(peak_rss_bytes(p.pid) for p in procs) / 2**20, 1),
+                "worker_peak_rss_mib": rss_mib(pids, "VmHWM"),
+                "worker_rss_mib_at_start": rss_start,
+                "worker_rss_mib_after_first_batch": rss_first,
                 "messages": {"saturation": n_saturation, "latency": n_latency},
+                "stage_profile_at_saturation": profile,
             }
         except BaseException:
             log.seek(0)

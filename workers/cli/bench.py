@@ -13,6 +13,7 @@ flags, prints the tables and writes the report files.
 # `fraud --help` stays fast: the one deliberate kind of function-local import.
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,20 +28,43 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """The encoder against its bound, attention, retrieval, and end to end: one run."""
     from rich.console import Console
 
-    from workers.bench.commands import add_fractions_of_encoder, end_to_end_part, variants_part
+    from fraud.encoding import bundled_model_path
+    from workers.bench.anchor import sentence_transformers_bench
+    from workers.bench.commands import (
+        add_fractions_of_encoder,
+        anchor_ratios,
+        end_to_end_part,
+        git_commit,
+        variants_part,
+    )
     from workers.bench.encoder import attention_bench, encoder_bench
+    from workers.cli.quality import command_line
 
     rows = read_csv_arg(
         args, "fraud bench needs messages of realistic length: --csv PATH (text column)"
     )
     texts = [row.text for row in rows]
-    report: dict[str, Any] = {"csv": str(args.csv), "texts": len(texts)}
+    report: dict[str, Any] = {
+        "command": command_line(args),
+        "commit": git_commit(),
+        "encoder_variant": settings.encoder_variant,
+        "load_average_before": os.getloadavg(),
+        "csv": str(args.csv),
+        "texts": len(texts),
+    }
     console = Console()
     encoder = load_encoder(settings)
     console.print(f"encoder: {len(texts)} texts from {args.csv} ...")
     report["encoder"] = enc = encoder_bench(encoder, texts[: args.encoder_texts])
     report["attention"] = attention_bench()
     console.print(_encoder_table(encoder.variant, enc))
+    # The anchor: the same model under sentence-transformers, on the same texts.
+    plain_model = settings.model_path or bundled_model_path()
+    if not args.no_anchor:
+        console.print("sentence-transformers encode (fp32, bf16) on the same texts ...")
+        report["anchor_encode"] = sentence_transformers_bench(
+            encoder, plain_model, texts[: args.encoder_texts]
+        )
     dataset = _quality_dataset(rows) if args.quality else None
     report["variants"] = variants_part(
         settings, texts[: args.encoder_texts], console.print, dataset, args.cache_dir
@@ -66,10 +90,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             workers=args.workers,
             exactly_once=not args.no_exactly_once,
             local_broker=not args.bootstrap_servers,
+            plain_model=None if args.no_anchor else plain_model,
         )
         add_fractions_of_encoder(runs, enc)
         report.update(runs)
         _print_end_to_end(console, runs)
+    report["anchor_ratios"] = anchor_ratios(report)
+    report["load_average_after"] = os.getloadavg()
+    console.print(f"the project over the anchor: {report['anchor_ratios']}")
     write_json(args.out, report)
     console.print(f"wrote {args.out}")
     return 0
@@ -244,6 +272,12 @@ def _print_end_to_end(console, runs: dict[str, dict]) -> None:
             f"{r['workers']} workers: {r['saturation_messages_per_s']} msg/s at saturation "
             f"({r['worker_cpu_cores_at_saturation']} cores in all)"
         )
+    if r := runs.get("plain_pipeline"):
+        console.print(
+            f"plain pipeline (sentence-transformers, FAISS flat): "
+            f"{r['saturation_messages_per_s']} msg/s at saturation, "
+            f"{r['cpu_cores_at_saturation']} cores, peak {r['peak_rss_mib']} MiB"
+        )
     if r := runs.get("exactly_once"):
         lat = r["latency_at_half_saturation"]
         ratio = r["saturation_messages_per_s"] / e2e["saturation_messages_per_s"]
@@ -301,6 +335,11 @@ def _add_bench(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="scale out: also with this many")
     p.add_argument(
         "--no-exactly-once", action="store_true", help="skip the exactly-once end-to-end run"
+    )
+    p.add_argument(
+        "--no-anchor",
+        action="store_true",
+        help="skip the anchor: sentence-transformers' encode and the plain pipeline",
     )
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
     p.set_defaults(func=cmd_bench)

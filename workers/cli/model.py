@@ -21,11 +21,16 @@ from workers.cli.common import COMMON
 def cmd_model_export(args: argparse.Namespace, settings: Settings) -> int:
     """The ONNX files of the onnx-* encoder variants, made ahead of the first worker
     (a container image builds them at build time)."""
-    from fraud.encoding.encoder import bundled_model_path, english_model_path, export_onnx
+    from fraud.encoding.encoder import (
+        ONNX_FILES,
+        bundled_model_path,
+        english_model_path,
+        export_onnx,
+    )
 
     model = english_model_path(settings) or bundled_model_path()
-    for int8 in (False, True):
-        print(f"wrote {export_onnx(model, settings.encoder_cache_dir, int8=int8)}")
+    for variant in ONNX_FILES:
+        print(f"wrote {export_onnx(model, settings.encoder_cache_dir, variant)}")
     return 0
 
 
@@ -67,7 +72,9 @@ def register(subparsers) -> None:
     model = subparsers.add_parser("model", help="prepare encoder models")
     msub = model.add_subparsers(dest="model_command", required=True)
     p = msub.add_parser(
-        "export", parents=[COMMON], help="export the model to ONNX (fp32 and int8) ahead of use"
+        "export",
+        parents=[COMMON],
+        help="export the model to ONNX (fp32 and both int8 variants) ahead of use",
     )
     p.set_defaults(func=cmd_model_export)
     p = msub.add_parser(

@@ -12,6 +12,7 @@ tables they print (rich is the application's; the library returns plain reports)
 # import.
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -34,10 +35,17 @@ from workers.cli.common import (
 EVALUATION_MODELS = ("english", "multilingual", "routed")
 
 
+# Environment settings that change what an evaluation measures, recorded before the command
+# when set (the encoder variant: the same model's embeddings in int8 or bf16).
+RECORDED_ENVIRONMENT = ("FRAUD_ENCODER_VARIANT",)
+
+
 def command_line(args: argparse.Namespace) -> str:
-    """The command as typed (workers/cli/main.py keeps it in args.argv), recorded in each
-    report so that a page showing its figures can show how to produce them again."""
-    return shlex.join(["fraud", *args.argv])
+    """The command as typed (workers/cli/main.py keeps it in args.argv), with the settings of
+    RECORDED_ENVIRONMENT that were set before it, recorded in each report so that a page
+    showing its figures can show how to produce them again."""
+    env = [f"{k}={os.environ[k]}" for k in RECORDED_ENVIRONMENT if k in os.environ]
+    return shlex.join([*env, "fraud", *args.argv])
 
 
 def _evaluation_encoders(settings: Settings, models: list[str]) -> dict[str, Any]:

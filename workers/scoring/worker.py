@@ -209,11 +209,14 @@ class ScoringWorker:
             )
 
     def poll_batch(self, in_flight: Batch | None = None) -> list[ConsumerRecord]:
-        """Up to max_batch records, waiting at most batch_timeout_ms for the batch to fill.
+        """Up to max_batch records: a batch is sized by what has arrived.
 
-        The batch also ends as soon as the one in flight is encoded: that one is then
-        finished at once rather than after the whole wait, and this one goes to the encoder
-        (under load, a batch lasts as long as an encoding; idle, the timeout).
+        With no batch in flight the encoder is idle, so the batch ends with the first poll
+        that returns records (that poll waits at most batch_timeout_ms for any): a message
+        that finds the worker idle is encoded at once, not after a wait for batchmates.
+        With one in flight, the batch ends as soon as that one is encoded: it is then
+        finished at once, and this one goes to the encoder (under load, a batch holds what
+        arrived during one encoding, up to max_batch).
 
         It does not end before the one in flight is encoded, though (_wait_polling).
         """
@@ -226,6 +229,8 @@ class ScoringWorker:
                 if encoding.done():
                     break
                 remaining_ms = min(remaining_ms, ENCODED_CHECK_MS)
+            elif batch:
+                break  # the encoder is idle: what has arrived goes now
             if remaining_ms <= 0:
                 break
             self._poll_into(batch, in_flight, remaining_ms)

@@ -28,12 +28,14 @@ def variants(encoder, tmp_path_factory):
 
 
 # How far a text's embedding may move with its batchmates: the default and the fp32
-# variants not in any way that matters; int8 shares one activation scale per forward pass.
+# variants not in any way that matters; onnx-int8 shares one activation scale per forward
+# pass; onnx-int8-row's scales are per token (issue 21's goal: 0.9999).
 BATCH_INVARIANCE = {
     "torch-fp32": 0.99999,
     "onnx-fp32": 0.99999,
     "torch-bf16": 0.999,
     "onnx-int8": 0.95,
+    "onnx-int8-row": 0.9999,
 }
 
 
@@ -72,15 +74,40 @@ def test_every_variant_embeds_close_to_fp32(variants):
 def test_onnx_export_is_cached_by_weights(tmp_path):
     from fraud.encoding.encoder import bundled_model_path, export_onnx
 
-    first = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    first = export_onnx(bundled_model_path(), tmp_path, "onnx-int8")
     mtime = first.stat().st_mtime_ns
-    again = export_onnx(bundled_model_path(), tmp_path, int8=True)
+    again = export_onnx(bundled_model_path(), tmp_path, "onnx-int8")
     assert again == first and again.stat().st_mtime_ns == mtime
-    assert sorted(p.name.split("-")[1] for p in tmp_path.glob("*.onnx")) == [
+    assert sorted(p.name.split("-", 1)[1] for p in tmp_path.glob("*.onnx")) == [
         "fp32.onnx",
         "int8.onnx",
     ]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_fine_tuned_model_gets_onnx_files_of_its_own(tmp_path):
+    """The cache is keyed by the weights: the same architecture with other weights (what a
+    fine-tuned model is) is exported and quantized from its own directory."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from fraud.encoding.encoder import Encoder, bundled_model_path, export_onnx
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(bundled_model_path(), tuned)
+    weights = load_file(tuned / "model.safetensors")
+    name = next(k for k in weights if k.endswith("output.dense.weight"))
+    weights[name] = weights[name] * 1.5
+    save_file(weights, tuned / "model.safetensors", metadata={"format": "pt"})
+    cache = tmp_path / "encoders"
+    bundled = export_onnx(bundled_model_path(), cache, "onnx-int8-row")
+    own = export_onnx(tuned, cache, "onnx-int8-row")
+    assert own != bundled and own.is_file()
+    text = ["your parcel is held at the depot, pay the fee"]
+    a = Encoder(variant="onnx-int8-row", cache_dir=cache).encode(text)
+    b = Encoder(tuned, variant="onnx-int8-row", cache_dir=cache).encode(text)
+    assert float(a[0] @ b[0]) < 0.9999  # its own weights, not the bundled model's
 
 
 def test_an_unknown_variant_is_refused():
@@ -144,3 +171,63 @@ def test_a_scam_is_closer_to_its_paraphrase_than_to_a_legit_lookalike(
 ):
     s, p, legit = encoder.encode([scam, paraphrase, lookalike])
     assert float(s @ p) > float(s @ legit)
+
+
+STRANGERS = [
+    "URGENT! You have won a 1 week FREE membership in our £100,000 Prize Jackpot! Txt CLAIM",
+    "ok",
+    "Sorry, I'll call later",
+    "Your account has been suspended. Verify now at secure-login-check.com or lose access "
+    "permanently; this is your final notice from the security team " * 3,
+    "Had your mobile 11 months or more? U R entitled to Update to the latest colour mobiles",
+    "WINNER!! As a valued network customer you have been selected to receive a £900 prize",
+]
+
+
+def test_onnx_int8_row_embeds_a_message_alone_as_in_a_batch_of_strangers(variants):
+    """Issue 21's goal for a batch-independent int8: a message's embedding alone equals its
+    embedding in a batch of strangers (very long and very short ones among them, which set
+    a per-batch activation scale far from its own), min cosine >= 0.9999."""
+    encoder = variants["onnx-int8-row"]
+    for text in TEXTS:
+        alone = encoder.encode([text])[0]
+        batched = encoder.encode([*STRANGERS, text, *STRANGERS])[len(STRANGERS)]
+        assert float(alone @ batched) >= 0.9999, text
+
+
+def test_onnx_int8_row_stays_close_to_fp32(variants):
+    """Mean cosine to torch-fp32 >= 0.995 (issue 21's goal) on 200 UCI messages (the
+    model's own texts, not the seed set above)."""
+    from fraud.data import uci_sms_spam_path
+    from fraud.datasets import read_labeled_csv
+
+    texts = [r.text for r in read_labeled_csv(uci_sms_spam_path())][:200]
+    reference = variants["torch-fp32"].encode(texts)
+    cosine = (variants["onnx-int8-row"].encode(texts) * reference).sum(axis=1)
+    assert cosine.mean() >= 0.995, (cosine.mean(), cosine.min())
+
+
+def test_onnx_int8_row_keeps_the_vocabulary_table_in_int8(variants):
+    """The embedding table, most of multilingual-e5-small's memory, is stored in int8 with
+    a scale per row: no float table of vocabulary size is left in the graph."""
+    import onnx
+    from onnx import TensorProto
+
+    from fraud.encoding.quantize import MIN_TABLE_ROWS
+
+    tables = [
+        w
+        for w in onnx.load(str(variants["onnx-int8-row"].onnx_file)).graph.initializer
+        if len(w.dims) == 2 and w.dims[0] >= MIN_TABLE_ROWS and w.dims[1] > 1  # not scales
+    ]
+    assert tables and all(w.data_type == TensorProto.INT8 for w in tables)
+
+
+def test_onnx_int8_row_embeddings_are_cached_under_its_quantization_version(variants):
+    """An embedding cache (CachedEncoder) keys by cache_key: embeddings made by an older
+    version of the rewrite are not this one's."""
+    from fraud.encoding.quantize import ROW_QUANTIZATION_VERSION
+
+    key = variants["onnx-int8-row"].cache_key
+    assert key.endswith(f"|onnx-int8-row-v{ROW_QUANTIZATION_VERSION}")
+    assert variants["onnx-int8"].cache_key.endswith("|onnx-int8")

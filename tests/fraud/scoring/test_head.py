@@ -83,3 +83,35 @@ def test_the_detector_scores_through_the_head_with_evidence():
     alert = next(a for a in assessments if a.is_alert)
     assert alert.evidence and alert.category in ("lottery", "delivery")
     assert sum(alert.category_distribution.values()) == pytest.approx(alert.score, abs=1e-4)
+
+
+def test_a_loaded_head_scores_in_numpy_without_importing_torch(tmp_path):
+    """A worker loads the head from its files and scores without torch (issue 21: a
+    worker on an ONNX encoder imports no torch), with the trained module's scores."""
+    import subprocess
+    import sys
+
+    index, head, X, _, texts = _trained(lexical=True)
+    keys = index.search(X, 8)
+    write_index_dir(tmp_path, index, head)
+    np.save(tmp_path / "X.npy", X)
+    (tmp_path / "texts.txt").write_text("\n".join(texts))
+    script = f"""
+import sys
+import numpy as np
+from pathlib import Path
+from fraud.index import ReferenceIndex
+from fraud.scoring import load_head
+d = Path({str(tmp_path)!r})
+index = ReferenceIndex.load(d, model="m", dim={DIM})
+X = np.load(d / "X.npy")
+texts = (d / "texts.txt").read_text().split("\\n")
+scores, attention = load_head(d).score(index, X, index.search(X, 8), texts)
+np.save(d / "scores.npy", np.hstack([scores[:, None], attention]))
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    expected = np.hstack(
+        [s[:, None] if s.ndim == 1 else s for s in head.score(index, X, keys, texts)]
+    )
+    assert np.allclose(np.load(tmp_path / "scores.npy"), expected, atol=1e-5)

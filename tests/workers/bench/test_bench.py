@@ -27,6 +27,13 @@ def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings,
     latency = result["latency_at_half_saturation"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert result["worker_peak_rss_mib"] > 100  # a process that loaded a transformer
+    # Memory at start (models loaded) and after the first batch, both up to the peak.
+    start, first = result["worker_rss_mib_at_start"], result["worker_rss_mib_after_first_batch"]
+    assert 100 < start <= result["worker_peak_rss_mib"]
+    assert 100 < first <= result["worker_peak_rss_mib"]
+    # One worker's stage profile at saturation, from its /metrics: every message batched.
+    profile = result["stage_profile_at_saturation"]
+    assert profile["batches"] >= 1 and profile["fraction_of_wall"]["encode"] > 0
 
 
 def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
@@ -43,9 +50,15 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     assert all(r["messages_per_s"] > 0 and 0 < r["fraction_of_bound"] for r in rows)
     assert report["encoder"]["bound_messages_per_s"] > 0
     variants = report["variants"]
-    assert set(variants) == {"onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
+    assert set(variants) == {"onnx-int8-row", "onnx-int8", "onnx-fp32", "torch-bf16", "torch-fp32"}
     assert variants["torch-fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
     assert variants["onnx-fp32"]["keeps_embeddings"] and variants["torch-bf16"]["keeps_embeddings"]
+    # The anchor: sentence-transformers on the same texts, and its ratios in the report.
+    assert set(report["anchor_ratios"]) == {
+        "encoder_over_sentence_transformers_fp32",
+        "encoder_over_sentence_transformers_bf16",
+    }
+    assert report["command"].startswith("fraud bench --csv ") and report["load_average_before"]
     out = capsys.readouterr().out
     assert "encoder alone" in out and "encoder variants" in out
 

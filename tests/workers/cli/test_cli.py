@@ -375,3 +375,19 @@ def test_evaluate_fits_on_the_training_files_and_scores_the_test_file(tmp_path, 
     assert tfidf["test"]["smishing vs ham"]["messages"] == 7
     assert 0.5 < tfidf["test"]["smishing+spam vs ham"]["pr_auc"] <= 1
     assert f"report {out / 'report.json'}" in capsys.readouterr().out
+
+
+def test_an_evaluation_records_the_encoder_variant_it_ran_with(monkeypatch):
+    """A report's command says which encoder variant made its embeddings when the
+    environment chose one (the same model in int8 or bf16 gives other figures)."""
+    from argparse import Namespace
+
+    from workers.cli.quality import command_line
+
+    args = Namespace(argv=["evaluate", "--csv", "a b.csv"])
+    monkeypatch.delenv("FRAUD_ENCODER_VARIANT", raising=False)
+    assert command_line(args) == "fraud evaluate --csv 'a b.csv'"
+    monkeypatch.setenv("FRAUD_ENCODER_VARIANT", "onnx-int8-row")
+    assert (
+        command_line(args) == "FRAUD_ENCODER_VARIANT=onnx-int8-row fraud evaluate --csv 'a b.csv'"
+    )

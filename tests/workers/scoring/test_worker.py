@@ -154,3 +154,20 @@ def test_fraud_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_idle_worker_scores_a_message_without_waiting_for_batchmates(detector, kafka_settings):
+    """Batches are sized by what has arrived (issue 21): with no batch in flight, the first
+    records polled go to the encoder at once. batch_timeout_ms is set far above what
+    scoring one message takes, so a worker that waited for its batch to fill would take
+    at least that long."""
+    kafka = kafka_settings.model_copy(update={"batch_timeout_ms": 8000, "publish_scores": True})
+    with running_worker(detector, kafka):
+        send_raw(kafka, kafka.input_topic, [json.dumps({"id": "w", "text": "warm up"}).encode()])
+        read_topic(kafka, kafka.scores_topic, 1, timeout_s=60)  # the worker is polling now
+        time.sleep(1)
+        sent = time.time()
+        send_raw(kafka, kafka.input_topic, [json.dumps({"id": "x", "text": "hi"}).encode()])
+        record = read_topic(kafka, kafka.scores_topic, 2, timeout_s=60)[-1]
+    assert record.key.decode() == "x"
+    assert record.timestamp / 1000 - sent < 4.0
