@@ -339,6 +339,40 @@ def evasion_table(results: Path, names: Sequence[str]) -> str:
     )
 
 
+# -- tokens: tests/fraud/quality/test_tokens.py, recorded -----------------------------------
+
+
+def tokens_table(results: Path, names: Sequence[str]) -> str:
+    """Codes appended to the demo's genuine and scam messages: alerts per kind of code on
+    the shipped default, at its threshold."""
+    (name,) = names
+    r = _read(results, name)["rows"]["default"]
+    genuine, scams = r["genuine"], r["scams"]
+    rows = [
+        [
+            kind,
+            f"{g['alerts']} of {g['messages']}",
+            f"{g['mean_rise']:+.3f}",
+            f"{g['max_rise']:+.3f}",
+            f"{scams[kind]['alerts']} of {scams[kind]['messages']}",
+        ]
+        for kind, g in genuine.items()
+    ]
+    header = [
+        "appended",
+        "genuine messages alerting",
+        "mean score change",
+        "largest rise",
+        "scams alerting",
+    ]
+    return (
+        _table(header, rows) + f"\nThe shipped default (encoder `{r['encoder']}`) at its threshold "
+        f"{r['threshold']:.4f}; the test allows {r['tolerance']} alert per kind away from "
+        f"these counts. Measured at commit {r['commit']} (load average "
+        f"{r['load_average_1min']}).\n" + _source(names)
+    )
+
+
 # -- replay: `fraud evaluate-replay --out` ---------------------------------------------------
 
 
@@ -784,6 +818,7 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,
+    "tokens": tokens_table,
     "replay": replay_table,
     "quality-cv": quality_cv_table,
     "quality-transfer": quality_transfer_table,

