@@ -251,9 +251,17 @@ def training_rows() -> list[LabeledText]:
     return rows
 
 
-def fit_adapted_delta(out_dir: Path, config: AdaptConfig, command: str, log_every: int = 25):
+def fit_adapted_delta(
+    out_dir: Path,
+    config: AdaptConfig,
+    command: str,
+    selection: dict | None = None,
+    log_every: int = 25,
+):
     """Fit the delta on `training_rows()` and write lora.safetensors and adapter.json into
-    `out_dir` (which the caller has checked may be written). Returns adapter.json's dict."""
+    `out_dir` (which the caller has checked may be written). `selection`: what the recipe's
+    inner-fold run measured (fraud/quality/adapt_selection.py's selected_threshold), kept in
+    adapter.json. Returns adapter.json's dict."""
     rows = training_rows()
     started = time.time()
     base_X = Encoder(None).encode([r.text for r in rows])
@@ -287,5 +295,7 @@ def fit_adapted_delta(out_dir: Path, config: AdaptConfig, command: str, log_ever
         "seconds": round(time.time() - started, 1),
         **summary,
     }
+    if selection is not None:
+        info["selection"] = selection
     (out_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -28,6 +28,7 @@ from fraud.datasets import LabeledText
 from fraud.encoding.bundled import ADAPTER_INFO, DELTA_FILE, adapted_model_dir, bundled_model_path
 from fraud.encoding.cache import CachedEncoder
 from fraud.encoding.encoder import Encoder
+from fraud.errors import DataError
 from fraud.fitting.adapt import AdaptConfig, adapt_encoder
 from fraud.fitting.calibration import choose_threshold
 from fraud.fitting.folds import Dataset, Split, dataset_folds
@@ -123,3 +124,24 @@ def passes_gate(candidate: dict, base: dict) -> bool:
     """The token gate: no more alerts on the probe's coded messages than the published
     model raises under the same protocol."""
     return candidate["probe_alerts_with_codes"] <= base["probe_alerts_with_codes"]
+
+
+def selected_threshold(path: Path, config: AdaptConfig) -> dict:
+    """From a `fraud model select` result, what adapter.json records about the recipe
+    fitted with `config`: its name, pooled figures and the 1%-FPR threshold of its per-fold
+    fine-tuned held-out scores (a threshold no encoder that saw the scored rows gave).
+    A result without that recipe is a DataError."""
+    report = json.loads(Path(path).read_text())
+    for name, row in report["candidates"].items():
+        if row["config"] == asdict(config):
+            return {
+                "file": str(path),
+                "recipe": name,
+                "folds": row["folds"],
+                "pr_auc": row["pr_auc"],
+                "recall_at_1pct_fpr": row["recall_at_1pct_fpr"],
+                "oof_threshold_1pct_fpr": row["oof_threshold_1pct_fpr"],
+            }
+    raise DataError(
+        f"{path}: no recipe with this config ({asdict(config)}): run fraud model select"
+    )

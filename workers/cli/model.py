@@ -55,13 +55,18 @@ def cmd_model_adapt(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.data import adapted_encoder_dir
     from fraud.encoding.bundled import DELTA_FILE
     from fraud.fitting.adapt import AdaptConfig, fit_adapted_delta
+    from fraud.quality.adapt_selection import selected_threshold
 
     out = args.out or adapted_encoder_dir()
     if (out / DELTA_FILE).exists() and not args.force:
         raise ConfigError(f"{out / DELTA_FILE} exists: pass --force to fit it again")
     command = "fraud model adapt" + (f" --steps {args.steps}" if args.steps else "")
     config = AdaptConfig(steps=args.steps) if args.steps else AdaptConfig()
-    info = fit_adapted_delta(out, config, command)
+    selection = None
+    if args.selection:
+        command += f" --selection {args.selection}"
+        selection = selected_threshold(args.selection, config)
+    info = fit_adapted_delta(out, config, command, selection)
     print(
         f"wrote {out}: {info['rows']} rows ({info['fraud_rows']} fraud), {config.steps} steps, "
         f"loss {info['loss_last_50_steps']:.4f} over the last 50, {info['seconds']:.0f} s"
@@ -136,6 +141,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="default: the package's fraud/data/adapted_encoder")
     p.add_argument("--steps", type=int, help="training steps (default: the chosen 200)")
     p.add_argument("--force", action="store_true", help="replace an existing delta")
+    p.add_argument(
+        "--selection",
+        type=Path,
+        help="a `fraud model select` result: record the out-of-fold 1%%-FPR threshold of the "
+        "recipe with this config in adapter.json",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_model_adapt, index=None, model_path=None, model=None)
     p = msub.add_parser(
