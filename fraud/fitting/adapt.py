@@ -57,6 +57,7 @@ class AdaptConfig:
     hard_negative: float = 0.5  # share of negatives whose legit side is a look-alike
     look_alikes: int = 10
     token_augment: float = 0.0  # share of pair sides given a random code (with_code)
+    invariance_pairs: int = 0  # extra pairs per step: a message and itself with a code
     seed: int = 0
 
 
@@ -147,6 +148,10 @@ class PairSampler:
             legit = rng.choice(self.look_alikes[i]) if hard else rng.choice(self.legit)
             pairs.append((int(self.fraud[i]), int(legit)))
             targets.append(0.0)
+        for _ in range(c.invariance_pairs):  # (i, i): texts() adds a code to the second
+            i = int(rng.integers(len(self.category)))
+            pairs.append((i, i))
+            targets.append(1.0)
         return pairs, targets
 
     def texts(
@@ -156,13 +161,18 @@ class PairSampler:
         they carry no label: a legit/legit pair becomes (a, a with a code) with chance p
         (the message and itself with a code are the same message); the second side of a
         fraud/fraud pair and each side of a fraud/legit pair gets a code with chance p.
-        Without it (p = 0) no random number is drawn, so earlier runs replay exactly."""
+        An invariance pair (i, i) becomes (i, i with a code) whatever its label: the
+        strongest form of "a code changes nothing". Without either (p = 0, no invariance
+        pairs) no random number is drawn, so earlier runs replay exactly."""
         first, second = [texts[i] for i, _ in pairs], [texts[j] for _, j in pairs]
         p = self.config.token_augment
-        if p <= 0:
+        if p <= 0 and self.config.invariance_pairs == 0:
             return first, second
         is_fraud = set(self.fraud.tolist())
         for n, (i, j) in enumerate(pairs):
+            if i == j:  # an invariance pair, fraud or legit
+                second[n] = with_code(first[n], self.rng)
+                continue
             fraud_a, fraud_b = i in is_fraud, j in is_fraud
             if not fraud_a and not fraud_b:
                 if self.rng.random() < p:

@@ -117,6 +117,7 @@ CANDIDATES: dict[str, AdaptConfig | None] = {
     "base": None,
     "v1": AdaptConfig(steps=200, same_category=0.5, token_augment=0.0),
     "v2": AdaptConfig(steps=200, same_category=1.0, token_augment=0.5),
+    "v3": AdaptConfig(steps=200, same_category=1.0, token_augment=0.5, invariance_pairs=8),
 }
 
 

@@ -92,3 +92,16 @@ def test_a_code_is_a_word_of_its_own_and_reproducible():
         extra = [w for w in c.split() if w not in text.split()]
         assert 1 <= len(extra) <= 2 and 4 <= len(extra[-1]) <= 24
     assert any(not c.startswith(text) for c in coded)  # some inserted, not appended
+
+
+def test_invariance_pairs_are_a_message_and_itself_with_a_code():
+    rows = _rows()
+    sampler = PairSampler(rows, np.eye(16, dtype=np.float32), AdaptConfig(invariance_pairs=4))
+    pairs, targets = sampler.pairs()
+    assert len(pairs) == 20 and targets[-4:] == [1.0] * 4
+    assert all(i == j for i, j in pairs[-4:])
+    texts = [r.text for r in rows]
+    first, second = sampler.texts(pairs, texts)
+    assert first[:16] == [texts[i] for i, _ in pairs[:16]]  # token_augment 0: the rest plain
+    for (i, _), a, b in zip(pairs[-4:], first[-4:], second[-4:], strict=True):
+        assert a == texts[i] and b != a and set(a.split()) <= set(b.split())
