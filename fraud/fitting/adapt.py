@@ -18,6 +18,11 @@ weights stay frozen. Merged, W + (alpha / rank) B A, the model runs exactly as t
 
 The variant and the number of steps were chosen on grouped inner folds of the training
 data (docs/quality.md, "The adapted encoder"); the dev set was not used.
+
+Two options against codes, off in the shipped recipe: `token_augment` adds random codes
+(with_code) to both labels' pair texts, and `invariance_pairs` adds pairs of a message and
+itself with a code. Recipes with them (fraud/quality/adapt_selection.py's v2 and v3) gained
+PR-AUC on the inner folds but failed its token gate, so they do not ship.
 """
 
 import hashlib
