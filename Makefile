@@ -98,7 +98,7 @@ DEV_SET ?= ../shared/data/smishing_modern_dev.csv
 # adapted-encoder fine-tunes the English model's adapters (about 4 minutes on 2 cores) into
 # fraud/data/adapted_encoder; the default head belongs to that encoder, so fit it again after.
 adapted-encoder: install
-	$(VENV)/bin/fraud model adapt --force
+	$(VENV)/bin/fraud model adapt --force --selection docs/results/adapt-selection-v2.json
 
 # adapt-select runs the adapter recipes through 3 grouped inner folds, the encoder fine-tuned
 # per fold, with the token gate (docs/quality.md; about 20 minutes a recipe on 2 cores).
