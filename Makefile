@@ -13,7 +13,7 @@ JARS      := deploy/kafka/lib/.copied
 # FRAUD_MULTILINGUAL_MODEL_PATH's default: the model for text not in Latin script.
 E5        := .cache/models/multilingual-e5-small
 
-.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean adapted-encoder default-head results-default results-bench results-int8-row-quality
+.PHONY: demo test lint install lock kafka-jars prometheus chromium broker clean adapted-encoder adapt-select default-head results-default results-bench results-int8-row-quality
 
 demo: install kafka-jars
 	$(VENV)/bin/fraud demo
@@ -98,7 +98,13 @@ DEV_SET ?= ../shared/data/smishing_modern_dev.csv
 # adapted-encoder fine-tunes the English model's adapters (about 4 minutes on 2 cores) into
 # fraud/data/adapted_encoder; the default head belongs to that encoder, so fit it again after.
 adapted-encoder: install
-	$(VENV)/bin/fraud model adapt --force
+	$(VENV)/bin/fraud model adapt --force --selection docs/results/adapt-selection-v2.json
+
+# adapt-select runs the adapter recipes through 3 grouped inner folds, the encoder fine-tuned
+# per fold, with the token gate (docs/quality.md; about 20 minutes a recipe on 2 cores).
+adapt-select: install
+	nice -n 10 $(VENV)/bin/fraud model select --candidates base,v1,v2,v3 \
+	  --out docs/results/adapt-selection-v2.json --work out/adapt-select
 
 default-head: install
 	$(VENV)/bin/fraud index fit-default --force

@@ -49,7 +49,7 @@ def test_every_generated_table_matches_its_result_file():
 def test_the_pages_generate_each_table():
     """Each renderer is used by a page, so no result file is left unshown."""
     pages = "".join(p.read_text() for p in DOCS.rglob("*.md"))
-    for table in ("soak", "faults", "evasion", "replay", "console"):
+    for table in ("soak", "faults", "evasion", "tokens", "replay", "console"):
         assert f"<!-- results: {table}" in pages, table
 
 

