@@ -116,6 +116,13 @@ def wait_for_log_line(log, text: str, timeout_s: float) -> bool:
     return False
 
 
+def write_log_tail(log, chars: int = 3000) -> None:
+    """The last `chars` of `log` (a child's output file) to stderr: why a measured run
+    failed, printed before its exception goes on."""
+    log.seek(0)
+    sys.stderr.write(log.read()[-chars:])
+
+
 def rss_mib(pids: Sequence[int], field: str = "VmRSS") -> float:
     """The largest of the processes' `field` (VmRSS: now; VmHWM: at peak), in MiB."""
     return round(max(proc_status_bytes(p, field) for p in pids) / 2**20, 1)
@@ -231,8 +238,7 @@ def end_to_end_bench(
                 "stage_profile_at_saturation": profile,
             }
         except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-3000:])
+            write_log_tail(log)
             raise
         finally:
             reader.close()
