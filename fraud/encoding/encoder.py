@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -177,7 +178,12 @@ class Encoder:
         batch_size: int = 16,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         prefix: InputPrefix | None = None,
+        lazy: bool = False,
     ) -> None:
+        """`lazy`: load the model's weights at the first encode rather than now (the
+        multilingual model of a routed encoder, which a stream in Latin script never
+        uses: a worker or a service on such a stream does without its memory). Its name,
+        dim and cache key are known without them."""
         if variant not in ENCODER_VARIANTS:
             raise ConfigError(
                 f"unknown encoder variant {variant!r}: one of {', '.join(ENCODER_VARIANTS)}"
@@ -196,11 +202,29 @@ class Encoder:
         self._config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.dim = int(self._config["hidden_size"])
         self.onnx_file: Path | None = None  # the ONNX variants' model file
-        if variant.startswith("onnx"):
-            self.onnx_file = export_onnx(path, cache_dir, variant)
-            self._run = _onnx_runner(self.onnx_file, encoder_threads)
-        else:
-            self._run = _torch_runner(path, variant, encoder_threads)
+        self._threads, self._cache_dir = encoder_threads, cache_dir
+        self._run: Runner | None = None
+        self._load_lock = threading.Lock()
+        if not lazy:
+            self.load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model's weights are in memory (a lazy encoder's, once it encoded)."""
+        return self._run is not None
+
+    def load(self) -> "Runner":
+        """The model's forward pass, its weights loaded (and an ONNX file exported) on the
+        first call only; thread-safe: two first calls at once load it once."""
+        with self._load_lock:
+            if self._run is None:
+                if self.variant.startswith("onnx"):
+                    self.onnx_file = export_onnx(self.path, self._cache_dir, self.variant)
+                    self._run = _onnx_runner(self.onnx_file, self._threads)
+                else:
+                    self._run = _torch_runner(self.path, self.variant, self._threads)
+                log.info("loaded %s (%s)", self.name, self.variant)
+            return self._run
 
     @property
     def cache_key(self) -> str:
@@ -247,7 +271,8 @@ class Encoder:
         primary = cls(path, **options)
         if not settings.route_by_script:
             return primary
-        other = cls(multilingual_model_dir(settings.multilingual_model_path), **options)
+        # Loaded when a text in another script first comes (fraud/encoding/routed.py).
+        other = cls(multilingual_model_dir(settings.multilingual_model_path), **options, lazy=True)
         return RoutedEncoder(primary, other)
 
     def encode(
@@ -262,6 +287,7 @@ class Encoder:
         """
         ids = self._token_ids([self.model_input(t) for t in texts])
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        run = self._run or self.load()
         order = np.argsort([-len(i) for i in ids], kind="stable")
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -271,7 +297,7 @@ class Encoder:
             for row, i in enumerate(idx):
                 input_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
-            out[idx] = self._run(input_ids, mask)
+            out[idx] = run(input_ids, mask)
             if progress is not None:
                 progress(len(idx))
         return out
