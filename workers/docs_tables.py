@@ -672,7 +672,12 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
         if (r := run.get(key)) is None:
             continue
         if key == "scale_out":
-            title = f"{r['workers']} {title}"
+            partitions = r.get("partitions", r["workers"])
+            title = (
+                f"{r['workers']} {title}"
+                if partitions == r["workers"]
+                else f"{r['workers']} workers on {partitions} partitions"
+            )
         lat = r.get("latency_at_half_saturation")
         memory = (
             f"{r.get('worker_rss_mib_at_start')} / {r.get('worker_rss_mib_after_first_batch')}"
@@ -707,6 +712,60 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
             f"\nOne worker over the plain pipeline: "
             f"{ratios['pipeline_over_plain_pipeline']:.2f}x.\n"
         )
+    return text + _bench_context(run, name)
+
+
+# (cores for the workers, input partitions) the projection gives a row to.
+PROJECTED = ((2, 4), (4, 4), (8, 4), (8, 8), (16, 16), (32, 16), (32, 32))
+
+
+def bench_projection_table(results: Path, names: Sequence[str]) -> str:
+    """From measured per-core throughput to the messages a second that more cores and
+    partitions would carry: one worker per core (FRAUD_ENCODER_THREADS=1, as the scale-out
+    run gives each worker its share), at most one worker per partition (a consumer group
+    gives a partition to one member at a time), and the broker's CPU at the same rate."""
+    (name,) = names
+    run = _read(results, name)
+    one = run["end_to_end"]
+    basis = run.get("scale_out") or one
+    per_core = basis["saturation_messages_per_s"] / basis["worker_cpu_cores_at_saturation"]
+    broker = one.get("broker_cpu_cores_at_saturation")
+    broker_per_msg = broker / one["saturation_messages_per_s"] if broker else None
+    rows = []
+    for cores, partitions in PROJECTED:
+        rate = per_core * min(cores, partitions)
+        rows.append(
+            [
+                cores,
+                partitions,
+                min(cores, partitions),
+                f"{rate:,.0f}",
+                "partitions" if partitions < cores else "cores",
+                f"{rate * broker_per_msg:.1f}" if broker_per_msg else "not measured",
+            ]
+        )
+    header = ["cores for workers", "input partitions", "workers", "projected messages/s"]
+    header += ["limited by", "broker cores"]
+    run_name = (
+        "one worker"
+        if basis is one
+        else (
+            f"{basis['workers']} workers on {basis.get('partitions', basis['workers'])} partitions"
+        )
+    )
+    text = _table(header, rows) + (
+        f"\nPer core: {per_core:.1f} msg/s (the run with {run_name}: "
+        f"{basis['saturation_messages_per_s']:.1f} msg/s on "
+        f"{basis['worker_cpu_cores_at_saturation']} cores of workers). "
+    )
+    if broker_per_msg:
+        text += (
+            f"The broker: {broker} cores at one worker's saturation "
+            f"({one['saturation_messages_per_s']:.1f} msg/s), "
+            f"{broker_per_msg * 1000:.2f} cores per 1,000 msg/s.\n"
+        )
+    else:
+        text += "The broker's CPU is not in this result file.\n"
     return text + _bench_context(run, name)
 
 
@@ -781,6 +840,7 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "quality-drop": quality_drop_table,
     "bench-encoder": bench_encoder_table,
     "bench-pipeline": bench_pipeline_table,
+    "bench-projection": bench_projection_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,
