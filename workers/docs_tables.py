@@ -661,6 +661,14 @@ BENCH_RUNS = {
 }
 
 
+def _fractions_of_encoder(r: dict) -> str:
+    """A run's saturation over the encoder alone at its best batch size and, where the
+    result file has it, at the batch size the workers encode in."""
+    best = f"{r['fraction_of_encoder_alone']:.0%}"
+    same = r.get("fraction_of_encoder_at_its_batch")
+    return best if same is None else f"{best} / {same:.0%}"
+
+
 def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
     """Each run through the broker: saturation, its fraction of the encoder alone, latency
     at half of it, CPU and memory (the worker's RSS at start, after its first batch and at
@@ -690,13 +698,13 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
             [
                 title,
                 f"{r['saturation_messages_per_s']:.1f}",
-                f"{r['fraction_of_encoder_alone']:.0%}",
+                _fractions_of_encoder(r),
                 f"{lat['p50_ms']} / {lat['p99_ms']}" if lat else "",
                 f"{cores}",
                 memory,
             ]
         )
-    header = ["run", "messages/s at saturation", "of the encoder alone"]
+    header = ["run", "messages/s at saturation", "of the encoder alone: best / at its batch"]
     header += ["p50 / p99 ms at half of it", "cores", "RSS MiB at start / after 1st batch / peak"]
     text = _table(header, rows)
     if profile := run.get("end_to_end", {}).get("stage_profile_at_saturation"):

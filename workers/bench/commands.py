@@ -169,11 +169,19 @@ def anchor_ratios(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def add_fractions_of_encoder(runs: dict[str, dict], encoder: dict[str, Any]) -> None:
-    """Each end-to-end run's saturation as a fraction of the encoder's best rate alone."""
+def add_fractions_of_encoder(
+    runs: dict[str, dict], encoder: dict[str, Any], batch_size: int | None = None
+) -> None:
+    """Each end-to-end run's saturation as a fraction of the encoder's best rate alone and,
+    given the workers' `batch_size` (their chunks: encode_batch_size), of its rate alone at
+    that batch size: the like-for-like comparison (`fraud bench-serve` reports both too)."""
     best = max(r["messages_per_s"] for r in encoder["rows"])
+    same = [r["messages_per_s"] for r in encoder["rows"] if r["batch_size"] == batch_size]
     for r in runs.values():
         r["fraction_of_encoder_alone"] = round(r["saturation_messages_per_s"] / best, 3)
+        if same and "workers" in r:  # the project's workers, not the plain pipeline
+            fraction = r["saturation_messages_per_s"] / same[0]
+            r["fraction_of_encoder_at_its_batch"] = round(fraction, 3)
 
 
 # -- fraud bench-serve -------------------------------------------------------------------

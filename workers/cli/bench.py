@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             local_broker=not args.bootstrap_servers,
             plain_model=None if args.no_anchor else plain_model,
         )
-        add_fractions_of_encoder(runs, enc)
+        add_fractions_of_encoder(runs, enc, settings.encode_batch_size)
         report.update(runs)
         _print_end_to_end(console, runs)
     report["anchor_ratios"] = anchor_ratios(report)
