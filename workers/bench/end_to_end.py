@@ -105,12 +105,13 @@ def peak_rss_bytes(pid: int) -> int:
     return proc_status_bytes(pid, "VmHWM")
 
 
-def wait_for_log_line(log, text: str, timeout_s: float) -> bool:
-    """Whether `text` appears in the file `log` (a child's output) within timeout_s."""
+def wait_for_log_line(log, text: str, timeout_s: float, times: int = 1) -> bool:
+    """Whether `text` appears `times` times in the file `log` (the output of one child, or
+    of several sharing it) within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         log.seek(0)
-        if text in log.read():
+        if log.read().count(text) >= times:
             return True
         time.sleep(0.2)
     return False
@@ -209,9 +210,11 @@ def end_to_end_bench(
         broker_cpu = lambda: cpu_seconds(broker_pid) if broker_pid else 0.0  # noqa: E731
         pids = [p.pid for p in procs]
         try:
-            # Memory at start: once the worker has loaded its models and starts its loop
-            # (its "scoring ..." log line; None if that did not come within the time).
-            started = wait_for_log_line(log, "scoring ", timeout_s=180)
+            # Memory at start: once every worker has loaded its models and starts its loop
+            # (their "scoring ..." log lines; None if they did not come within the time).
+            # Waiting for all of them also keeps a late joiner's rebalance out of the
+            # measurement.
+            started = wait_for_log_line(log, "scoring ", timeout_s=180, times=workers)
             rss_start = rss_mib(pids) if started else None
             # One warm-up message per partition, so every worker has loaded its model.
             warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
