@@ -216,7 +216,8 @@ class ScoringWorker:
         that finds the worker idle is encoded at once, not after a wait for batchmates.
         With one in flight, the batch ends as soon as that one is encoded: it is then
         finished at once, and this one goes to the encoder (under load, a batch holds what
-        arrived during one encoding, up to max_batch).
+        arrived during one encoding, up to max_batch). If it was encoded already (while
+        the batch before it was being finished), the batch is what has arrived meanwhile.
 
         It does not end before the one in flight is encoded, though (_wait_polling).
         """
