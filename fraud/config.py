@@ -366,6 +366,14 @@ class Settings(BaseSettings):
         "micro-batch's search takes well under a millisecond on one, and the encoder needs "
         "the cores; offline commands keep FAISS's default",
     )
+    encoder_streams: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="encoder calls run at once, each on its share of encoder_threads: a "
+        "batch's chunks are encoded side by side (2 on 2 cores was faster than one call "
+        "on both cores in a one-off measurement: docs/performance.md)",
+    )
     encode_batch_size: int = Field(
         16,
         ge=1,

@@ -117,3 +117,31 @@ def test_record_result_merges_rows_only_when_asked(tmp_path, monkeypatch):
     assert rows["a"]["commit"] and rows["a"]["recorded_at"].endswith("Z")
     assert "test_record_result_merges_rows_only_when_asked" in rows["a"]["test"]
     assert isinstance(rows["a"]["load_average_1min"], float)
+
+
+def test_the_scale_out_projection_stops_at_the_partitions(tmp_path):
+    """Per core from the scale-out run; no more workers than partitions; the broker's
+    cores at the projected rate (from its CPU at one worker's saturation)."""
+    from workers.docs_tables import bench_projection_table
+
+    run = {"workers": 1, "saturation_messages_per_s": 200.0, "worker_cpu_cores_at_saturation": 1.0}
+    report = {
+        "command": "fraud bench",
+        "commit": "abc",
+        "encoder_variant": "torch-bf16",
+        "load_average_before": [0.1, 0, 0],
+        "load_average_after": [0.2, 0, 0],
+        "end_to_end": {**run, "broker_cpu_cores_at_saturation": 0.1},
+        "scale_out": {
+            **run,
+            "workers": 2,
+            "partitions": 4,
+            "saturation_messages_per_s": 400.0,
+            "worker_cpu_cores_at_saturation": 1.6,
+        },
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    table = bench_projection_table(tmp_path, ["bench.json"])
+    assert "| 8 | 4 | 4 | 1,000 | partitions | 0.5 |" in table  # 250 msg/s a core, x4
+    assert "| 32 | 32 | 32 | 8,000 | cores | 4.0 |" in table
+    assert "2 workers on 4 partitions" in table

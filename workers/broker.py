@@ -138,6 +138,11 @@ class LocalBroker:
         self._proc: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for its CPU use in `fraud bench`)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -765,6 +765,14 @@ BENCH_RUNS = {
 }
 
 
+def _fractions_of_encoder(r: dict) -> str:
+    """A run's saturation over the encoder alone at its best batch size and, where the
+    result file has it, at the batch size the workers encode in."""
+    best = f"{r['fraction_of_encoder_alone']:.0%}"
+    same = r.get("fraction_of_encoder_at_its_batch")
+    return best if same is None else f"{best} / {same:.0%}"
+
+
 def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
     """Each run through the broker: saturation, its fraction of the encoder alone, latency
     at half of it, CPU and memory (the worker's RSS at start, after its first batch and at
@@ -776,7 +784,12 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
         if (r := run.get(key)) is None:
             continue
         if key == "scale_out":
-            title = f"{r['workers']} {title}"
+            partitions = r.get("partitions", r["workers"])
+            title = (
+                f"{r['workers']} {title}"
+                if partitions == r["workers"]
+                else f"{r['workers']} workers on {partitions} partitions"
+            )
         lat = r.get("latency_at_half_saturation")
         memory = (
             f"{r.get('worker_rss_mib_at_start')} / {r.get('worker_rss_mib_after_first_batch')}"
@@ -789,13 +802,13 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
             [
                 title,
                 f"{r['saturation_messages_per_s']:.1f}",
-                f"{r['fraction_of_encoder_alone']:.0%}",
+                _fractions_of_encoder(r),
                 f"{lat['p50_ms']} / {lat['p99_ms']}" if lat else "",
                 f"{cores}",
                 memory,
             ]
         )
-    header = ["run", "messages/s at saturation", "of the encoder alone"]
+    header = ["run", "messages/s at saturation", "of the encoder alone: best / at its batch"]
     header += ["p50 / p99 ms at half of it", "cores", "RSS MiB at start / after 1st batch / peak"]
     text = _table(header, rows)
     if profile := run.get("end_to_end", {}).get("stage_profile_at_saturation"):
@@ -811,6 +824,60 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
             f"\nOne worker over the plain pipeline: "
             f"{ratios['pipeline_over_plain_pipeline']:.2f}x.\n"
         )
+    return text + _bench_context(run, name)
+
+
+# (cores for the workers, input partitions) the projection gives a row to.
+PROJECTED = ((2, 4), (4, 4), (8, 4), (8, 8), (16, 16), (32, 16), (32, 32))
+
+
+def bench_projection_table(results: Path, names: Sequence[str]) -> str:
+    """From measured per-core throughput to the messages a second that more cores and
+    partitions would carry: one worker per core (FRAUD_ENCODER_THREADS=1, as the scale-out
+    run gives each worker its share), at most one worker per partition (a consumer group
+    gives a partition to one member at a time), and the broker's CPU at the same rate."""
+    (name,) = names
+    run = _read(results, name)
+    one = run["end_to_end"]
+    basis = run.get("scale_out") or one
+    per_core = basis["saturation_messages_per_s"] / basis["worker_cpu_cores_at_saturation"]
+    broker = one.get("broker_cpu_cores_at_saturation")
+    broker_per_msg = broker / one["saturation_messages_per_s"] if broker else None
+    rows = []
+    for cores, partitions in PROJECTED:
+        rate = per_core * min(cores, partitions)
+        rows.append(
+            [
+                cores,
+                partitions,
+                min(cores, partitions),
+                f"{rate:,.0f}",
+                "partitions" if partitions < cores else "cores",
+                f"{rate * broker_per_msg:.1f}" if broker_per_msg else "not measured",
+            ]
+        )
+    header = ["cores for workers", "input partitions", "workers", "projected messages/s"]
+    header += ["limited by", "broker cores"]
+    run_name = (
+        "one worker"
+        if basis is one
+        else (
+            f"{basis['workers']} workers on {basis.get('partitions', basis['workers'])} partitions"
+        )
+    )
+    text = _table(header, rows) + (
+        f"\nPer core: {per_core:.1f} msg/s (the run with {run_name}: "
+        f"{basis['saturation_messages_per_s']:.1f} msg/s on "
+        f"{basis['worker_cpu_cores_at_saturation']} cores of workers). "
+    )
+    if broker_per_msg:
+        text += (
+            f"The broker: {broker} cores at one worker's saturation "
+            f"({one['saturation_messages_per_s']:.1f} msg/s), "
+            f"{broker_per_msg * 1000:.2f} cores per 1,000 msg/s.\n"
+        )
+    else:
+        text += "The broker's CPU is not in this result file.\n"
     return text + _bench_context(run, name)
 
 
@@ -886,6 +953,7 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "quality-drop": quality_drop_table,
     "bench-encoder": bench_encoder_table,
     "bench-pipeline": bench_pipeline_table,
+    "bench-projection": bench_projection_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,

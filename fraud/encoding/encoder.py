@@ -52,10 +52,11 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, TypeVar, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -177,7 +178,14 @@ class Encoder:
         batch_size: int = 16,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         prefix: InputPrefix | None = None,
+        lazy: bool = False,
+        streams: int = 1,
     ) -> None:
+        """`lazy`: load the model's weights at the first encode rather than now (the
+        multilingual model of a routed encoder, which a stream in Latin script never
+        uses: a worker or a service on such a stream does without its memory). Its name,
+        dim and cache key are known without them. `streams`: chunks encoded at once, each
+        call on its share of the threads (Settings.encoder_streams)."""
         if variant not in ENCODER_VARIANTS:
             raise ConfigError(
                 f"unknown encoder variant {variant!r}: one of {', '.join(ENCODER_VARIANTS)}"
@@ -196,11 +204,32 @@ class Encoder:
         self._config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.dim = int(self._config["hidden_size"])
         self.onnx_file: Path | None = None  # the ONNX variants' model file
-        if variant.startswith("onnx"):
-            self.onnx_file = export_onnx(path, cache_dir, variant)
-            self._run = _onnx_runner(self.onnx_file, encoder_threads)
-        else:
-            self._run = _torch_runner(path, variant, encoder_threads)
+        self._threads, self._cache_dir = encoder_threads, cache_dir
+        self.streams = streams
+        self._streams = ThreadPoolExecutor(streams, "encode") if streams > 1 else None
+        self._run: Runner | None = None
+        self._load_lock = threading.Lock()
+        if not lazy:
+            self.load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model's weights are in memory (a lazy encoder's, once it encoded)."""
+        return self._run is not None
+
+    def load(self) -> "Runner":
+        """The model's forward pass, its weights loaded (and an ONNX file exported) on the
+        first call only; thread-safe: two first calls at once load it once."""
+        with self._load_lock:
+            if self._run is None:
+                threads = _threads_per_stream(self._threads, self.streams)
+                if self.variant.startswith("onnx"):
+                    self.onnx_file = export_onnx(self.path, self._cache_dir, self.variant)
+                    self._run = _onnx_runner(self.onnx_file, threads)
+                else:
+                    self._run = _torch_runner(self.path, self.variant, threads, self.streams)
+                log.info("loaded %s (%s)", self.name, self.variant)
+            return self._run
 
     @property
     def cache_key(self) -> str:
@@ -247,7 +276,8 @@ class Encoder:
         primary = cls(path, **options)
         if not settings.route_by_script:
             return primary
-        other = cls(multilingual_model_dir(settings.multilingual_model_path), **options)
+        # Loaded when a text in another script first comes (fraud/encoding/routed.py).
+        other = cls(multilingual_model_dir(settings.multilingual_model_path), **options, lazy=True)
         return RoutedEncoder(primary, other)
 
     def encode(
@@ -262,19 +292,38 @@ class Encoder:
         """
         ids = self._token_ids([self.model_input(t) for t in texts])
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        run = self._run or self.load()
+        chunks = self._chunks(ids)
+        if self._streams is None or len(chunks) < 2:
+            results = (run(input_ids, mask) for _, input_ids, mask in chunks)
+        else:  # side by side, one call per stream at a time
+            results = self._streams.map(lambda c: run(c[1], c[2]), chunks)
+        for (idx, _, _), rows in zip(chunks, results, strict=True):
+            out[idx] = rows
+            if progress is not None:
+                progress(len(idx))
+        return out
+
+    def _chunks(self, ids: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(which texts, input ids, attention mask) of each chunk: sorted by length,
+        longest first, batch_size texts each (with several streams, fewer where that
+        gives every stream a chunk), each padded to its longest rounded up to
+        PAD_MULTIPLE."""
         order = np.argsort([-len(i) for i in ids], kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        size = self.batch_size
+        if self.streams > 1:
+            size = max(1, min(size, -(-len(order) // self.streams)))
+        chunks = []
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
             width = -(-len(ids[idx[0]]) // PAD_MULTIPLE) * PAD_MULTIPLE
             input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 input_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
-            out[idx] = self._run(input_ids, mask)
-            if progress is not None:
-                progress(len(idx))
-        return out
+            chunks.append((idx, input_ids, mask))
+        return chunks
 
 
 def english_model_path(settings: Settings) -> Path | None:
@@ -293,6 +342,7 @@ def encoder_options(settings: Settings) -> dict:
         "variant": settings.encoder_variant,
         "max_tokens": settings.max_tokens,
         "encoder_threads": settings.encoder_threads,
+        "streams": settings.encoder_streams,
         "batch_size": settings.encode_batch_size,
         "cache_dir": settings.encoder_cache_dir,
         "prefix": settings.input_prefix,
@@ -327,7 +377,6 @@ def multilingual_model_dir(path: Path) -> Path:
 
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-T = TypeVar("T")
 
 
 # Every torch model of the process is loaded and run on this one thread. torch's CPU
@@ -337,13 +386,31 @@ T = TypeVar("T")
 # bf16, batches of 64): 298 msg/s on 1.98 cores from one thread, 240 msg/s on 1.6 cores
 # once a second thread had run the model.
 _TORCH_THREAD = ThreadPoolExecutor(1, thread_name_prefix="torch")
+# With encoder streams (Settings.encoder_streams > 1), that many threads instead, each
+# with its own pool of its share of the threads: calls side by side, not one call on all
+# the cores (whose threads wait for each other after every operation).
+_TORCH_STREAMS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _on_torch_thread(fn: Callable[..., T], *args) -> T:
-    return _TORCH_THREAD.submit(fn, *args).result()
+def _torch_pool(streams: int) -> ThreadPoolExecutor:
+    if streams <= 1:
+        return _TORCH_THREAD
+    if streams not in _TORCH_STREAMS:
+        _TORCH_STREAMS[streams] = ThreadPoolExecutor(streams, thread_name_prefix="torch")
+    return _TORCH_STREAMS[streams]
 
 
-def _torch_runner(path: Path, variant: EncoderVariant, threads: int | None) -> Runner:
+def _threads_per_stream(threads: int | None, streams: int) -> int | None:
+    """Each stream's share of `threads` (default: the cores); with one stream, `threads`
+    as given (None: the library's default)."""
+    if streams <= 1:
+        return threads
+    return max(1, (threads or os.cpu_count() or 1) // streams)
+
+
+def _torch_runner(
+    path: Path, variant: EncoderVariant, threads: int | None, streams: int = 1
+) -> Runner:
     import torch  # lazily, as every torch import here (module docstring)
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -358,14 +425,15 @@ def _torch_runner(path: Path, variant: EncoderVariant, threads: int | None) -> R
             model = model.to(torch.bfloat16)
         return _MeanPooling(model).eval()
 
-    pooling = _on_torch_thread(load)
+    pool = _torch_pool(streams)
+    pooling = pool.submit(load).result()
 
     def forward(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             pooled = pooling(torch.from_numpy(input_ids), torch.from_numpy(mask))
         return pooled.numpy()
 
-    return lambda input_ids, mask: _on_torch_thread(forward, input_ids, mask)
+    return lambda input_ids, mask: pool.submit(forward, input_ids, mask).result()
 
 
 def _onnx_runner(model_file: Path, threads: int | None) -> Runner:

@@ -26,8 +26,12 @@ near every other. So the multilingual half is centered: the mean embedding m of 
 set of ordinary messages in several scripts (`CENTERING_TEXTS`, written for this, none a
 scam) is subtracted and the row normalized again, (e - m) / |e - m|. On the seed set's
 Chinese messages that gives pairs at 0.28 (sd 0.12), nearest neighbours at 0.55 on
-average: MiniLM's scale (0.18, sd 0.12; 0.57). m is computed when the encoder is built (32 short
-texts), and the encoder's name and cache key say "centered".
+average: MiniLM's scale (0.18, sd 0.12; 0.57). m is computed (32 short texts) when the
+first text in another script comes, and the encoder's name and cache key say "centered".
+
+Memory: `Encoder.from_settings` builds the multilingual encoder lazily, so its weights are
+loaded with that first text too; a worker or a service on a stream in Latin script never
+loads them (docs/performance.md, memory).
 
 The script of a text: its letters are counted in units, a run of Latin letters being one
 unit (an English word), a run of letters of another alphabet one unit too (a Russian
@@ -119,19 +123,27 @@ class RoutedEncoder:
 
     def __init__(self, latin, other, center: bool = True) -> None:
         self.latin, self.other = latin, other
-        self.center: np.ndarray | None = None
-        suffix = ""
-        if center:
-            self.center = np.asarray(other.encode(list(CENTERING_TEXTS)).mean(axis=0), np.float32)
-            suffix = f"~centered{CENTERING_VERSION}"
+        self.centered = center
+        self._center: np.ndarray | None = None  # computed with the first text of `other`
+        suffix = f"~centered{CENTERING_VERSION}" if center else ""
         self.name = f"{latin.name}|{other.name}{suffix}"
         self.dim = int(latin.dim + other.dim)
 
     @property
     def cache_key(self) -> str:
         keys = [getattr(e, "cache_key", e.name) for e in (self.latin, self.other)]
-        centered = f"~centered{CENTERING_VERSION}" if self.center is not None else ""
+        centered = f"~centered{CENTERING_VERSION}" if self.centered else ""
         return "routed-by-script(" + ", ".join(keys) + ")" + centered
+
+    def center(self) -> np.ndarray:
+        """The multilingual model's mean embedding of CENTERING_TEXTS (see Centering),
+        computed once, when the first text in another script comes: a stream in Latin
+        script never runs that model, and a lazily loaded one (Encoder's `lazy`) is then
+        never loaded."""
+        if self._center is None:
+            mean = self.other.encode(list(CENTERING_TEXTS)).mean(axis=0)
+            self._center = np.asarray(mean, np.float32)
+        return self._center
 
     @property
     def variant(self) -> str:
@@ -165,6 +177,7 @@ class RoutedEncoder:
         other = self.routes(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         split = int(self.latin.dim)
+        center = self.center() if self.centered and other.any() else None
         for mask, encoder, cols in (
             (~other, self.latin, slice(0, split)),
             (other, self.other, slice(split, self.dim)),
@@ -172,8 +185,8 @@ class RoutedEncoder:
             rows = np.flatnonzero(mask)
             if len(rows):
                 out[rows, cols] = encoder.encode([texts[i] for i in rows], progress)
-        if self.center is not None and other.any():
-            half = out[other, split:] - self.center
+        if center is not None:
+            half = out[other, split:] - center
             out[other, split:] = half / np.linalg.norm(half, axis=1, keepdims=True).clip(1e-12)
         return out
 

@@ -10,7 +10,6 @@ The report gives each ratio (project / anchor): above 1, the project is faster.
 """
 
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from workers.bench.end_to_end import (
     peak_rss_bytes,
     run_settings,
     send_messages,
+    write_log_tail,
 )
 from workers.bench.timing import RepeatTimer
 from workers.processes import start_fraud_process, stop_process
@@ -113,8 +113,7 @@ def plain_pipeline_bench(
             cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
             peak = peak_rss_bytes(proc.pid)
         except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-3000:])
+            write_log_tail(log)
             raise
         finally:
             reader.close()

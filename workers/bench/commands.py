@@ -108,24 +108,46 @@ def end_to_end_part(
     exactly_once: bool = True,
     local_broker: bool = True,
     plain_model: Path | None = None,
+    partitions: int | None = None,
 ) -> dict[str, dict]:
     """Through the broker with worker processes: "end_to_end" with one worker, "scale_out"
-    with `workers` (when more than one), "exactly_once" in the transactional mode (when
-    asked); `messages` at saturation, half as many at half of it. Given `plain_model` (a
-    sentence-transformers model directory), "plain_pipeline": the anchor's plain pipeline
-    (workers/bench/plain.py) through the same broker, at saturation."""
+    with `workers` (when more than one) on an input topic of `partitions` (default: as
+    many as workers), "exactly_once" in the transactional mode (when asked); `messages` at
+    saturation, half as many at half of it. Given `plain_model` (a sentence-transformers
+    model directory), "plain_pipeline": the anchor's plain pipeline
+    (workers/bench/plain.py) through the same broker, at saturation. With a local broker,
+    each worker run records the broker's CPU too."""
     runs: dict[str, dict] = {}
     with ExitStack() as stack:
-        run = pipeline_settings(settings, encoder, stack, local_broker)
+        broker_pid = None
+        if local_broker:
+            broker = stack.enter_context(LocalBroker())
+            broker_pid = broker.pid
+            kafka = settings.kafka.model_copy(
+                update={"bootstrap_servers": broker.bootstrap_servers}
+            )
+            settings = settings.model_copy(update={"kafka": kafka})
+        run = pipeline_settings(settings, encoder, stack, local_broker=False)
         say("end to end through the broker ...")
-        runs["end_to_end"] = end_to_end_bench(run, texts, messages, messages // 2)
+        runs["end_to_end"] = end_to_end_bench(
+            run, texts, messages, messages // 2, broker_pid=broker_pid
+        )
         if workers > 1:  # scale out: the same, with more processes and partitions
-            say(f"end to end with {workers} workers ...")
-            runs["scale_out"] = end_to_end_bench(run, texts, messages, messages // 2, workers)
+            partitions = partitions or workers
+            say(f"end to end with {workers} workers on {partitions} partitions ...")
+            runs["scale_out"] = end_to_end_bench(
+                run,
+                texts,
+                messages,
+                messages // 2,
+                workers,
+                partitions=partitions,
+                broker_pid=broker_pid,
+            )
         if exactly_once:  # what one transaction per batch costs
             say("end to end, exactly-once ...")
             runs["exactly_once"] = end_to_end_bench(
-                run, texts, messages, messages // 2, exactly_once=True
+                run, texts, messages, messages // 2, exactly_once=True, broker_pid=broker_pid
             )
         if plain_model is not None:
             say("the plain pipeline (sentence-transformers, FAISS flat) through the broker ...")
@@ -147,11 +169,19 @@ def anchor_ratios(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def add_fractions_of_encoder(runs: dict[str, dict], encoder: dict[str, Any]) -> None:
-    """Each end-to-end run's saturation as a fraction of the encoder's best rate alone."""
+def add_fractions_of_encoder(
+    runs: dict[str, dict], encoder: dict[str, Any], batch_size: int | None = None
+) -> None:
+    """Each end-to-end run's saturation as a fraction of the encoder's best rate alone and,
+    given the workers' `batch_size` (their chunks: encode_batch_size), of its rate alone at
+    that batch size: the like-for-like comparison (`fraud bench-serve` reports both too)."""
     best = max(r["messages_per_s"] for r in encoder["rows"])
+    same = [r["messages_per_s"] for r in encoder["rows"] if r["batch_size"] == batch_size]
     for r in runs.values():
         r["fraction_of_encoder_alone"] = round(r["saturation_messages_per_s"] / best, 3)
+        if same and "workers" in r:  # the project's workers, not the plain pipeline
+            fraction = r["saturation_messages_per_s"] / same[0]
+            r["fraction_of_encoder_at_its_batch"] = round(fraction, 3)
 
 
 # -- fraud bench-serve -------------------------------------------------------------------

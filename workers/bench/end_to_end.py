@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fraud.config import KafkaSettings, Settings
 from workers.bench.timing import percentiles_ms
-from workers.kafka import ensure_topics, make_consumer, make_producer
+from workers.kafka import ensure_topics, make_consumer, make_producer, partition_count
 from workers.processes import free_port, start_fraud_process, stop_process
 
 
@@ -105,15 +105,23 @@ def peak_rss_bytes(pid: int) -> int:
     return proc_status_bytes(pid, "VmHWM")
 
 
-def wait_for_log_line(log, text: str, timeout_s: float) -> bool:
-    """Whether `text` appears in the file `log` (a child's output) within timeout_s."""
+def wait_for_log_line(log, text: str, timeout_s: float, times: int = 1) -> bool:
+    """Whether `text` appears `times` times in the file `log` (the output of one child, or
+    of several sharing it) within timeout_s."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         log.seek(0)
-        if text in log.read():
+        if log.read().count(text) >= times:
             return True
         time.sleep(0.2)
     return False
+
+
+def write_log_tail(log, chars: int = 3000) -> None:
+    """The last `chars` of `log` (a child's output file) to stderr: why a measured run
+    failed, printed before its exception goes on."""
+    log.seek(0)
+    sys.stderr.write(log.read()[-chars:])
 
 
 def rss_mib(pids: Sequence[int], field: str = "VmRSS") -> float:
@@ -148,16 +156,19 @@ def stage_profile(before: dict[str, float], after: dict[str, float], wall_s: flo
     }
 
 
-def run_settings(settings: Settings, prefix: str, workers: int = 1, **kafka) -> Settings:
+def run_settings(
+    settings: Settings, prefix: str, workers: int = 1, partitions: int | None = None, **kafka
+) -> Settings:
     """Settings for a measured run: topics and a consumer group of its own (the input topic
-    with one partition per worker), every decision published, metrics on a free port."""
+    with `partitions`, by default one per worker), every decision published, metrics on a
+    free port."""
     run = f"{prefix}-{uuid.uuid4().hex[:8]}"
     topics = ("input", "scores", "alert", "dead_letter", "history")
     names = {f"{t}_topic": f"{run}-{t.replace('_', '-')}" for t in topics}
     k = settings.kafka.model_copy(
         update={**names, "group_id": run, "publish_scores": True, **kafka}
     )
-    ensure_topics(k, [k.input_topic], partitions=workers)
+    ensure_topics(k, [k.input_topic], partitions=partitions or workers)
     ensure_topics(k, [k.scores_topic, k.alert_topic])
     # One worker serves its metrics on a known port (its stage profile is read there);
     # several would share it, so they pick free ones.
@@ -178,23 +189,32 @@ def end_to_end_bench(
     n_latency: int = 500,
     workers: int = 1,
     exactly_once: bool = False,
+    partitions: int | None = None,
+    broker_pid: int | None = None,
 ) -> dict:
-    """Start `workers` worker processes (one consumer group, an input topic with as many
-    partitions) on settings' broker and index, then measure; with `exactly_once`, in the
-    workers' transactional mode."""
-    worker_settings = run_settings(settings, "bench", workers, exactly_once=exactly_once)
+    """Start `workers` worker processes (one consumer group, an input topic with
+    `partitions`, by default as many) on settings' broker and index, then measure; with
+    `exactly_once`, in the workers' transactional mode. Given the broker's `broker_pid`
+    (a local broker), its CPU at saturation too: what the broker would need per message."""
+    worker_settings = run_settings(
+        settings, "bench", workers, partitions, exactly_once=exactly_once
+    )
     kafka = worker_settings.kafka
+    partitions = partition_count(kafka, kafka.input_topic)  # as the broker has it
     rng = np.random.default_rng(0)
     pick = lambda n: [texts[i] for i in rng.choice(len(texts), n)]  # noqa: E731
     with tempfile.TemporaryFile("w+") as log:
         procs = [start_fraud_process("worker", worker_settings, log) for _ in range(workers)]
         reader = ScoreReader(kafka)
         cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
+        broker_cpu = lambda: cpu_seconds(broker_pid) if broker_pid else 0.0  # noqa: E731
         pids = [p.pid for p in procs]
         try:
-            # Memory at start: once the worker has loaded its models and starts its loop
-            # (its "scoring ..." log line; None if that did not come within the time).
-            started = wait_for_log_line(log, "scoring ", timeout_s=180)
+            # Memory at start: once every worker has loaded its models and starts its loop
+            # (their "scoring ..." log lines; None if they did not come within the time).
+            # Waiting for all of them also keeps a late joiner's rebalance out of the
+            # measurement.
+            started = wait_for_log_line(log, "scoring ", timeout_s=180, times=workers)
             rss_start = rss_mib(pids) if started else None
             # One warm-up message per partition, so every worker has loaded its model.
             warm = send_messages(kafka, [f"warm-up {i}" for i in range(4 * workers)], "warm", None)
@@ -203,10 +223,10 @@ def end_to_end_bench(
 
             port = worker_settings.metrics_port
             stages0 = stage_seconds(port) if port else {}
-            cpu0, wall0 = cpu(), time.monotonic()
+            cpu0, broker0, wall0 = cpu(), broker_cpu(), time.monotonic()
             sent = send_messages(kafka, pick(n_saturation), "sat", None)
             done = reader.wait_for(list(sent), timeout_s=600)
-            cpu1, wall1 = cpu(), time.monotonic()
+            cpu1, broker1, wall1 = cpu(), broker_cpu(), time.monotonic()
             profile = stage_profile(stages0, stage_seconds(port), wall1 - wall0) if port else None
             span_s = (max(done.values()) - min(sent.values())) / 1000
             saturation = n_saturation / span_s
@@ -215,8 +235,10 @@ def end_to_end_bench(
             sent = send_messages(kafka, pick(n_latency), "half", rate)
             done = reader.wait_for(list(sent), timeout_s=600)
             latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
+            broker_cores = round((broker1 - broker0) / (wall1 - wall0), 2) if broker_pid else None
             return {
                 "workers": workers,
+                "partitions": partitions,
                 "exactly_once": exactly_once,
                 "saturation_messages_per_s": round(saturation, 1),
                 "latency_at_half_saturation": {
@@ -224,6 +246,9 @@ def end_to_end_bench(
                     **percentiles_ms(latency_ms),
                 },
                 "worker_cpu_cores_at_saturation": round((cpu1 - cpu0) / (wall1 - wall0), 2),
+                # The broker serves the bench's producer and score reader too: one write and
+                # two reads of each message, one write and one read of each decision.
+                "broker_cpu_cores_at_saturation": broker_cores,
                 "worker_peak_rss_mib": rss_mib(pids, "VmHWM"),
                 "worker_rss_mib_at_start": rss_start,
                 "worker_rss_mib_after_first_batch": rss_first,
@@ -231,8 +256,7 @@ def end_to_end_bench(
                 "stage_profile_at_saturation": profile,
             }
         except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-3000:])
+            write_log_tail(log)
             raise
         finally:
             reader.close()

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fraud.config import Settings
-from workers.bench.end_to_end import cpu_seconds, peak_rss_bytes
+from workers.bench.end_to_end import cpu_seconds, peak_rss_bytes, write_log_tail
 from workers.bench.timing import RepeatTimer, percentiles_ms
 from workers.processes import free_port, start_fraud_process, stop_process
 
@@ -187,8 +186,7 @@ def serve_bench(
                 _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
             )
         except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-3000:])
+            write_log_tail(log)
             raise
         finally:
             stop_process(proc)  # SIGTERM: requests in flight finish, then it exits

@@ -88,11 +88,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             args.messages,
             console.print,
             workers=args.workers,
+            partitions=args.partitions,
             exactly_once=not args.no_exactly_once,
             local_broker=not args.bootstrap_servers,
             plain_model=None if args.no_anchor else plain_model,
         )
-        add_fractions_of_encoder(runs, enc)
+        add_fractions_of_encoder(runs, enc, settings.encode_batch_size)
         report.update(runs)
         _print_end_to_end(console, runs)
     report["anchor_ratios"] = anchor_ratios(report)
@@ -333,6 +334,13 @@ def _add_bench(subparsers) -> None:
     p.add_argument("--messages", type=int, default=1000, help="end to end, at saturation")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the broker part")
     p.add_argument("--workers", type=int, default=2, help="scale out: also with this many")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="scale out: the input topic's partitions (a consumer group spreads them over "
+        "the workers)",
+    )
     p.add_argument(
         "--no-exactly-once", action="store_true", help="skip the exactly-once end-to-end run"
     )

@@ -216,17 +216,24 @@ class ScoringWorker:
         that finds the worker idle is encoded at once, not after a wait for batchmates.
         With one in flight, the batch ends as soon as that one is encoded: it is then
         finished at once, and this one goes to the encoder (under load, a batch holds what
-        arrived during one encoding, up to max_batch).
+        arrived during one encoding, up to max_batch). If it was encoded already (while
+        the batch before it was being finished), the batch is what has arrived meanwhile.
 
         It does not end before the one in flight is encoded, though (_wait_polling).
         """
         batch: list[ConsumerRecord] = []
         deadline = time.monotonic() + self.kafka.batch_timeout_ms / 1000
         encoding = in_flight.encoded if in_flight is not None else None
+        polled = False
         while len(batch) < self.kafka.max_batch and not self.stop_event.is_set():
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if encoding is not None:
                 if encoding.done():
+                    if not polled:
+                        # Encoded while the batch before it was being finished: what has
+                        # arrived meanwhile goes to the encoder now (a poll that does not
+                        # wait), not after the batch in flight is finished in turn.
+                        self._poll_into(batch, in_flight, 0)
                     break
                 remaining_ms = min(remaining_ms, ENCODED_CHECK_MS)
             elif batch:
@@ -234,6 +241,7 @@ class ScoringWorker:
             if remaining_ms <= 0:
                 break
             self._poll_into(batch, in_flight, remaining_ms)
+            polled = True
         if in_flight is not None:
             self._wait_polling(in_flight, batch)
         return batch

@@ -231,3 +231,24 @@ def test_onnx_int8_row_embeddings_are_cached_under_its_quantization_version(vari
     key = variants["onnx-int8-row"].cache_key
     assert key.endswith(f"|onnx-int8-row-v{ROW_QUANTIZATION_VERSION}")
     assert variants["onnx-int8"].cache_key.endswith("|onnx-int8")
+
+
+def test_two_encoder_streams_embed_as_one_does(variants):
+    """Settings.encoder_streams: a batch's chunks encoded side by side, each call on its
+    share of the threads, give the embeddings of one call at a time, in input order."""
+    import torch
+
+    from fraud.data import seed_references_path
+    from fraud.datasets import read_labeled_csv
+    from fraud.encoding import Encoder
+
+    texts = [r.text for r in read_labeled_csv(seed_references_path())][:40]
+    threads = torch.get_num_threads()
+    try:
+        two = Encoder(streams=2, batch_size=8)
+        streamed = two.encode(texts)
+    finally:
+        torch.set_num_threads(threads)  # the streams took one thread each
+    assert len(two._chunks(two._token_ids(texts))) == 5  # 40 texts, chunks of 8
+    one = variants["torch-bf16"].encode(texts)
+    assert (streamed * one).sum(axis=1).min() > BATCH_INVARIANCE["torch-bf16"]

@@ -69,6 +69,9 @@ def test_each_text_fills_the_half_of_its_model_with_unit_rows(center):
 def test_centering_subtracts_the_mean_of_the_centering_texts():
     other = Fake("ml", 6, 100)
     routed = RoutedEncoder(Fake("en", 4, 0), other, center=True)
+    routed.encode(["hello there"])
+    assert other.seen == []  # a text in Latin script does not need the mean
+    routed.encode(["中奖通知"])
     assert other.seen[0] == list(CENTERING_TEXTS)
     mean = Fake("ml", 6, 100).encode(list(CENTERING_TEXTS)).mean(axis=0)
     raw = Fake("ml", 6, 100).encode(["中奖通知"])[0] - mean

@@ -112,3 +112,32 @@ class TestRealModels:
         alone = Encoder(encoder.latin.path).encode(texts)
         assert np.array_equal(routed[:, : alone.shape[1]], alone)
         assert not routed[:, alone.shape[1] :].any()
+
+    def test_the_multilingual_model_loads_only_when_a_message_needs_it(
+        self, encoder, seed_index_dir
+    ):
+        """A stream in Latin script never loads multilingual-e5-small (its memory: README,
+        Performance); the first Chinese message loads it, and is scored as by the encoder
+        whose model the seed index loaded."""
+        from fraud.config import ScorerSettings, Settings
+        from fraud.encoding.encoder import Encoder
+        from fraud.encoding.routed import is_other_script
+        from fraud.index import ReferenceIndex
+        from fraud.scoring import Detector, effective_scorer
+        from workers.producer import read_messages
+
+        lazy = Encoder.from_settings(Settings())
+        index = ReferenceIndex.load(seed_index_dir, model=lazy.name, dim=lazy.dim)
+        detector = Detector(lazy, index, effective_scorer(ScorerSettings(), index))
+        english = ["Your parcel is held at the depot, pay £1.99 now", "see you at 5"]
+        assess(detector, english)
+        assert lazy.latin.loaded and not lazy.other.loaded
+
+        demo = [
+            m for m in read_messages("fraud/data/demo_messages.jsonl") if is_other_script(m["text"])
+        ]
+        texts = [m["text"] for m in demo]
+        verdicts = assess(detector, texts)
+        assert lazy.other.loaded
+        assert [v.is_alert for v in verdicts] == [m["expected"] == "fraud" for m in demo]
+        assert np.allclose(lazy.encode(texts + english), encoder.encode(texts + english), atol=1e-6)

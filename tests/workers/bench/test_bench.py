@@ -36,6 +36,17 @@ def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings,
     assert profile["batches"] >= 1 and profile["fraction_of_wall"]["encode"] > 0
 
 
+@pytest.mark.integration
+def test_scale_out_runs_two_workers_on_four_partitions(seed_index_dir, kafka_settings):
+    """The scale-out run: a consumer group of 2 workers shares an input topic of 4
+    partitions, and every message gets its decision (wait_for raises otherwise)."""
+    settings = Settings().model_copy(update={"kafka": kafka_settings, "index_dir": seed_index_dir})
+    result = end_to_end_bench(settings, TEXTS, 20, 10, workers=2, partitions=4)
+    assert (result["workers"], result["partitions"]) == (2, 4)
+    assert result["saturation_messages_per_s"] > 0
+    assert result["broker_cpu_cores_at_saturation"] is None  # no local broker's pid given
+
+
 def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
     from workers.cli.main import main
 

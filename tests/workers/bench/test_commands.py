@@ -23,12 +23,20 @@ def _csv(tmp_path):
 
 
 def test_each_end_to_end_run_is_a_fraction_of_the_encoders_best_rate():
-    encoder = {"rows": [{"messages_per_s": 50.0}, {"messages_per_s": 200.0}]}
-    runs = {"end_to_end": {"saturation_messages_per_s": 150.0}, "scale_out": {}}
+    encoder = {
+        "rows": [
+            {"batch_size": 1, "messages_per_s": 100.0},
+            {"batch_size": 16, "messages_per_s": 200.0},
+        ]
+    }
+    runs = {"end_to_end": {"saturation_messages_per_s": 150.0, "workers": 1}, "scale_out": {}}
     runs["scale_out"]["saturation_messages_per_s"] = 250.0
     add_fractions_of_encoder(runs, encoder)
     assert runs["end_to_end"]["fraction_of_encoder_alone"] == 0.75
     assert runs["scale_out"]["fraction_of_encoder_alone"] == 1.25
+    assert "fraction_of_encoder_at_its_batch" not in runs["end_to_end"]
+    add_fractions_of_encoder(runs, encoder, batch_size=1)  # workers encoding in chunks of 1
+    assert runs["end_to_end"]["fraction_of_encoder_at_its_batch"] == 1.5
 
 
 @pytest.mark.parametrize(
