@@ -367,12 +367,13 @@ class Settings(BaseSettings):
         "the cores; offline commands keep FAISS's default",
     )
     encoder_streams: int = Field(
-        1,
+        2,
         ge=1,
         le=16,
         description="encoder calls run at once, each on its share of encoder_threads: a "
-        "batch's chunks are encoded side by side (2 on 2 cores was faster than one call "
-        "on both cores in a one-off measurement: docs/performance.md)",
+        "batch's chunks are encoded side by side (2 calls on one core each were about 1.6x "
+        "one call on both cores of this 2-core machine: docs/performance.md); 1 when "
+        "several workers share the cores",
     )
     encode_batch_size: int = Field(
         16,
