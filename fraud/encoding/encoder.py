@@ -289,11 +289,19 @@ class Encoder:
         similar length (sorted, longest first), each padded to its own longest text rounded
         up to PAD_MULTIPLE tokens; the original order is restored. `progress(n_done_in_chunk)`
         is called per chunk.
+
+        Identical inputs are encoded once: with several streams, or in batches larger
+        than a chunk, two copies could otherwise land in chunks padded to different
+        widths and differ in the last bf16 digits, so the same text in one request
+        would get two scores.
         """
         ids = self._token_ids([self.model_input(t) for t in texts])
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        distinct: dict[tuple[int, ...], int] = {}
+        which = np.array([distinct.setdefault(tuple(i), len(distinct)) for i in ids], np.int64)
+        copies = np.bincount(which, minlength=len(distinct))
+        out = np.zeros((len(distinct), self.dim), dtype=np.float32)
         run = self._run or self.load()
-        chunks = self._chunks(ids)
+        chunks = self._chunks([list(i) for i in distinct])
         if self._streams is None or len(chunks) < 2:
             results = (run(input_ids, mask) for _, input_ids, mask in chunks)
         else:  # side by side, one call per stream at a time
@@ -301,8 +309,8 @@ class Encoder:
         for (idx, _, _), rows in zip(chunks, results, strict=True):
             out[idx] = rows
             if progress is not None:
-                progress(len(idx))
-        return out
+                progress(int(copies[idx].sum()))
+        return out[which]
 
     def _chunks(self, ids: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(which texts, input ids, attention mask) of each chunk: sorted by length,

@@ -252,3 +252,19 @@ def test_two_encoder_streams_embed_as_one_does(variants):
     assert len(two._chunks(two._token_ids(texts))) == 5  # 40 texts, chunks of 8
     one = variants["torch-bf16"].encode(texts)
     assert (streamed * one).sum(axis=1).min() > BATCH_INVARIANCE["torch-bf16"]
+
+
+def test_copies_of_a_text_in_one_call_get_one_embedding():
+    """Encoder.encode encodes identical inputs once: two copies of a text that would fall
+    into chunks padded to different widths (here: chunks of 2, sorted by length) still
+    get bit-identical embeddings, so one request scores the same text the same."""
+    from fraud.encoding import Encoder
+
+    short, long = "see you at 5", "Your parcel is held at the depot, pay the £1.99 fee at the link"
+    texts = [long, short, short, "ok"]  # chunks: (long, short) and (short, "ok")
+    encoder = Encoder(batch_size=2)
+    out = encoder.encode(texts)
+    assert np.array_equal(out[1], out[2])
+    seen = []
+    encoder.encode(texts, progress=seen.append)
+    assert sum(seen) == len(texts)  # progress counts every copy
