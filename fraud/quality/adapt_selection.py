@@ -63,7 +63,7 @@ def run_candidate(
     scorer, the 1%-FPR threshold from those scores, and the token table of each fold's
     detector at that threshold on `probe` (genuine messages)."""
     data = Dataset.from_labeled(rows)
-    kept = {t: r for r in rows for t in [r.text]}
+    kept = {r.text: r for r in rows}
     rows = [kept[t] for t in data.texts]
     base = Encoder(None)
     base_X = CachedEncoder(base, cache_dir).encode(data.texts)
