@@ -187,5 +187,8 @@ def evaluation_variants() -> dict[str, Any]:
         ),
         "learned attention, no lexical": lambda: LearnedAttentionVariant(lexical=False),
         "learned attention": LearnedAttentionVariant,
+        f"{SHIPPED} + query terms": lambda: LearnedAttentionVariant(
+            fit_ngram=True, query_terms=True
+        ),
         SHIPPED: lambda: LearnedAttentionVariant(fit_ngram=True),
     }

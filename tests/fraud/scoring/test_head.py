@@ -14,7 +14,7 @@ from tests.fakes import distinct_tail, unit_vectors
 DIM = 16
 
 
-def _trained(lexical: bool = False):
+def _trained(lexical: bool = False, query_terms: bool = False):
     rng = np.random.default_rng(1)
     y = rng.random(300) < 0.4
     X = unit_vectors(300, DIM, 2) + np.where(y[:, None], 0.9, 0.0) * np.eye(DIM)[0]
@@ -32,7 +32,9 @@ def _trained(lexical: bool = False):
         for i, (t, f) in enumerate(zip(texts, y, strict=True))
     ]
     ids = np.array(index.add(items, X, "t"))
-    config = HeadConfig(dim=DIM, n_categories=2, top_k=8, epochs=15, lexical=lexical)
+    config = HeadConfig(
+        dim=DIM, n_categories=2, top_k=8, epochs=15, lexical=lexical, query_terms=query_terms
+    )
     keys = index.search(X, 8, exclude_ids=ids)
     return index, train_head(config, index, X, keys, texts, y), X, y, texts
 
@@ -52,6 +54,21 @@ def test_the_head_learns_and_round_trips_through_safetensors(tmp_path, lexical):
     assert (loaded.lexical is not None) == lexical
     assert np.allclose(loaded.score(index, X, keys, texts)[0], scores)
     assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.pkl"))
+
+
+@pytest.mark.parametrize("query_terms", [False, True])
+def test_the_query_terms_are_learned_only_when_asked_for(query_terms):
+    """Off (the default), the linear terms on the query embedding stay exactly zero and the
+    head still learns from its keys; on, training moves them."""
+    index, head, X, y, texts = _trained(query_terms=query_terms)
+    assert HeadConfig(dim=DIM, n_categories=2).query_terms is False
+    moved = [
+        bool(layer.weight.detach().abs().max() > 0)
+        for layer in (head.module.query, head.module.null_query)
+    ]
+    assert moved == [query_terms, query_terms]
+    scores, _ = head.score(index, X, index.search(X, 8), texts)
+    assert ((scores >= 0.5) == y).mean() > 0.9
 
 
 @pytest.mark.parametrize("name", ["head.safetensors", "lexical.safetensors", "head.json"])
