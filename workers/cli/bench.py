@@ -36,7 +36,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from workers.bench.encoder import attention_bench, encoder_bench
     from workers.cli.quality import command_line
 
-    _check_serve_counts(args.serve_requests, args.serve_latency_requests, args.serve_concurrency)
+    _check_serve_counts(
+        serve_requests=args.serve_requests,
+        serve_latency_requests=args.serve_latency_requests,
+        serve_concurrency=args.serve_concurrency,
+    )
     rows = read_csv_arg(
         args, "fraud bench needs messages of realistic length: --csv PATH (text column)"
     )
@@ -130,10 +134,11 @@ def _serve(args, settings, encoder, texts, enc, console) -> dict[str, Any]:
     return r
 
 
-def _check_serve_counts(requests: int, latency_requests: int, concurrency: int) -> None:
-    """The serve part's request counts, before anything is measured."""
-    if min(requests, latency_requests, concurrency) < 1:
-        raise DataError("the serve part's requests and concurrency must each be >= 1")
+def _check_serve_counts(**counts: int) -> None:
+    """The serve part's request counts, by flag name, before anything is measured."""
+    if min(counts.values()) < 1:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in counts)
+        raise DataError(f"{flags}: each must be >= 1")
 
 
 def _quality_dataset(rows):
@@ -149,7 +154,11 @@ def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.bench.commands import bench_serve_report
 
-    _check_serve_counts(args.requests, args.latency_requests, args.concurrency)
+    _check_serve_counts(
+        requests=args.requests,
+        latency_requests=args.latency_requests,
+        concurrency=args.concurrency,
+    )
     missing = "fraud bench-serve needs messages of realistic length: --csv PATH"
     texts = [row.text for row in read_csv_arg(args, missing)]
     console = Console()
