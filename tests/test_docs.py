@@ -49,7 +49,7 @@ def test_every_generated_table_matches_its_result_file():
 def test_the_pages_generate_each_table():
     """Each renderer is used by a page, so no result file is left unshown."""
     pages = "".join(p.read_text() for p in DOCS.rglob("*.md"))
-    for table in ("soak", "faults", "evasion", "tokens", "replay", "console"):
+    for table in ("soak", "faults", "evasion", "tokens", "replay", "console", "bench-serve"):
         assert f"<!-- results: {table}" in pages, table
 
 
@@ -145,3 +145,43 @@ def test_the_scale_out_projection_stops_at_the_partitions(tmp_path):
     assert "| 8 | 4 | 4 | 1,000 | partitions | 0.5 |" in table  # 250 msg/s a core, x4
     assert "| 32 | 32 | 32 | 8,000 | cores | 4.0 |" in table
     assert "2 workers on 4 partitions" in table
+
+
+def test_the_serve_table_gives_fraud_bench_s_serve_part_or_says_it_is_missing(tmp_path):
+    """`fraud serve` from the same run as the worker: saturation, its fractions of the
+    encoder alone, latency at half of it, CPU and memory; a result file written before
+    `fraud bench` had its serve part says so instead of failing."""
+    from workers.docs_tables import bench_serve_table
+
+    report = {
+        "command": "fraud bench",
+        "commit": "abc",
+        "encoder_variant": "torch-bf16",
+        "load_average_before": [0.1, 0, 0],
+        "load_average_after": [0.2, 0, 0],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    table = bench_serve_table(tmp_path, ["bench.json"])
+    assert table.startswith("`fraud serve` is not in this result file")
+    assert "Command: `fraud bench` (commit abc;" in table
+    report["serve"] = {
+        "saturation_messages_per_s": 300.0,
+        "fraction_of_encoder_alone": 0.75,
+        "fraction_of_encoder_at_its_batch": 0.9,
+        "latency_at_half_saturation": {"rate_per_s": 150.0, "p50_ms": 20.5, "p99_ms": 45.0},
+        "server_cpu_cores_at_saturation": 1.4,
+        "load_generator_cpu_cores_at_saturation": 0.05,
+        "server_rss_mib_at_start": 600.1,
+        "server_rss_mib_after_first_request": 610.2,
+        "server_peak_rss_mib": 700.4,
+        "requests": {"saturation": 1500, "latency": 1000},
+        "answered": {"saturation": 1500, "latency": 1000},
+        "concurrency": 64,
+        "service": {"max_batch": 32, "batch_wait_ms": 2.0},
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    table = bench_serve_table(tmp_path, ["bench.json"])
+    assert (
+        "| `fraud serve` | 300.0 | 75% / 90% | 20.5 / 45.0 | 1.4 | 600.1 / 610.2 / 700 |" in table
+    )
+    assert "1,500 requests over 64 connections" in table and "(answered: 1,500 and 1,000)" in table

@@ -827,6 +827,42 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
     return text + _bench_context(run, name)
 
 
+def bench_serve_table(results: Path, names: Sequence[str]) -> str:
+    """`fraud serve` under load in the same run (its "serve" part): saturation, its
+    fractions of the encoder alone, latency at half of it, the server's CPU and memory (RSS
+    once ready, after its first request and at peak), as the pipeline table gives a
+    worker's."""
+    (name,) = names
+    run = _read(results, name)
+    if (r := run.get("serve")) is None:
+        return (
+            "`fraud serve` is not in this result file (written before `fraud bench` measured "
+            "it, or with `--no-serve`).\n" + _bench_context(run, name)
+        )
+    lat = r["latency_at_half_saturation"]
+    row = [
+        "`fraud serve`",
+        f"{r['saturation_messages_per_s']:.1f}",
+        _fractions_of_encoder(r),
+        f"{lat['p50_ms']} / {lat['p99_ms']}",
+        f"{r['server_cpu_cores_at_saturation']}",
+        f"{r['server_rss_mib_at_start']} / {r['server_rss_mib_after_first_request']} / "
+        f"{r['server_peak_rss_mib']:.0f}",
+    ]
+    header = ["service", "messages/s at saturation", "of the encoder alone: best / at its batch"]
+    header += ["p50 / p99 ms at half of it", "cores", "RSS MiB at start / after 1st request / peak"]
+    requests, answered = r["requests"], r["answered"]
+    text = _table(header, [row]) + (
+        f"\n{requests['saturation']:,} requests over {r['concurrency']} connections at "
+        f"saturation, then {requests['latency']:,} at {lat['rate_per_s']} a second (answered: "
+        f"{answered['saturation']:,} and {answered['latency']:,}); the load generator, on "
+        f"the same cores, used {r['load_generator_cpu_cores_at_saturation']} cores. The "
+        f"service batches up to {r['service']['max_batch']} messages (waiting at most "
+        f"{r['service']['batch_wait_ms']:g} ms for more with the scorer idle).\n"
+    )
+    return text + _bench_context(run, name)
+
+
 # (cores for the workers, input partitions) the projection gives a row to.
 PROJECTED = ((2, 4), (4, 4), (8, 4), (8, 8), (16, 16), (32, 16), (32, 32))
 
@@ -954,6 +990,7 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "bench-encoder": bench_encoder_table,
     "bench-pipeline": bench_pipeline_table,
     "bench-projection": bench_projection_table,
+    "bench-serve": bench_serve_table,
     "soak": soak_table,
     "faults": fault_table,
     "evasion": evasion_table,

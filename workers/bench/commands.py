@@ -10,7 +10,6 @@ run's progress lines go (the command prints them).
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -169,19 +168,57 @@ def anchor_ratios(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def fractions_of_encoder(
+    saturation: float, encoder: dict[str, Any], batch_size: int | None = None
+) -> dict[str, float]:
+    """A saturation rate as a fraction of the encoder's best rate alone and, given the
+    `batch_size` the process encodes in (its chunks: encode_batch_size, for the worker and
+    for `fraud serve`), of its rate alone at that batch size: the like-for-like comparison."""
+    best = max(r["messages_per_s"] for r in encoder["rows"])
+    same = [r["messages_per_s"] for r in encoder["rows"] if r["batch_size"] == batch_size]
+    out = {"fraction_of_encoder_alone": round(saturation / best, 3)}
+    if same:
+        out["fraction_of_encoder_at_its_batch"] = round(saturation / same[0], 3)
+    return out
+
+
 def add_fractions_of_encoder(
     runs: dict[str, dict], encoder: dict[str, Any], batch_size: int | None = None
 ) -> None:
-    """Each end-to-end run's saturation as a fraction of the encoder's best rate alone and,
-    given the workers' `batch_size` (their chunks: encode_batch_size), of its rate alone at
-    that batch size: the like-for-like comparison (`fraud bench-serve` reports both too)."""
-    best = max(r["messages_per_s"] for r in encoder["rows"])
-    same = [r["messages_per_s"] for r in encoder["rows"] if r["batch_size"] == batch_size]
+    """Each end-to-end run's fractions_of_encoder; at `batch_size` only for the project's
+    workers (the plain pipeline encodes in batches of its own)."""
     for r in runs.values():
-        r["fraction_of_encoder_alone"] = round(r["saturation_messages_per_s"] / best, 3)
-        if same and "workers" in r:  # the project's workers, not the plain pipeline
-            fraction = r["saturation_messages_per_s"] / same[0]
-            r["fraction_of_encoder_at_its_batch"] = round(fraction, 3)
+        size = batch_size if "workers" in r else None
+        r.update(fractions_of_encoder(r["saturation_messages_per_s"], encoder, size))
+
+
+def serve_part(
+    settings: Settings,
+    encoder: Encoder,
+    texts: Sequence[str],
+    encoder_report: dict[str, Any],
+    say: Say,
+    requests: int = 1500,
+    latency_requests: int = 1000,
+    concurrency: int = 64,
+) -> dict[str, Any]:
+    """`fraud serve` under load (workers/bench/serve.py) on the seed set indexed with
+    `encoder`, and its saturation as fractions of the encoder alone (`encoder_report`,
+    from encoder_bench): the "serve" part of `fraud bench` and of `fraud bench-serve`."""
+    with ExitStack() as stack:
+        index_dir = seed_index_dir(settings, encoder, stack)
+        say("fraud serve under load ...")
+        r = serve_bench(
+            settings.model_copy(update={"index_dir": index_dir}),
+            texts,
+            requests,
+            latency_requests,
+            concurrency,
+        )
+    fractions = fractions_of_encoder(
+        r["saturation_messages_per_s"], encoder_report, settings.encode_batch_size
+    )
+    return r | fractions
 
 
 # -- fraud bench-serve -------------------------------------------------------------------
@@ -205,27 +242,10 @@ def bench_serve_report(
     encoder = Encoder.from_settings(settings)
     say(f"encoder alone: {min(len(texts), encoder_texts)} texts ...")
     sizes = sorted({1, 8, settings.encode_batch_size, settings.serve.max_batch})
-    cpu, wall = time.process_time(), time.perf_counter()
     report["encoder"] = enc = encoder_bench(encoder, texts[:encoder_texts], sizes)
-    # On a shared machine the two parts may get different shares of the cores: each
-    # part's CPU use tells how much of the difference is that.
-    enc["cpu_cores"] = round((time.process_time() - cpu) / (time.perf_counter() - wall), 2)
-    best = max(enc["rows"], key=lambda r: r["messages_per_s"])
-    configured = next(r for r in enc["rows"] if r["batch_size"] == settings.encode_batch_size)
-    with ExitStack() as stack:
-        index_dir = seed_index_dir(settings, encoder, stack)
-        del encoder  # the service loads its own
-        say("fraud serve under load ...")
-        report["serve"] = r = serve_bench(
-            settings.model_copy(update={"index_dir": index_dir}),
-            texts,
-            requests,
-            latency_requests,
-            concurrency,
-        )
-    saturation = r["saturation_messages_per_s"]
-    r["fraction_of_encoder_best"] = round(saturation / best["messages_per_s"], 3)
-    r["fraction_of_encoder_configured"] = round(saturation / configured["messages_per_s"], 3)
+    report["serve"] = serve_part(
+        settings, encoder, texts, enc, say, requests, latency_requests, concurrency
+    )
     return report
 
 

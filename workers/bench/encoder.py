@@ -12,6 +12,7 @@ multiply reaches on the encoder's own shapes (n*batch x d times d x f, in fp32) 
 many messages per second any implementation of that arithmetic can do.
 """
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -99,7 +100,10 @@ def encoder_bench(
 ) -> dict:
     """Messages/s and seconds per batch at each batch size, on the given texts, with the
     bound for the encoder's precision and each row's fraction of it (and of the fp32
-    bound, the yardstick every variant shares)."""
+    bound, the yardstick every variant shares), and the CPU cores it used: on a shared
+    machine two parts of a run may get different shares of the cores, and each part's CPU
+    use tells how much of a difference between them is that."""
+    cpu, wall = time.process_time(), time.perf_counter()
     texts = list(texts)
     counts = encoder.token_counts(texts)
     shape = encoder.shape
@@ -155,6 +159,7 @@ def encoder_bench(
         "bound_messages_per_s": round(bound, 1),
         "bound_fp32_messages_per_s": round(bound_fp32, 1),
         "rows": rows,
+        "cpu_cores": round((time.process_time() - cpu) / (time.perf_counter() - wall), 2),
     }
 
 

@@ -13,7 +13,11 @@ Two parts, each a bounded number of requests:
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams, not a general
 one: on a 2-core machine the load generator's own CPU time is taken from the server,
 and this one costs a small fraction of what a full-featured client does per request.
-The server's CPU time and peak memory come from /proc (Linux).
+The server's CPU time and memory come from /proc (Linux): its RSS once ready (model and
+index loaded), after its first request, and at peak, as the worker's in end_to_end.py.
+
+`fraud bench` runs this as its "serve" part, `fraud bench-serve` alone
+(workers/bench/commands.py: serve_part).
 """
 
 import asyncio
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fraud.config import Settings
-from workers.bench.end_to_end import cpu_seconds, peak_rss_bytes, write_log_tail
+from workers.bench.end_to_end import cpu_seconds, rss_mib, write_log_tail
 from workers.bench.timing import RepeatTimer, percentiles_ms
 from workers.processes import free_port, start_fraud_process, stop_process
 
@@ -115,15 +119,21 @@ async def _check(connection: HttpConnection, message_id: str, text: str) -> None
         raise RuntimeError(f"{message_id}: HTTP {status}: {answer[:200]!r}")
 
 
-async def _closed_loop(host: str, port: int, texts: Sequence[str], concurrency: int) -> float:
-    """Send every text, `concurrency` at a time back to back; the seconds it took."""
+async def _closed_loop(
+    host: str, port: int, texts: Sequence[str], concurrency: int
+) -> tuple[float, int]:
+    """Send every text, `concurrency` at a time back to back; the seconds it took and the
+    requests answered (200, with their own id)."""
     queue = iter(enumerate(texts))
+    answered = 0
 
     async def client() -> None:
+        nonlocal answered
         connection = HttpConnection(host, port)
         try:
             for n, text in queue:
                 await _check(connection, f"sat-{n}", text)
+                answered += 1
         finally:
             connection.close()
 
@@ -131,7 +141,7 @@ async def _closed_loop(host: str, port: int, texts: Sequence[str], concurrency: 
     for _ in timer:
         clients = asyncio.gather(*(client() for _ in range(concurrency)))
         await asyncio.wait_for(clients, PHASE_TIMEOUT_S)
-    return timer.median_s()
+    return timer.median_s(), answered
 
 
 async def _open_loop(host: str, port: int, texts: Sequence[str], rate: float) -> np.ndarray:
@@ -197,10 +207,17 @@ def serve_bench(
 
 async def _measure(host, port, proc, pick, n_saturation, n_latency, concurrency) -> dict:
     await _wait_ready(host, port, proc)
+    rss_start = rss_mib([proc.pid])  # model and index loaded (/readyz)
+    connection = HttpConnection(host, port)
+    try:
+        await _check(connection, "first", pick(1)[0])
+    finally:
+        connection.close()
+    rss_first = rss_mib([proc.pid])
     await _closed_loop(host, port, pick(2 * concurrency), concurrency)  # warm-up
 
     cpu0, own0, load0 = cpu_seconds(proc.pid), time.process_time(), os.getloadavg()[0]
-    seconds = await _closed_loop(host, port, pick(n_saturation), concurrency)
+    seconds, answered = await _closed_loop(host, port, pick(n_saturation), concurrency)
     cpu1, own1 = cpu_seconds(proc.pid), time.process_time()
     saturation = n_saturation / seconds
 
@@ -215,8 +232,13 @@ async def _measure(host, port, proc, pick, n_saturation, n_latency, concurrency)
         },
         "server_cpu_cores_at_saturation": round((cpu1 - cpu0) / seconds, 2),
         "load_generator_cpu_cores_at_saturation": round((own1 - own0) / seconds, 3),
-        "server_peak_rss_mib": round(peak_rss_bytes(proc.pid) / 2**20, 1),
+        "server_peak_rss_mib": rss_mib([proc.pid], "VmHWM"),
+        "server_rss_mib_at_start": rss_start,
+        "server_rss_mib_after_first_request": rss_first,
         "load_average_1m_before": round(load0, 2),
         "requests": {"saturation": n_saturation, "latency": n_latency},
+        # Every request is checked (HTTP 200, its own id; else the run fails): answered
+        # counts them, so a report shows that none went missing.
+        "answered": {"saturation": answered, "latency": int(np.count_nonzero(latency_ms))},
         "concurrency": concurrency,
     }

@@ -1,7 +1,8 @@
 """The measuring commands: benchmarks, the soak, and the Prometheus report.
 
-    fraud bench --csv FILE          the encoder against its bound, attention, retrieval, end to end
-    fraud bench-serve --csv FILE    `fraud serve` under load, against the encoder alone
+    fraud bench --csv FILE          the encoder against its bound, attention, retrieval, end to
+                                    end, `fraud serve` under load
+    fraud bench-serve --csv FILE    `fraud serve` under load alone, against the encoder alone
     fraud soak --csv FILE           a steady stream through one worker: memory, lag, errors
     fraud report                    a PNG of throughput, alerts, latency and lag
 
@@ -25,21 +26,21 @@ from workers.cli.common import COMMON, LABELS, load_encoder, read_csv_arg, write
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    """The encoder against its bound, attention, retrieval, and end to end: one run."""
+    """The encoder against its bound, attention, retrieval, end to end and `fraud serve`:
+    one run."""
     from rich.console import Console
 
     from fraud.encoding import bundled_model_path
     from workers.bench.anchor import sentence_transformers_bench
-    from workers.bench.commands import (
-        add_fractions_of_encoder,
-        anchor_ratios,
-        end_to_end_part,
-        git_commit,
-        variants_part,
-    )
+    from workers.bench.commands import anchor_ratios, git_commit, variants_part
     from workers.bench.encoder import attention_bench, encoder_bench
     from workers.cli.quality import command_line
 
+    _check_serve_counts(
+        serve_requests=args.serve_requests,
+        serve_latency_requests=args.serve_latency_requests,
+        serve_concurrency=args.serve_concurrency,
+    )
     rows = read_csv_arg(
         args, "fraud bench needs messages of realistic length: --csv PATH (text column)"
     )
@@ -81,27 +82,63 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         report["retrieval"] = retrieval_bench(sizes=sizes, progress=True)
         console.print(_rows_table("retrieval alone", report["retrieval"]))
     if not args.no_end_to_end:
-        runs = end_to_end_part(
-            settings,
-            encoder,
-            texts,
-            args.messages,
-            console.print,
-            workers=args.workers,
-            partitions=args.partitions,
-            exactly_once=not args.no_exactly_once,
-            local_broker=not args.bootstrap_servers,
-            plain_model=None if args.no_anchor else plain_model,
-        )
-        add_fractions_of_encoder(runs, enc, settings.encode_batch_size)
-        report.update(runs)
-        _print_end_to_end(console, runs)
+        report.update(_end_to_end(args, settings, encoder, texts, enc, plain_model, console))
+    if not args.no_serve:  # after the broker part: its broker is stopped by then
+        report["serve"] = _serve(args, settings, encoder, texts, enc, console)
     report["anchor_ratios"] = anchor_ratios(report)
     report["load_average_after"] = os.getloadavg()
     console.print(f"the project over the anchor: {report['anchor_ratios']}")
     write_json(args.out, report)
     console.print(f"wrote {args.out}")
     return 0
+
+
+def _end_to_end(args, settings, encoder, texts, enc, plain_model, console) -> dict[str, dict]:
+    """`fraud bench`'s broker part: one worker, scale-out, exactly-once and the plain
+    pipeline, each with its fractions of the encoder alone (`enc`), printed."""
+    from workers.bench.commands import add_fractions_of_encoder, end_to_end_part
+
+    runs = end_to_end_part(
+        settings,
+        encoder,
+        texts,
+        args.messages,
+        console.print,
+        workers=args.workers,
+        partitions=args.partitions,
+        exactly_once=not args.no_exactly_once,
+        local_broker=not args.bootstrap_servers,
+        plain_model=None if args.no_anchor else plain_model,
+    )
+    add_fractions_of_encoder(runs, enc, settings.encode_batch_size)
+    _print_end_to_end(console, runs)
+    return runs
+
+
+def _serve(args, settings, encoder, texts, enc, console) -> dict[str, Any]:
+    """`fraud bench`'s serve part: `fraud serve` under load against the encoder alone
+    (`enc`), as `fraud bench-serve` measures it, printed."""
+    from workers.bench.commands import serve_part
+
+    r = serve_part(
+        settings,
+        encoder,
+        texts,
+        enc,
+        console.print,
+        args.serve_requests,
+        args.serve_latency_requests,
+        args.serve_concurrency,
+    )
+    _print_serve(console, enc, r)
+    return r
+
+
+def _check_serve_counts(**counts: int) -> None:
+    """The serve part's request counts, by flag name, before anything is measured."""
+    if min(counts.values()) < 1:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in counts)
+        raise DataError(f"{flags}: each must be >= 1")
 
 
 def _quality_dataset(rows):
@@ -117,8 +154,11 @@ def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.bench.commands import bench_serve_report
 
-    if min(args.requests, args.latency_requests, args.concurrency) < 1:
-        raise DataError("--requests, --latency-requests and --concurrency must be >= 1")
+    _check_serve_counts(
+        requests=args.requests,
+        latency_requests=args.latency_requests,
+        concurrency=args.concurrency,
+    )
     missing = "fraud bench-serve needs messages of realistic length: --csv PATH"
     texts = [row.text for row in read_csv_arg(args, missing)]
     console = Console()
@@ -132,13 +172,7 @@ def cmd_bench_serve(args: argparse.Namespace, settings: Settings) -> int:
         latency_requests=args.latency_requests,
         concurrency=args.concurrency,
     )
-    console.print(_serve_table(report, args.concurrency))
-    enc, r = report["encoder"], report["serve"]
-    console.print(
-        f"CPU: encoder alone {enc['cpu_cores']} cores; server at saturation "
-        f"{r['server_cpu_cores_at_saturation']} cores, peak {r['server_peak_rss_mib']} MiB; "
-        f"load generator {r['load_generator_cpu_cores_at_saturation']} cores"
-    )
+    _print_serve(console, report["encoder"], report["serve"])
     write_json(args.out, report)
     console.print(f"wrote {args.out}")
     return 0
@@ -289,20 +323,33 @@ def _print_end_to_end(console, runs: dict[str, dict]) -> None:
         )
 
 
-def _serve_table(report: dict[str, Any], concurrency: int):
+def _print_serve(console, enc: dict[str, Any], r: dict[str, Any]) -> None:
+    """The serve part: its table against the encoder alone, then CPU and memory."""
+    console.print(_serve_table(enc, r))
+    console.print(
+        f"CPU: encoder alone {enc['cpu_cores']} cores; server at saturation "
+        f"{r['server_cpu_cores_at_saturation']} cores; load generator "
+        f"{r['load_generator_cpu_cores_at_saturation']} cores. Server RSS: "
+        f"{r['server_rss_mib_at_start']} MiB at start, "
+        f"{r['server_rss_mib_after_first_request']} after the first request, "
+        f"{r['server_peak_rss_mib']} at peak"
+    )
+
+
+def _serve_table(enc: dict[str, Any], r: dict[str, Any]):
     """The encoder alone at each batch size, then the service at saturation and at half."""
-    enc, r = report["encoder"], report["serve"]
     lat = r["latency_at_half_saturation"]
     table = _table(
-        f"fraud serve, {concurrency} connections at saturation",
+        f"fraud serve, {r['concurrency']} connections at saturation",
         ["", "messages/s", "p50 ms", "p99 ms"],
     )
     for row in enc["rows"]:
         table.add_row(f"encoder alone, batch {row['batch_size']}", f"{row['messages_per_s']:.1f}")
+    same = r.get("fraction_of_encoder_at_its_batch")
     table.add_row(
         "fraud serve at saturation",
-        f"{r['saturation_messages_per_s']:.1f} ({r['fraction_of_encoder_best']:.0%} of the "
-        f"encoder's best)",
+        f"{r['saturation_messages_per_s']:.1f} ({r['fraction_of_encoder_alone']:.0%} of the "
+        f"encoder's best" + ("" if same is None else f", {same:.0%} at its batch") + ")",
     )
     table.add_row(
         "fraud serve at half of it",
@@ -318,7 +365,9 @@ def _serve_table(report: dict[str, Any], concurrency: int):
 
 def _add_bench(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", parents=[COMMON, LABELS], help="measure encoder, retrieval and end to end"
+        "bench",
+        parents=[COMMON, LABELS],
+        help="measure encoder, retrieval, end to end and fraud serve",
     )
     p.add_argument("--out", type=Path, default=Path("out/bench.json"))
     p.add_argument("--encoder-texts", type=int, default=2000, help="texts for the encoder part")
@@ -350,6 +399,14 @@ def _add_bench(subparsers) -> None:
         help="skip the anchor: sentence-transformers' encode and the plain pipeline",
     )
     p.add_argument("--bootstrap-servers", help="use this cluster instead of starting a broker")
+    p.add_argument(
+        "--no-serve", action="store_true", help="skip `fraud serve` under load (the serve part)"
+    )
+    p.add_argument("--serve-requests", type=int, default=1500, help="serve: at saturation")
+    p.add_argument("--serve-latency-requests", type=int, default=1000, help="serve: at half of it")
+    p.add_argument(
+        "--serve-concurrency", type=int, default=64, help="serve: connections at saturation"
+    )
     p.set_defaults(func=cmd_bench)
 
 

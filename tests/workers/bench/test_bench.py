@@ -48,12 +48,15 @@ def test_scale_out_runs_two_workers_on_four_partitions(seed_index_dir, kafka_set
 
 
 def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
+    """The encoder, its variants, the anchor's encode and `fraud serve` under load, in
+    one run (few texts and requests: this checks the report, it is not a measurement)."""
     from workers.cli.main import main
 
     csv_path = tmp_path / "m.csv"
     csv_path.write_text("label,text\n" + "".join(f"ham,{t}\n" for t in TEXTS))
     out = tmp_path / "bench.json"
     args = ["bench", "--csv", str(csv_path), "--sizes", "", "--no-end-to-end"]
+    args += ["--serve-requests", "24", "--serve-latency-requests", "12", "--serve-concurrency", "4"]
     assert main([*args, "--encoder-texts", "4", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["encoder"]["rows"]
@@ -70,8 +73,27 @@ def test_fraud_bench_without_the_broker_writes_its_report(tmp_path, capsys):
         "encoder_over_sentence_transformers_bf16",
     }
     assert report["command"].startswith("fraud bench --csv ") and report["load_average_before"]
-    out = capsys.readouterr().out
+    # `fraud serve` in the same run: every request answered, against the same encoder rows.
+    serve = report["serve"]
+    assert serve["saturation_messages_per_s"] > 0 and serve["server_exit_code"] == 0
+    assert serve["answered"] == serve["requests"] == {"saturation": 24, "latency": 12}
+    latency = serve["latency_at_half_saturation"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert serve["server_cpu_cores_at_saturation"] > 0
+    # Memory once ready, after the first request and at peak: a process with a transformer.
+    peak = serve["server_peak_rss_mib"]
+    start, first = serve["server_rss_mib_at_start"], serve["server_rss_mib_after_first_request"]
+    assert 100 < start <= peak and 100 < first <= peak
+    best = max(r["messages_per_s"] for r in rows)
+    at_16 = next(r["messages_per_s"] for r in rows if r["batch_size"] == 16)  # its chunks
+    fractions = serve["fraction_of_encoder_alone"], serve["fraction_of_encoder_at_its_batch"]
+    assert fractions == (
+        round(serve["saturation_messages_per_s"] / best, 3),
+        round(serve["saturation_messages_per_s"] / at_16, 3),
+    )
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps at 80 columns
     assert "encoder alone" in out and "encoder variants" in out
+    assert "fraud serve at saturation" in out and "after the first request" in out
 
 
 @pytest.mark.integration

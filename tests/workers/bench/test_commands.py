@@ -85,6 +85,7 @@ def test_fraud_bench_serve_writes_the_service_against_the_encoder(tmp_path, caps
     assert report["encoder"]["cpu_cores"] > 0
     serve = report["serve"]
     assert serve["saturation_messages_per_s"] > 0 and serve["server_exit_code"] == 0
-    assert 0 < serve["fraction_of_encoder_best"] <= serve["fraction_of_encoder_configured"]
+    # The same names as the worker's runs (workers/bench/commands.py: fractions_of_encoder).
+    assert 0 < serve["fraction_of_encoder_alone"] <= serve["fraction_of_encoder_at_its_batch"]
     printed = " ".join(capsys.readouterr().out.split())  # rich wraps at 80 columns
     assert "CPU: encoder alone" in printed and f"wrote {out}" in printed

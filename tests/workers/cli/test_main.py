@@ -112,8 +112,9 @@ TODAY = {
     "bench": (
         "--bootstrap-servers --cache-dir --csv --encoder-texts --fraud-labels --index "
         "--legit-labels --messages --model --model-path --no-anchor --no-end-to-end "
-        "--no-exactly-once --out --partitions --quality --quiet --sizes --source --verbose "
-        "--workers -q -v"
+        "--no-exactly-once --no-serve --out --partitions --quality --quiet "
+        "--serve-concurrency --serve-latency-requests --serve-requests --sizes --source "
+        "--verbose --workers -q -v"
     ),
     "bench-serve": (
         "--concurrency --csv --encoder-texts --fraud-labels --index --latency-requests "
