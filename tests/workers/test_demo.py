@@ -25,8 +25,9 @@ def test_the_demo_decides_every_message_and_stops_its_worker(kafka_bootstrap, ca
     assert summary["scored"] == len(messages)
     assert summary["frauds"] == sum(m.get("expected") == "fraud" for m in messages)
     # The default detector (seed set + UCI, its shipped head): at most one demo fraud missed
-    # and one false alert (docs/usage.md shows the summary), and its dev-set line.
-    assert summary["caught"] >= summary["frauds"] - 1 and summary["false_alerts"] <= 1
+    # and two false alerts (docs/usage.md shows the summary and says why two), and its
+    # dev-set line.
+    assert summary["caught"] >= summary["frauds"] - 1 and summary["false_alerts"] <= 2
     assert "learned attention head" in out and "dev set         false alerts" in out
     assert "dead letters    2 (" in out  # both malformed records, each with its reason
     assert "ALERT  score" in out and "evidence #" in out  # an alert, with what it cites
