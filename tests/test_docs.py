@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.results import record_result
-from workers.docs_tables import main, regenerate
+from workers.docs_tables import main, quality_goal_table, regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -49,7 +49,8 @@ def test_every_generated_table_matches_its_result_file():
 def test_the_pages_generate_each_table():
     """Each renderer is used by a page, so no result file is left unshown."""
     pages = "".join(p.read_text() for p in DOCS.rglob("*.md"))
-    for table in ("soak", "faults", "evasion", "tokens", "replay", "console", "bench-serve"):
+    tables = ("soak", "faults", "evasion", "tokens", "replay", "console", "bench-serve")
+    for table in (*tables, "quality-goal"):
         assert f"<!-- results: {table}" in pages, table
 
 
@@ -185,3 +186,21 @@ def test_the_serve_table_gives_fraud_bench_s_serve_part_or_says_it_is_missing(tm
         "| `fraud serve` | 300.0 | 75% / 90% | 20.5 / 45.0 | 1.4 | 600.1 / 610.2 / 700 |" in table
     )
     assert "1,500 requests over 64 connections" in table and "(answered: 1,500 and 1,000)" in table
+
+
+def test_the_goal_table_says_missed_where_a_figure_falls_short(tmp_path):
+    """Issue 19's goal table reads its verdicts off the result files: one figure moved below
+    its goal turns that row, and only that row, to missed."""
+    names = ["quality-dev.json", "default_dev.json", "default_dev_worker_r50_p2.json"]
+    names.append("quality-uci.json")
+    for name in names:
+        shutil.copy(DOCS / "results" / name, tmp_path / name)
+    before = quality_goal_table(tmp_path, names).count("**missed**")
+    report = json.loads((tmp_path / "default_dev.json").read_text())
+    fraud = report["mappings"]["smishing:ham"]
+    assert fraud["false_alert_rate"] <= 0.01  # met in the committed file
+    fraud["false_alert_rate"] = 0.02
+    (tmp_path / "default_dev.json").write_text(json.dumps(report))
+    table = quality_goal_table(tmp_path, names)
+    assert table.count("**missed**") == before + 1
+    assert "| the default: false alerts <= 1% | smishing vs ham | 2.00% | **missed** |" in table
