@@ -863,6 +863,97 @@ def bench_serve_table(results: Path, names: Sequence[str]) -> str:
     return text + _bench_context(run, name)
 
 
+# -- bench-goal: issue 21's goal, from each bench run -------------------------------------
+
+INT8_SPEEDUP, BF16_OF_BOUND, WORKER_OF_ENCODER, WORKER_P99_MS = 1.7, 0.75, 0.9, 100
+WORKER_PEAK_MIB, SERVE_OF_ENCODER, SERVE_P99_MS, OVER_PLAIN = 1024, 0.9, 50, 2.0
+
+
+def _goal_cell(value: str, ok: bool | None) -> str:
+    return value if ok is None else f"{value} ({_met(ok)})"
+
+
+def _encoder_goal_cells(run: dict) -> list[str]:
+    """The run's encoder variant: batch independence, fidelity to fp32, speed."""
+    v = run["variants"][run["encoder_variant"]]
+    bf16 = run["variants"]["torch-bf16"]
+    speedup = v["messages_per_s"] / bf16["messages_per_s"]
+    fast = speedup >= INT8_SPEEDUP or bf16["fraction_of_bound"] >= BF16_OF_BOUND
+    return [
+        _goal_cell(
+            f"{v['alone_vs_batch_cosine_min']:.4f}", v["alone_vs_batch_cosine_min"] >= 0.9999
+        ),
+        _goal_cell(f"{v['cosine_mean']:.5f}", v["cosine_mean"] >= 0.995),
+        _goal_cell(
+            f"{speedup:.2f}x torch-bf16; torch-bf16 at {bf16['fraction_of_bound']:.0%} of "
+            "its bound",
+            fast,
+        ),
+    ]
+
+
+def _pipeline_goal_cells(run: dict) -> list[str]:
+    """One worker end to end and `fraud serve` against the encoder alone; the plain pipeline."""
+    w, lat = run["end_to_end"], run["end_to_end"]["latency_at_half_saturation"]
+    cells = [
+        _goal_cell(
+            f"{w['fraction_of_encoder_alone']:.0%} (at its batch "
+            f"{w.get('fraction_of_encoder_at_its_batch', 0):.0%})",
+            w["fraction_of_encoder_alone"] >= WORKER_OF_ENCODER,
+        ),
+        _goal_cell(f"{lat['p99_ms']} ms", lat["p99_ms"] <= WORKER_P99_MS),
+        _goal_cell(
+            f"{w['worker_peak_rss_mib']:.0f} MiB", w["worker_peak_rss_mib"] <= WORKER_PEAK_MIB
+        ),
+    ]
+    if (r := run.get("serve")) is None:
+        cells += ["not in this run", "not in this run"]
+    else:
+        cells += [
+            _goal_cell(
+                f"{r['fraction_of_encoder_alone']:.0%}",
+                r["fraction_of_encoder_alone"] >= SERVE_OF_ENCODER,
+            ),
+            _goal_cell(
+                f"{r['latency_at_half_saturation']['p99_ms']} ms",
+                r["latency_at_half_saturation"]["p99_ms"] <= SERVE_P99_MS,
+            ),
+        ]
+    plain = run["anchor_ratios"].get("pipeline_over_plain_pipeline")
+    cells.append(
+        "not in this run" if plain is None else _goal_cell(f"{plain}x", plain >= OVER_PLAIN)
+    )
+    return cells
+
+
+BENCH_GOALS = [
+    "a message alone vs in a batch of strangers: min cosine >= 0.9999",
+    "mean cosine to fp32 >= 0.995",
+    f">= {INT8_SPEEDUP}x torch-bf16, or torch-bf16 at >= {BF16_OF_BOUND:.0%} of its bound",
+    f"one worker >= {WORKER_OF_ENCODER:.0%} of the encoder alone (at its best batch)",
+    f"one worker: p99 <= {WORKER_P99_MS} ms at half load",
+    f"one worker: peak RSS <= {WORKER_PEAK_MIB} MiB",
+    f"`fraud serve` >= {SERVE_OF_ENCODER:.0%} of the encoder alone",
+    f"`fraud serve`: p99 <= {SERVE_P99_MS} ms at half load",
+    f"the pipeline >= {OVER_PLAIN:g}x the plain pipeline",
+]
+
+
+def bench_goal_table(results: Path, names: Sequence[str]) -> str:
+    """Issue 21's goal, criterion by criterion, a column per bench run (each run's encoder
+    variant is the default of that run)."""
+    runs = [_read(results, n) for n in names]
+    columns = [_encoder_goal_cells(run) + _pipeline_goal_cells(run) for run in runs]
+    rows = [[goal, *(c[i] for c in columns)] for i, goal in enumerate(BENCH_GOALS)]
+    pairs = zip(runs, names, strict=True)
+    header = ["goal", *(f"`{run['encoder_variant']}` ({name})" for run, name in pairs)]
+    return (
+        _table(header, rows)
+        + "\nThe PR-AUC drop of each variant is in the quality-drop table above. Each figure "
+        "comes from the tables above, which give each run's command and load.\n" + _source(names)
+    )
+
+
 # (cores for the workers, input partitions) the projection gives a row to.
 PROJECTED = ((2, 4), (4, 4), (8, 4), (8, 8), (16, 16), (32, 16), (32, 32))
 
@@ -1109,6 +1200,7 @@ TABLES: dict[str, Callable[[Path, Sequence[str]], str]] = {
     "console": console_table,
     "quality-drop": quality_drop_table,
     "quality-goal": quality_goal_table,
+    "bench-goal": bench_goal_table,
     "bench-encoder": bench_encoder_table,
     "bench-pipeline": bench_pipeline_table,
     "bench-projection": bench_projection_table,
