@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.results import record_result
-from workers.docs_tables import main, quality_goal_table, regenerate
+from workers.docs_tables import bench_goal_table, main, quality_goal_table, regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -50,7 +50,7 @@ def test_the_pages_generate_each_table():
     """Each renderer is used by a page, so no result file is left unshown."""
     pages = "".join(p.read_text() for p in DOCS.rglob("*.md"))
     tables = ("soak", "faults", "evasion", "tokens", "replay", "console", "bench-serve")
-    for table in (*tables, "quality-goal"):
+    for table in (*tables, "quality-goal", "bench-goal"):
         assert f"<!-- results: {table}" in pages, table
 
 
@@ -204,3 +204,15 @@ def test_the_goal_table_says_missed_where_a_figure_falls_short(tmp_path):
     table = quality_goal_table(tmp_path, names)
     assert table.count("**missed**") == before + 1
     assert "| the default: false alerts <= 1% | smishing vs ham | 2.00% | **missed** |" in table
+
+
+def test_the_bench_goal_table_follows_its_runs(tmp_path):
+    """Issue 21's goal table: a worker's p99 moved under the goal turns that cell to met,
+    and a run without the serve part says so instead of a verdict."""
+    run = json.loads((DOCS / "results" / "bench.json").read_text())
+    run["end_to_end"]["latency_at_half_saturation"]["p99_ms"] = 99.0
+    run.pop("serve", None)
+    (tmp_path / "bench.json").write_text(json.dumps(run))
+    table = bench_goal_table(tmp_path, ["bench.json"])
+    assert "| one worker: p99 <= 100 ms at half load | 99.0 ms (met) |" in table
+    assert "| `fraud serve`: p99 <= 50 ms at half load | not in this run |" in table
