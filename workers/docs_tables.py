@@ -869,8 +869,8 @@ INT8_SPEEDUP, BF16_OF_BOUND, WORKER_OF_ENCODER, WORKER_P99_MS = 1.7, 0.75, 0.9, 
 WORKER_PEAK_MIB, SERVE_OF_ENCODER, SERVE_P99_MS, OVER_PLAIN = 1024, 0.9, 50, 2.0
 
 
-def _goal_cell(value: str, ok: bool | None) -> str:
-    return value if ok is None else f"{value} ({_met(ok)})"
+def _goal_cell(value: str, ok: bool) -> str:
+    return f"{value} ({_met(ok)})"
 
 
 def _encoder_goal_cells(run: dict) -> list[str]:
