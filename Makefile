@@ -145,10 +145,7 @@ results-bench: install
 # The shipped scorer's PR-AUC with onnx-int8-row embeddings, on UCI (cross-validated) and
 # on the modern dev set (measurement only), the commands of docs/results/quality-uci.json
 # and quality-dev.json (the default variant) for the shipped variant alone; then compare
-# (docs/performance.md, quality-drop). About an hour on 2 cores. Its last run was with the head
-# that had query terms, so quality-drop compares it with quality-*-query-terms.json, the base
-# reports of that day: after a new run, point the table's marker back at quality-uci.json and
-# quality-dev.json.
+# (docs/performance.md, quality-drop). About 11 minutes on a quiet 2-core machine (an hour when it is shared).
 results-int8-row-quality: install
 	FRAUD_ENCODER_VARIANT=onnx-int8-row $(VENV)/bin/fraud evaluate --csv $(UCI_CSV) \
 	  --fraud-labels spam --legit-labels ham --variants 'learned attention + char n-grams' \
