@@ -101,10 +101,10 @@ adapted-encoder: install
 	$(VENV)/bin/fraud model adapt --force --selection docs/results/adapt-selection-v2.json
 
 # adapt-select runs the adapter recipes through 3 grouped inner folds, the encoder fine-tuned
-# per fold, with the token gate (docs/quality.md; about 20 minutes a recipe on 2 cores).
+# per fold, with the token gate (docs/quality.md; 10 to 20 minutes a recipe on 2 cores).
 adapt-select: install
 	nice -n 10 $(VENV)/bin/fraud model select --candidates base,v1,v2,v3 \
-	  --out docs/results/adapt-selection-v2.json --work out/adapt-select
+	  --out docs/results/adapt-selection-v3.json --work out/adapt-select-v3
 
 default-head: install
 	$(VENV)/bin/fraud index fit-default --force
