@@ -120,6 +120,16 @@ def test_record_result_merges_rows_only_when_asked(tmp_path, monkeypatch):
     assert isinstance(rows["a"]["load_average_1min"], float)
 
 
+# Where a bench run's figures come from (the fields every bench table's context line reads).
+BENCH_RUN = {
+    "command": "fraud bench",
+    "commit": "abc",
+    "encoder_variant": "torch-bf16",
+    "load_average_before": [0.1, 0, 0],
+    "load_average_after": [0.2, 0, 0],
+}
+
+
 def test_the_scale_out_projection_stops_at_the_partitions(tmp_path):
     """Per core from the scale-out run; no more workers than partitions; the broker's
     cores at the projected rate (from its CPU at one worker's saturation)."""
@@ -127,11 +137,7 @@ def test_the_scale_out_projection_stops_at_the_partitions(tmp_path):
 
     run = {"workers": 1, "saturation_messages_per_s": 200.0, "worker_cpu_cores_at_saturation": 1.0}
     report = {
-        "command": "fraud bench",
-        "commit": "abc",
-        "encoder_variant": "torch-bf16",
-        "load_average_before": [0.1, 0, 0],
-        "load_average_after": [0.2, 0, 0],
+        **BENCH_RUN,
         "end_to_end": {**run, "broker_cpu_cores_at_saturation": 0.1},
         "scale_out": {
             **run,
@@ -154,13 +160,7 @@ def test_the_serve_table_gives_fraud_bench_s_serve_part_or_says_it_is_missing(tm
     `fraud bench` had its serve part says so instead of failing."""
     from workers.docs_tables import bench_serve_table
 
-    report = {
-        "command": "fraud bench",
-        "commit": "abc",
-        "encoder_variant": "torch-bf16",
-        "load_average_before": [0.1, 0, 0],
-        "load_average_after": [0.2, 0, 0],
-    }
+    report = dict(BENCH_RUN)
     (tmp_path / "bench.json").write_text(json.dumps(report))
     table = bench_serve_table(tmp_path, ["bench.json"])
     assert table.startswith("`fraud serve` is not in this result file")
