@@ -431,7 +431,10 @@ def _torch_runner(
         model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         if variant == "torch-bf16":
             model = model.to(torch.bfloat16)
-        return _MeanPooling(model).eval()
+        module = _MeanPooling(model).eval()
+        if variant == "torch-bf16":
+            module = _frozen_graph(module)
+        return module
 
     pool = _torch_pool(streams)
     pooling = pool.submit(load).result()
@@ -462,6 +465,31 @@ def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
         return session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
 
     return run
+
+
+def _frozen_graph(module):
+    """`module` as a frozen TorchScript graph: traced once, its weights folded in. The
+    example has a padded text, so that a branch on the mask taken while tracing would be
+    the one that applies it (this transformers version takes none: a graph traced without
+    padding computes the same).
+    A call then runs in C++, holding Python's lock only to start and to return, where the
+    module in eager mode takes it back after every operation from the worker's other
+    threads (docs/performance.md, "Encoder variants"). The graph computes what the module
+    does (tests/fraud/encoding/test_encoder.py); its first two calls, made here, are
+    profiled by TorchScript and slower than the rest."""
+    import warnings
+
+    import torch
+
+    input_ids = torch.full((2, 16), 1000, dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    mask[1, 8:] = 0
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it records
+        graph = torch.jit.freeze(torch.jit.trace(module, (input_ids, mask), check_trace=False))
+        for _ in range(2):
+            graph(input_ids, mask)
+    return graph
 
 
 class _MeanPooling:
