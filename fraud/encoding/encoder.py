@@ -55,6 +55,7 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -200,7 +201,9 @@ class Encoder:
         self.variant = variant
         self.max_tokens = max_tokens
         self.batch_size = batch_size
-        self._tokenizer, self._pad_id = _load_tokenizer(path, max_tokens)
+        # (tokenizer, padding id): a lazy encoder's on first use too (multilingual-e5's
+        # tokenizer alone is 280 MiB of resident memory).
+        self._tokens = None if lazy else _load_tokenizer(path, max_tokens)
         self._config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         self.dim = int(self._config["hidden_size"])
         self.onnx_file: Path | None = None  # the ONNX variants' model file
@@ -217,6 +220,18 @@ class Encoder:
         """Whether the model's weights are in memory (a lazy encoder's, once it encoded)."""
         return self._run is not None
 
+    @property
+    def tokenizer_loaded(self) -> bool:
+        return self._tokens is not None
+
+    def _tokenizer(self):
+        """(tokenizer, padding id), loaded on the first call of a lazy encoder."""
+        if self._tokens is None:
+            with self._load_lock:
+                if self._tokens is None:
+                    self._tokens = _load_tokenizer(self.path, self.max_tokens)
+        return self._tokens
+
     def load(self) -> "Runner":
         """The model's forward pass, its weights loaded (and an ONNX file exported) on the
         first call only; thread-safe: two first calls at once load it once."""
@@ -227,7 +242,9 @@ class Encoder:
                     self.onnx_file = export_onnx(self.path, self._cache_dir, self.variant)
                     self._run = _onnx_runner(self.onnx_file, threads)
                 else:
-                    self._run = _torch_runner(self.path, self.variant, threads, self.streams)
+                    self._run = _torch_runner(
+                        self.path, self.variant, threads, self.streams, self._cache_dir
+                    )
                 log.info("loaded %s (%s)", self.name, self.variant)
             return self._run
 
@@ -251,7 +268,7 @@ class Encoder:
         }
 
     def _token_ids(self, cleaned: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tokenizer.encode_batch(list(cleaned))]
+        return [e.ids for e in self._tokenizer()[0].encode_batch(list(cleaned))]
 
     def model_input(self, text: str) -> str:
         """What the model reads for `text`: normalized, behind the model's prefix."""
@@ -318,6 +335,7 @@ class Encoder:
         gives every stream a chunk), each padded to its longest rounded up to
         PAD_MULTIPLE."""
         order = np.argsort([-len(i) for i in ids], kind="stable")
+        pad_id = self._tokenizer()[1]
         size = self.batch_size
         if self.streams > 1:
             size = max(1, min(size, -(-len(order) // self.streams)))
@@ -325,7 +343,7 @@ class Encoder:
         for start in range(0, len(order), size):
             idx = order[start : start + size]
             width = -(-len(ids[idx[0]]) // PAD_MULTIPLE) * PAD_MULTIPLE
-            input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
+            input_ids = np.full((len(idx), width), pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 input_ids[row, : len(ids[i])] = ids[i]
@@ -417,26 +435,29 @@ def _threads_per_stream(threads: int | None, streams: int) -> int | None:
 
 
 def _torch_runner(
-    path: Path, variant: EncoderVariant, threads: int | None, streams: int = 1
+    path: Path,
+    variant: EncoderVariant,
+    threads: int | None,
+    streams: int = 1,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
 ) -> Runner:
+    """torch-bf16: the model's frozen TorchScript graph, from its cached file (made once,
+    `graph_file`), so a worker imports no transformers; torch-fp32, the reference: the
+    transformers module in eager mode."""
     import torch  # lazily, as every torch import here (module docstring)
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    pool = _torch_pool(streams)
+    # Made (once) on the torch thread too: tracing runs the model.
+    graph = pool.submit(graph_file, path, cache_dir).result() if variant == "torch-bf16" else None
 
     def load():
         if threads:
             torch.set_num_threads(threads)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-        if variant == "torch-bf16":
-            model = model.to(torch.bfloat16)
-        module = _MeanPooling(model).eval()
-        if variant == "torch-bf16":
-            module = _frozen_graph(module)
-        return module
+        if graph is not None:
+            with _torchscript_deprecation_quiet():
+                return _warmed_up(torch.jit.load(str(graph)))
+        return _eager_module(path)
 
-    pool = _torch_pool(streams)
     pooling = pool.submit(load).result()
 
     def forward(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -467,29 +488,90 @@ def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
     return run
 
 
-def _frozen_graph(module):
-    """`module` as a frozen TorchScript graph: traced once, its weights folded in. The
-    example has a padded text, so that a branch on the mask taken while tracing would be
-    the one that applies it (this transformers version takes none: a graph traced without
-    padding computes the same).
-    A call then runs in C++, holding Python's lock only to start and to return, where the
-    module in eager mode takes it back after every operation from the worker's other
-    threads (docs/performance.md, "Encoder variants"). The graph computes what the module
-    does (tests/fraud/encoding/test_encoder.py); its first two calls, made here, are
-    profiled by TorchScript and slower than the rest."""
-    import warnings
+def _eager_module(path: Path, dtype=None):
+    """The transformers model at `path` with mean pooling, in eager mode (cast to `dtype`)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    if dtype is not None:
+        model = model.to(dtype)
+    return _MeanPooling(model).eval()
+
+
+def _example():
+    """Two texts of 16 tokens, the second padded after 8."""
     import torch
 
     input_ids = torch.full((2, 16), 1000, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 8:] = 0
+    return input_ids, mask
+
+
+def _frozen_graph(module):
+    """`module` as a frozen TorchScript graph: traced once, its weights folded in.
+
+    A call then runs in C++, holding Python's lock only to start and to return, where the
+    module in eager mode takes it back after every operation from the worker's other
+    threads (docs/performance.md, "Encoder variants"). The example has a padded text, so
+    that a branch on the mask taken while tracing would be the one that applies it (this
+    transformers version takes none). The graph computes what the module does
+    (tests/fraud/encoding/test_encoder.py)."""
+    import warnings
+
+    import torch
+
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it records
-        graph = torch.jit.freeze(torch.jit.trace(module, (input_ids, mask), check_trace=False))
+        return torch.jit.freeze(torch.jit.trace(module, _example(), check_trace=False))
+
+
+def _warmed_up(graph):
+    """The graph after two calls: TorchScript profiles the first two, which are slower."""
+    import torch
+
+    with torch.inference_mode():
         for _ in range(2):
-            graph(input_ids, mask)
+            graph(*_example())
     return graph
+
+
+def graph_file(model_path: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """The torch-bf16 graph of the model in `model_path` (`_frozen_graph`), saved once
+    and cached as the ONNX files are (`export_onnx`): keyed by the weights' hash and the
+    torch and transformers versions, written under a temporary name and renamed. Loading
+    it needs torch alone: a worker then imports no transformers (about 300 MiB of
+    resident memory less, docs/memory.md)."""
+    versions = "|".join(importlib.metadata.version(p) for p in ("torch", "transformers"))
+    key = hashlib.sha256(f"{_weights_digest(model_path)}|{versions}".encode()).hexdigest()[:16]
+    target = Path(cache_dir) / f"{key}-torch-bf16.pt"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("tracing %s (torch-bf16): %s", model_path, target)
+        _write_atomically(target, _save_graph, Path(model_path))
+
+    return target
+
+
+def _save_graph(model_path: Path, out: Path) -> None:
+    import torch
+
+    with _torchscript_deprecation_quiet():
+        torch.jit.save(_frozen_graph(_eager_module(model_path, torch.bfloat16)), str(out))
+
+
+@contextmanager
+def _torchscript_deprecation_quiet():
+    """The installed torch warns that torch.jit.save and load are deprecated in favour of
+    torch.export (whose CPU path compiles C++ when a model is loaded); TorchScript still
+    works, and the lock pins torch (docs/performance.md, "Encoder variants")."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.(save|load)` is deprecated", FutureWarning)
+        yield
 
 
 class _MeanPooling:

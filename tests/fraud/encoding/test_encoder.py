@@ -307,3 +307,31 @@ def test_the_bf16_graph_computes_what_the_module_does(model):
             assert float(cosine.min()) > 0.99999, (model, tuple(ids.shape))
             shapes.add(tuple(ids.shape))
     assert len(shapes) >= 4 and (1, chunks[-1][1].shape[1]) in shapes
+
+
+def test_torch_bf16_loads_its_cached_graph_without_transformers(tmp_path):
+    """The graph is saved once (encoder.py `graph_file`); a process that finds it encodes
+    with torch alone: transformers is never imported (its memory stays out of a worker)."""
+    import subprocess
+    import sys
+
+    from fraud.encoding.bundled import bundled_model_path
+    from fraud.encoding.encoder import graph_file
+
+    cache = tmp_path / "encoders"
+    made = graph_file(bundled_model_path(), cache)
+    assert made.is_file() and graph_file(bundled_model_path(), cache) == made
+    script = (
+        "import sys\n"
+        "from fraud.encoding import Encoder\n"
+        f"e = Encoder(variant='torch-bf16', cache_dir={str(cache)!r})\n"
+        "v = e.encode(['your parcel is held at the depot', 'hi'])\n"
+        "assert v.shape == (2, e.dim) and 'torch' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout[-500:]
+    assert sorted(p.name for p in cache.iterdir()) == [made.name]

@@ -132,12 +132,13 @@ class TestRealModels:
         english = ["Your parcel is held at the depot, pay £1.99 now", "see you at 5"]
         assess(detector, english)
         assert lazy.latin.loaded and not lazy.other.loaded
+        assert not lazy.other.tokenizer_loaded  # 280 MiB: not for a Latin stream either
 
         demo = [
             m for m in read_messages("fraud/data/demo_messages.jsonl") if is_other_script(m["text"])
         ]
         texts = [m["text"] for m in demo]
         verdicts = assess(detector, texts)
-        assert lazy.other.loaded
+        assert lazy.other.loaded and lazy.other.tokenizer_loaded
         assert [v.is_alert for v in verdicts] == [m["expected"] == "fraud" for m in demo]
         assert np.allclose(lazy.encode(texts + english), encoder.encode(texts + english), atol=1e-6)
