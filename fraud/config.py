@@ -387,7 +387,8 @@ class Settings(BaseSettings):
         "onnx-int8 and far closer to fp32: `fraud bench`",
     )
     encoder_cache_dir: Path = Field(
-        Path(".cache/encoders"), description="where ONNX exports of the model are kept"
+        Path(".cache/encoders"),
+        description="where the models' torch-bf16 graphs and ONNX files are kept",
     )
     index_dir: Path = Field(Path(".cache/index"), description="the reference index directory")
     metrics_host: str = "127.0.0.1"

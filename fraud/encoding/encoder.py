@@ -448,18 +448,14 @@ def _torch_runner(
     transformers module in eager mode."""
     import torch  # lazily, as every torch import here (module docstring)
 
-    pool = _torch_pool(streams)
-    # Made (once) on the torch thread too: tracing runs the model.
-    graph = pool.submit(graph_file, path, cache_dir).result() if variant == "torch-bf16" else None
-
-    def load():
+    def load():  # on the torch thread (tracing a graph runs the model too)
         if threads:
             torch.set_num_threads(threads)
-        if graph is not None:
-            with _torchscript_deprecation_quiet():
-                return _warmed_up(torch.jit.load(str(graph)))
+        if variant == "torch-bf16":
+            return _warmed_up(_bf16_graph(path, cache_dir))
         return _eager_module(path)
 
+    pool = _torch_pool(streams)
     pooling = pool.submit(load).result()
 
     def forward(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -528,6 +524,28 @@ def _frozen_graph(module):
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it records
         return torch.jit.freeze(torch.jit.trace(module, _example(), check_trace=False))
+
+
+def _bf16_graph(path: Path, cache_dir: Path):
+    """The torch-bf16 graph of the model in `path`: from its cached file, made there if
+    need be. Where the cache cannot be written (a read-only image: `fraud model export`
+    makes the files ahead of use), traced in memory with a warning; that process then
+    imports transformers."""
+    import torch
+
+    try:
+        file = graph_file(path, cache_dir)
+    except OSError as e:
+        log.warning(
+            "the torch-bf16 graph of %s could not be cached in %s (%s): traced in memory "
+            "(`fraud model export` makes it ahead of use)",
+            path,
+            cache_dir,
+            e,
+        )
+        return _frozen_graph(_eager_module(path, torch.bfloat16))
+    with _torchscript_deprecation_quiet():
+        return torch.jit.load(str(file))
 
 
 def _warmed_up(graph):

@@ -21,19 +21,22 @@ from workers.cli.common import COMMON
 
 
 def cmd_model_export(args: argparse.Namespace, settings: Settings) -> int:
-    """The default variant's TorchScript graph and the ONNX files of the onnx-* encoder
-    variants, made ahead of the first worker (a container image builds them at build
-    time)."""
+    """The default variant's TorchScript graphs (the English and the multilingual model)
+    and the English model's ONNX files of the onnx-* encoder variants, made ahead of the
+    first worker (a container image builds them at build time)."""
     from fraud.encoding.encoder import (
         ONNX_FILES,
         bundled_model_path,
         english_model_path,
         export_onnx,
         graph_file,
+        multilingual_model_dir,
     )
 
     model = english_model_path(settings) or bundled_model_path()
-    print(f"wrote {graph_file(model, settings.encoder_cache_dir)}")
+    other = multilingual_model_dir(settings.multilingual_model_path)
+    for path in (model, other):
+        print(f"wrote {graph_file(path, settings.encoder_cache_dir)}")
     for variant in ONNX_FILES:
         print(f"wrote {export_onnx(model, settings.encoder_cache_dir, variant)}")
     return 0

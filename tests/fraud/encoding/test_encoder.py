@@ -335,3 +335,20 @@ def test_torch_bf16_loads_its_cached_graph_without_transformers(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", run.stdout[-500:]
     assert sorted(p.name for p in cache.iterdir()) == [made.name]
+
+
+def test_torch_bf16_without_a_writable_cache_traces_in_memory(tmp_path, caplog):
+    """A cache directory that cannot be made (a read-only image without `fraud model
+    export`): the graph is traced in memory with a warning, and embeds as the cached one."""
+    import logging
+
+    from fraud.encoding import Encoder
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    texts = ["your parcel is held at the depot", "hi"]
+    with caplog.at_level(logging.WARNING, "fraud.encoding.encoder"):
+        vectors = Encoder(variant="torch-bf16", cache_dir=blocker / "encoders").encode(texts)
+    assert "could not be cached" in caplog.text and "fraud model export" in caplog.text
+    cached = Encoder(variant="torch-bf16", cache_dir=tmp_path / "encoders").encode(texts)
+    np.testing.assert_allclose(vectors, cached, atol=1e-6)
