@@ -571,7 +571,6 @@ def graph_file(model_path: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         log.info("tracing %s (torch-bf16): %s", model_path, target)
         _write_atomically(target, _save_graph, Path(model_path))
-
     return target
 
 

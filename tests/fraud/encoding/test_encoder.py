@@ -272,30 +272,28 @@ def test_copies_of_a_text_in_one_call_get_one_embedding():
 
 @pytest.mark.parametrize("model", ["english", "multilingual"])
 def test_the_bf16_graph_computes_what_the_module_does(model):
-    """torch-bf16 runs the model as a frozen TorchScript graph traced on one padded and one
-    full example (encoder.py `_frozen_graph`): on the encoder's own chunks of other sizes
-    and widths, padded or not, it must give the eager module's embeddings."""
+    """torch-bf16 runs the model as a frozen TorchScript graph traced on one example of two
+    texts, one padded (encoder.py `_frozen_graph`): on the encoder's own chunks of other
+    sizes and widths, padded or not, it must give the eager module's embeddings."""
     import torch
-    from transformers import AutoModel
 
     from fraud.config import Settings
     from fraud.data import seed_references_path
     from fraud.datasets import read_labeled_csv
     from fraud.encoding import Encoder
     from fraud.encoding.bundled import bundled_model_path
-    from fraud.encoding.encoder import _frozen_graph, _MeanPooling, multilingual_model_dir
+    from fraud.encoding.encoder import _eager_module, _frozen_graph, multilingual_model_dir
 
     path = (
         bundled_model_path()
         if model == "english"
         else multilingual_model_dir(Settings().multilingual_model_path)
     )
-    weights = AutoModel.from_pretrained(path, local_files_only=True).eval().to(torch.bfloat16)
-    module = _MeanPooling(weights).eval()
+    module = _eager_module(path, torch.bfloat16)
     graph = _frozen_graph(module)
     assert isinstance(graph, torch.jit.ScriptModule)
     texts = [r.text for r in read_labeled_csv(seed_references_path())][::9]
-    encoder = Encoder(path, variant="torch-bf16", batch_size=13)
+    encoder = Encoder(path, variant="torch-bf16", batch_size=13, lazy=True)  # its chunks
     chunks = encoder._chunks(encoder._token_ids([encoder.model_input(t) for t in texts]))
     length = int(chunks[0][2][0].sum())  # the longest text, alone and unpadded
     chunks.append(([0], chunks[0][1][:1, :length], chunks[0][2][:1, :length]))
