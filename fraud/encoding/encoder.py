@@ -95,6 +95,11 @@ DEFAULT_INPUT_PREFIX = "query"
 # a chunk on average.
 PAD_MULTIPLE = 8
 
+# A chunk: which texts (indices into the call's distinct texts), and the arrays the
+# model's forward pass takes for them; a Runner is that forward pass.
+Chunk = tuple[np.ndarray, tuple[np.ndarray, ...]]
+Runner = Callable[..., np.ndarray]
+
 
 def model_info(path: Path) -> dict:
     """The model directory's fraud_model.json, or {} when it has none."""
@@ -211,6 +216,8 @@ class Encoder:
         self.onnx_file: Path | None = None  # the ONNX variants' model file
         self._threads, self._cache_dir = encoder_threads, cache_dir
         self.streams = streams
+        # torch-bf16's graph takes packed chunks (`_packs`); the other variants padded ones.
+        self.packed = variant == "torch-bf16"
         self._streams = ThreadPoolExecutor(streams, "encode") if streams > 1 else None
         self._run: Runner | None = None
         self._load_lock = threading.Lock()
@@ -304,10 +311,11 @@ class Encoder:
     ) -> np.ndarray:
         """Embed `texts` as an (n, dim) float32 array of unit rows, in input order.
 
-        All texts are tokenized in one call without padding, then encoded in chunks of
-        similar length (sorted, longest first), each padded to its own longest text rounded
-        up to PAD_MULTIPLE tokens; the original order is restored. `progress(n_done_in_chunk)`
-        is called per chunk.
+        All texts are tokenized in one call without padding, then encoded in chunks: with
+        torch-bf16 several short texts share a row (`_packs`); otherwise texts of similar
+        length (sorted, longest first), each padded to its chunk's longest text rounded up
+        to PAD_MULTIPLE tokens (`_chunks`). The original order is restored.
+        `progress(n_done_in_chunk)` is called per chunk.
 
         Identical inputs are encoded once: with several streams, or in batches larger
         than a chunk, two copies could otherwise land in chunks padded to different
@@ -320,19 +328,20 @@ class Encoder:
         copies = np.bincount(which, minlength=len(distinct))
         out = np.zeros((len(distinct), self.dim), dtype=np.float32)
         run = self._run or self.load()
-        chunks = self._chunks([list(i) for i in distinct])
+        unique = [list(i) for i in distinct]
+        chunks = self._packs(unique) if self.packed else self._chunks(unique)
         if self._streams is None or len(chunks) < 2:
-            results = (run(input_ids, mask) for _, input_ids, mask in chunks)
+            results = (run(*inputs) for _, inputs in chunks)
         else:  # side by side, one call per stream at a time
-            results = self._streams.map(lambda c: run(c[1], c[2]), chunks)
-        for (idx, _, _), rows in zip(chunks, results, strict=True):
+            results = self._streams.map(lambda c: run(*c[1]), chunks)
+        for (idx, _), rows in zip(chunks, results, strict=True):
             out[idx] = rows
             if progress is not None:
                 progress(int(copies[idx].sum()))
         return out[which]
 
-    def _chunks(self, ids: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(which texts, input ids, attention mask) of each chunk: sorted by length,
+    def _chunks(self, ids: list[list[int]]) -> list[Chunk]:
+        """(which texts, (input ids, attention mask)) of each chunk: sorted by length,
         longest first, batch_size texts each (with several streams, fewer where that
         gives every stream a chunk), each padded to its longest rounded up to
         PAD_MULTIPLE."""
@@ -350,7 +359,61 @@ class Encoder:
             for row, i in enumerate(idx):
                 input_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
-            chunks.append((idx, input_ids, mask))
+            chunks.append((idx, (input_ids, mask)))
+        return chunks
+
+    def _packs(self, ids: list[list[int]]) -> list[Chunk]:
+        """torch-bf16's chunks: rows as wide as the chunk's longest text, each holding as
+        many texts end to end as fit, so short texts fill the room that padding took in
+        `_chunks` (`_PackedMeanPooling` keeps a token's attention within its text).
+
+        As few chunks as hold batch_size texts each, and at least one per stream; texts
+        dealt longest first to the chunk with the fewest tokens so far, so the chunks (and
+        the streams' calls) are about equally long. Within a chunk, each text goes into
+        the first row with room for it (first fit, longest first); the width is rounded
+        up to PAD_MULTIPLE tokens, as `_chunks` rounds it. Inputs: (token ids, positions
+        within each text, each token's text in the chunk or -1 for padding, the
+        mean-pooling weights: one row per text over the chunk's tokens, row by row)."""
+        lengths = [len(i) for i in ids]
+        count = max(-(-len(ids) // self.batch_size), min(self.streams, len(ids)))
+        groups: list[list[int]] = [[] for _ in range(count)]
+        tokens = [0] * count
+        for i in np.argsort([-n for n in lengths], kind="stable"):
+            p = min(
+                (g for g in range(count) if len(groups[g]) < self.batch_size),
+                key=tokens.__getitem__,
+            )
+            groups[p].append(int(i))
+            tokens[p] += lengths[i]
+        pad_id = self._tokenizer()[1]
+        chunks = []
+        for idx in groups:
+            if not idx:
+                continue
+            width = -(-lengths[idx[0]] // PAD_MULTIPLE) * PAD_MULTIPLE  # longest first
+            rows: list[list[int]] = []  # texts (positions in idx) per row
+            room: list[int] = []
+            for k, i in enumerate(idx):
+                r = next((r for r, free in enumerate(room) if free >= lengths[i]), len(rows))
+                if r == len(rows):
+                    rows.append([])
+                    room.append(width)
+                rows[r].append(k)
+                room[r] -= lengths[i]
+            input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+            positions = np.zeros((len(rows), width), dtype=np.int64)
+            segments = np.full((len(rows), width), -1, dtype=np.int64)
+            pool = np.zeros((len(idx), len(rows) * width), dtype=np.float32)
+            for r, texts in enumerate(rows):
+                start = 0
+                for k in texts:
+                    n = lengths[idx[k]]
+                    input_ids[r, start : start + n] = ids[idx[k]]
+                    positions[r, start : start + n] = np.arange(n)
+                    segments[r, start : start + n] = k
+                    pool[k, r * width + start : r * width + start + n] = 1.0 / n
+                    start += n
+            chunks.append((np.array(idx), (input_ids, positions, segments, pool)))
         return chunks
 
 
@@ -404,8 +467,6 @@ def multilingual_model_dir(path: Path) -> Path:
     return path
 
 
-Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
 
 # Every torch model of the process is loaded and run on this one thread. torch's CPU
 # kernels run on an OpenMP thread pool, and OpenMP gives each calling thread its own pool:
@@ -458,12 +519,12 @@ def _torch_runner(
     pool = _torch_pool(streams)
     pooling = pool.submit(load).result()
 
-    def forward(input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def forward(*inputs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            pooled = pooling(torch.from_numpy(input_ids), torch.from_numpy(mask))
+            pooled = pooling(*(torch.from_numpy(a) for a in inputs))
         return pooled.numpy()
 
-    return lambda input_ids, mask: pool.submit(forward, input_ids, mask).result()
+    return lambda *inputs: pool.submit(forward, *inputs).result()
 
 
 def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
@@ -486,26 +547,65 @@ def _onnx_runner(model_file: Path, threads: int | None) -> Runner:
     return run
 
 
-def _eager_module(path: Path, dtype=None):
-    """The transformers model at `path` with mean pooling, in eager mode (cast to `dtype`)."""
+def _transformer(path: Path, dtype=None, attention: str | None = None):
+    """The transformers model at `path` in eager mode (cast to `dtype`; with the
+    attention function registered as `attention`, else transformers' default)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    if dtype is not None:
-        model = model.to(dtype)
-    return _MeanPooling(model).eval()
+    options = {} if attention is None else {"attn_implementation": attention}
+    model = AutoModel.from_pretrained(path, local_files_only=True, **options).eval()
+    return model if dtype is None else model.to(dtype)
+
+
+def _eager_module(path: Path, dtype=None):
+    """The transformers model at `path` with mean pooling over padded chunks
+    (`Encoder._chunks`), in eager mode (cast to `dtype`)."""
+    return _MeanPooling(_transformer(path, dtype)).eval()
+
+
+def _packed_module(path: Path, dtype=None):
+    """The same over packed chunks (`Encoder._packs`), with attention in float32
+    (`_float32_attention`): what torch-bf16's graph is traced from."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FLOAT32_ATTENTION, _float32_attention)
+    model = _transformer(path, dtype, attention=FLOAT32_ATTENTION)
+    return _PackedMeanPooling(model).eval()
+
+
+FLOAT32_ATTENTION = "fraud_float32_sdpa"
+
+
+def _float32_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention on float32 copies of its inputs, its output cast back.
+
+    In a packed row a text's tokens sit at another offset than when it is encoded alone,
+    so the sums over the keys group its terms otherwise. In bfloat16 (the softmax's
+    weights are rounded to it before they multiply the values) that moved a text's
+    embedding by up to 1.2e-4 in cosine between alone and in a batch, over issue 21's
+    0.9999 bar; in float32 by 2.4e-5 (one-off runs on 300 UCI messages; with padded
+    chunks it was 1.1e-4). Attention over rows of one chunk's width is a small part of
+    the work: the two differed in speed by less than this machine's run-to-run spread."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out, weights = sdpa_attention_forward(
+        module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+    )
+    return out.to(query.dtype), weights
 
 
 def _example():
-    """Two texts of 16 tokens, the second padded after 8."""
+    """A packed chunk (`Encoder._packs`) of two rows of 16 tokens: texts of 9 and 5 tokens
+    in the first, padded after them; one of 16 in the second."""
     import torch
 
-    input_ids = torch.full((2, 16), 1000, dtype=torch.long)
-    mask = torch.ones((2, 16), dtype=torch.long)
-    mask[1, 8:] = 0
-    return input_ids, mask
+    segments = torch.tensor([[0] * 9 + [1] * 5 + [-1] * 2, [2] * 16])
+    positions = torch.tensor([list(range(9)) + list(range(5)) + [0, 0], list(range(16))])
+    flat = segments.flatten()
+    pool = torch.stack([(flat == s).float() / float((flat == s).sum()) for s in (0, 1, 2)])
+    return torch.full((2, 16), 1000, dtype=torch.long), positions, segments, pool
 
 
 def _frozen_graph(module):
@@ -513,10 +613,10 @@ def _frozen_graph(module):
 
     A call then runs in C++, holding Python's lock only to start and to return, where the
     module in eager mode takes it back after every operation from the worker's other
-    threads (docs/performance.md, "Encoder variants"). The example has a padded text, so
-    that a branch on the mask taken while tracing would be the one that applies it (this
-    transformers version takes none). The graph computes what the module does
-    (tests/fraud/encoding/test_encoder.py)."""
+    threads (docs/performance.md, "Encoder variants"). The example packs two texts and
+    padding, so that a branch on the mask taken while tracing would be the one that
+    applies it (this transformers version takes none). The graph computes what the
+    padded module does (tests/fraud/encoding/test_encoder.py)."""
     import warnings
 
     import torch
@@ -543,7 +643,7 @@ def _bf16_graph(path: Path, cache_dir: Path):
             cache_dir,
             e,
         )
-        return _frozen_graph(_eager_module(path, torch.bfloat16))
+        return _frozen_graph(_packed_module(path, torch.bfloat16))
     with _torchscript_deprecation_quiet():
         return torch.jit.load(str(file))
 
@@ -566,7 +666,7 @@ def graph_file(model_path: Path, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
     resident memory less, docs/memory.md)."""
     versions = "|".join(importlib.metadata.version(p) for p in ("torch", "transformers"))
     key = hashlib.sha256(f"{_weights_digest(model_path)}|{versions}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / f"{key}-torch-bf16.pt"
+    target = Path(cache_dir) / f"{key}-torch-bf16-packed.pt"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         log.info("tracing %s (torch-bf16): %s", model_path, target)
@@ -578,7 +678,7 @@ def _save_graph(model_path: Path, out: Path) -> None:
     import torch
 
     with _torchscript_deprecation_quiet():
-        torch.jit.save(_frozen_graph(_eager_module(model_path, torch.bfloat16)), str(out))
+        torch.jit.save(_frozen_graph(_packed_module(model_path, torch.bfloat16)), str(out))
 
 
 @contextmanager
@@ -613,6 +713,31 @@ class _MeanPooling:
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
         return MeanPooling(model)
+
+
+class _PackedMeanPooling:
+    """The transformer over a packed chunk (`Encoder._packs`): rows holding several texts
+    end to end, each token attending only to its own text's tokens and placed by its
+    position within that text; then each text's mean and L2 normalization, as
+    `_MeanPooling` computes them over a padded chunk."""
+
+    def __new__(cls, model):
+        import torch
+
+        class PackedMeanPooling(torch.nn.Module):
+            def __init__(self, model) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, position_ids, segments, pool):
+                same_text = (segments[:, :, None] == segments[:, None, :])[:, None]
+                hidden = self.model(
+                    input_ids=input_ids, position_ids=position_ids, attention_mask=same_text
+                ).last_hidden_state
+                pooled = pool @ hidden.float().flatten(0, 1)  # in float32 whatever ran
+                return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+        return PackedMeanPooling(model)
 
 
 def _weights_digest(path: Path) -> str:
