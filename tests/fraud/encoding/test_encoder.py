@@ -200,8 +200,9 @@ def test_a_message_embeds_alone_as_in_a_batch_of_strangers(variants, variant):
 
 def test_the_default_variant_embeds_uci_messages_alone_as_in_their_batches(variants):
     """The same over 300 UCI messages encoded in one call (chunks of 16 texts, several to
-    a row where they fit) and one by one: issue 21's bar of 0.9999 for every message.
-    Before rows were packed, the least of these was 0.99989 with padded chunks."""
+    a row where they fit) and one by one: issue 21's bar of 0.9999 for every message
+    (with padded chunks it was 0.99989 on another 300: docs/performance.md, "Packed
+    chunks")."""
     from fraud.data import uci_sms_spam_path
     from fraud.datasets import read_labeled_csv
 
