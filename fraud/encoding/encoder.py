@@ -261,9 +261,12 @@ class Encoder:
     def cache_key(self) -> str:
         """What identifies this encoder's output: the model (with its prefix) and the
         encoder variant, with the version of its quantization where it has one (embeddings
-        cached from an older rewrite are not this encoder's)."""
+        cached from an older rewrite are not this encoder's), and torch-bf16's packing
+        (`_packs`: its embeddings differ from those of padded chunks in the fifth digit)."""
         if self.variant == "onnx-int8-row":
             return f"{self.name}|{self.variant}-v{ROW_QUANTIZATION_VERSION}"
+        if self.packed:
+            return f"{self.name}|{self.variant}-packed"
         return f"{self.name}|{self.variant}"
 
     @property

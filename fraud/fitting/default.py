@@ -151,11 +151,12 @@ class ShippedHead:
 
 def cache_key(encoder: TextEncoder, scorer: dict[str, Any], provenance: dict[str, Any]) -> str:
     """What a cached default build depends on, hashed: the input files, the head files,
-    the model, the formats and the scorer parameters set explicitly."""
+    the model and what its embeddings depend on (the encoder's cache_key: its variant,
+    and torch-bf16's packing), the formats and the scorer parameters set explicitly."""
     parts = {
         "inputs": input_digests(),
         "head": provenance.get("files"),
-        "model": encoder.name,
+        "model": getattr(encoder, "cache_key", encoder.name),
         "dim": encoder.dim,
         "normalization": NORMALIZATION_VERSION,
         "format": FORMAT_VERSION,

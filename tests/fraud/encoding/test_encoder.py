@@ -251,6 +251,9 @@ def test_onnx_int8_row_embeddings_are_cached_under_its_quantization_version(vari
     key = variants["onnx-int8-row"].cache_key
     assert key.endswith(f"|onnx-int8-row-v{ROW_QUANTIZATION_VERSION}")
     assert variants["onnx-int8"].cache_key.endswith("|onnx-int8")
+    # torch-bf16's packed chunks embed otherwise than the padded ones did (in the fifth
+    # digit): embeddings cached from those are not this encoder's either.
+    assert variants["torch-bf16"].cache_key.endswith("|torch-bf16-packed")
 
 
 def test_two_encoder_streams_embed_as_one_does(variants):

@@ -79,6 +79,21 @@ def test_the_shipped_head_is_attached_to_a_build_of_the_same_references(shipped,
     assert again.seen == []
 
 
+def test_another_encoder_variant_of_the_model_gets_a_build_of_its_own(shipped, tmp_path):
+    """The build cache keys by what the embeddings depend on (the encoder's cache_key),
+    not the model's name alone: the references are encoded again by another variant of
+    the same model (say onnx-int8-row after torch-bf16), and the head, which belongs to
+    the model and the references, is still attached."""
+    first = FakeEncoder()
+    first.cache_key = "fake|torch-bf16-packed"
+    cached, _ = default.build_default(first, {}, False, tmp_path / "cache")
+    other = FakeEncoder()
+    other.cache_key = "fake|onnx-int8-row-v1"
+    cached_other, why_not = default.build_default(other, {}, False, tmp_path / "cache")
+    assert cached_other != cached and other.seen  # encoded again, into a build of its own
+    assert why_not is None
+
+
 def test_another_model_gets_no_head_and_says_why(shipped, tmp_path):
     other = FakeEncoder(name="another-model")
     cached, why_not = default.build_default(other, {}, False, tmp_path / "cache")
