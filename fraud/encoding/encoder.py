@@ -6,8 +6,9 @@ between two embeddings is their cosine similarity.
 The same model runs in one of several encoder variants (`FRAUD_ENCODER_VARIANT`,
 `EncoderVariant`):
 
-    torch-bf16  torch, bfloat16 weights and activations, pooled in float32, run as a
-                frozen TorchScript graph cached beside the ONNX files: the default
+    torch-bf16  torch, bfloat16 weights and activations (attention in float32), pooled
+                in float32, run as a frozen TorchScript graph cached beside the ONNX
+                files, on packed chunks (several short texts to a row): the default
     onnx-int8   ONNX Runtime; int8 weights with one scale per output channel, activations
                 quantized at run time with one scale per forward pass
     onnx-int8-row  the same int8 weights; activations quantized with one scale per token,
@@ -468,7 +469,6 @@ def multilingual_model_dir(path: Path) -> Path:
                 f"{path} exists but holds no model: remove it and run `make install`"
             ) from None
     return path
-
 
 
 # Every torch model of the process is loaded and run on this one thread. torch's CPU
