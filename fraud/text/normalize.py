@@ -41,6 +41,7 @@ Version 3 handles Chinese text (Han characters; nothing here touches kana or han
   ("xxx元") are left as they are.
 """
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -414,6 +415,17 @@ def _fold_once(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
+# A scored message is normalized three times: to route it by script
+# (fraud/encoding/routed.py), to encode it (fraud/encoding/encoder.py) and for the head's
+# character n-grams (fraud/text/ngrams.py), by three layers that do not pass text to each
+# other. The last 128 texts' results are kept, so the second and third calls are
+# lookups: a worker's batch is at most 64 texts (FRAUD_KAFKA__MAX_BATCH), a service's 32.
+# Texts of SMS size make that a few tens of KiB; at the worker's 64 KiB limit a record,
+# at most 128 texts and their results, 16 MiB for ASCII.
+NORMALIZE_CACHE_SIZE = 128
+
+
+@functools.lru_cache(maxsize=NORMALIZE_CACHE_SIZE)
 def normalize(text: str) -> str:
     """Invisible characters removed, NFKC, spelling tricks undone, whitespace collapsed.
 

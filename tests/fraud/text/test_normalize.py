@@ -287,3 +287,19 @@ def test_never_longer_than_the_input_nfkc(text):
     from fraud.text.normalize import DIGIT_FORMS
 
     assert len(normalize(text)) <= len(unicodedata.normalize("NFKC", text).translate(DIGIT_FORMS))
+
+
+def test_a_text_normalized_again_is_a_lookup_with_the_same_result():
+    """A scored message is normalized by the router, the encoder and the n-grams
+    (fraud/text/normalize.py NORMALIZE_CACHE_SIZE): the second call finds the first's
+    result, equal to a fresh computation, and the cache stays bounded."""
+    from fraud.text.normalize import NORMALIZE_CACHE_SIZE
+
+    text = "Y0ur p\u200barcel is h3ld: pay at hxxp://parcel-fee[.]com"
+    first = normalize(text)
+    hits = normalize.cache_info().hits
+    assert normalize(text) == first == normalize.__wrapped__(text)
+    assert normalize.cache_info().hits == hits + 1
+    for i in range(2 * NORMALIZE_CACHE_SIZE):
+        normalize(f"message {i}")
+    assert normalize.cache_info().currsize == NORMALIZE_CACHE_SIZE
