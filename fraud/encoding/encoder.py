@@ -617,8 +617,9 @@ def _frozen_graph(module):
     A call then runs in C++, holding Python's lock only to start and to return, where the
     module in eager mode takes it back after every operation from the worker's other
     threads (docs/performance.md, "Encoder variants"). The example packs two texts and
-    padding, so that a branch on the mask taken while tracing would be the one that
-    applies it (this transformers version takes none). The graph computes what the
+    padding into one row and a third text into another, so that a branch on the mask
+    taken while tracing would be the one that applies it (this transformers version
+    takes none). The graph computes what the
     padded module does (tests/fraud/encoding/test_encoder.py)."""
     import warnings
 

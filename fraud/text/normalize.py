@@ -419,7 +419,8 @@ def _fold_once(text: str) -> str:
 # (fraud/encoding/routed.py), to encode it (fraud/encoding/encoder.py) and for the head's
 # character n-grams (fraud/text/ngrams.py), by three layers that do not pass text to each
 # other. The last 128 texts' results are kept, so the second and third calls are
-# lookups: a worker's batch is at most 64 texts (FRAUD_KAFKA__MAX_BATCH), a service's 32.
+# lookups: a worker's batch is at most 64 texts by default (FRAUD_KAFKA__MAX_BATCH), a
+# service's 32.
 # Texts of SMS size make that a few tens of KiB; at the worker's 64 KiB limit a record,
 # at most 128 texts and their results, 16 MiB for ASCII.
 NORMALIZE_CACHE_SIZE = 128
