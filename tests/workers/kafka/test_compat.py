@@ -29,6 +29,17 @@ def test_the_installed_kafka_python_is_the_one_the_workarounds_were_tested_with(
     assert f"kafka-python=={TESTED_VERSION}" in dependencies
 
 
+def test_record_batches_are_checksummed_in_c():
+    """kafka-python computes the CRC-32C of every record batch it writes and, by default,
+    of every batch it reads; without the crc32c package it does so in Python, about 100 us
+    a kilobyte here (docs/performance.md, "End to end")."""
+    import crc32c
+    from kafka.record import util
+
+    assert util.calc_crc32c.__defaults__ == (crc32c.crc32c,)
+    assert util.calc_crc32c(memoryview(b"123456789")) == 0xE3069283  # the CRC-32C check value
+
+
 def test_the_coordinator_methods_the_workaround_calls_exist_with_their_parameters():
     for name in ("rebalance_in_progress", "need_rejoin", "request_rejoin", "poll"):
         assert callable(getattr(ConsumerCoordinator, name, None)), name
