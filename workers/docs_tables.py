@@ -818,6 +818,18 @@ def bench_pipeline_table(results: Path, names: Sequence[str]) -> str:
             f"its encoder thread, the rest on its own; {profile['batches']} batches): "
             f"{stages}.\n"
         )
+    if profile := run.get("end_to_end", {}).get("stage_profile_at_half_load"):
+        stages = ", ".join(f"{k} {v}" for k, v in profile["ms_per_batch"].items())
+        text += (
+            f"\nAt half load, where the latency is measured: {profile['batches']} batches of "
+            f"{profile['mean_batch_messages']} messages on average; ms a batch: {stages}"
+        )
+        if cores := run["end_to_end"].get("cpu_cores_at_half_load"):
+            text += (
+                f"; cores: the worker {cores['workers']}, the broker {cores['broker']}, the "
+                f"benchmark's producer and score reader {cores['load_generator']}"
+            )
+        text += ".\n"
     ratios = run.get("anchor_ratios", {})
     if "pipeline_over_plain_pipeline" in ratios:
         text += (

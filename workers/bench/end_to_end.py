@@ -144,15 +144,22 @@ def stage_seconds(port: int) -> dict[str, float]:
     return out
 
 
-def stage_profile(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict:
-    """Where one worker's time went between two stage_seconds readings: each stage's
-    seconds as a fraction of the wall time (encode runs on the encoder thread, the rest
-    on the worker's thread, so the fractions overlap), and the mean batch size."""
+def stage_profile(
+    before: dict[str, float], after: dict[str, float], wall_s: float, messages: int
+) -> dict:
+    """Where one worker's time went between two stage_seconds readings, over which it
+    decided `messages`: each stage's seconds as a fraction of the wall time (encode runs
+    on the encoder thread, the rest on the worker's thread, so the fractions overlap) and
+    in ms a batch, and the mean batch size."""
     batches = after.get("batches", 0) - before.get("batches", 0)
     stages = {k: after[k] - before.get(k, 0.0) for k in after if k != "batches"}
     return {
         "batches": int(batches),
+        "mean_batch_messages": round(messages / batches, 1) if batches else None,
         "fraction_of_wall": {k: round(v / wall_s, 3) for k, v in sorted(stages.items())},
+        "ms_per_batch": {
+            k: round(1000 * v / batches, 1) if batches else None for k, v in sorted(stages.items())
+        },
     }
 
 
@@ -208,6 +215,7 @@ def end_to_end_bench(
         reader = ScoreReader(kafka)
         cpu = lambda: sum(cpu_seconds(p.pid) for p in procs)  # noqa: E731
         broker_cpu = lambda: cpu_seconds(broker_pid) if broker_pid else 0.0  # noqa: E731
+        own_cpu = lambda: cpu_seconds(os.getpid())  # noqa: E731  (the producer, the reader)
         pids = [p.pid for p in procs]
         try:
             # Memory at start: once every worker has loaded its models and starts its loop
@@ -227,13 +235,18 @@ def end_to_end_bench(
             sent = send_messages(kafka, pick(n_saturation), "sat", None)
             done = reader.wait_for(list(sent), timeout_s=600)
             cpu1, broker1, wall1 = cpu(), broker_cpu(), time.monotonic()
-            profile = stage_profile(stages0, stage_seconds(port), wall1 - wall0) if port else None
+            stages1 = stage_seconds(port) if port else {}
+            profile = stage_profile(stages0, stages1, wall1 - wall0, n_saturation) if port else None
             span_s = (max(done.values()) - min(sent.values())) / 1000
             saturation = n_saturation / span_s
 
             rate = saturation / 2
+            wall2, cpu2, broker2, own2 = time.monotonic(), cpu(), broker_cpu(), own_cpu()
             sent = send_messages(kafka, pick(n_latency), "half", rate)
             done = reader.wait_for(list(sent), timeout_s=600)
+            wall3, cpu3, broker3, own3 = time.monotonic(), cpu(), broker_cpu(), own_cpu()
+            half = stage_seconds(port) if port else {}
+            half_profile = stage_profile(stages1, half, wall3 - wall2, n_latency) if port else None
             latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
             broker_cores = round((broker1 - broker0) / (wall1 - wall0), 2) if broker_pid else None
             return {
@@ -254,6 +267,16 @@ def end_to_end_bench(
                 "worker_rss_mib_after_first_batch": rss_first,
                 "messages": {"saturation": n_saturation, "latency": n_latency},
                 "stage_profile_at_saturation": profile,
+                "stage_profile_at_half_load": half_profile,
+                # Who had the 2 cores while the latency was measured: at half load the
+                # load generator sends each message in a request of its own.
+                "cpu_cores_at_half_load": {
+                    "workers": round((cpu3 - cpu2) / (wall3 - wall2), 2),
+                    "broker": round((broker3 - broker2) / (wall3 - wall2), 2)
+                    if broker_pid
+                    else None,
+                    "load_generator": round((own3 - own2) / (wall3 - wall2), 2),
+                },
             }
         except BaseException:
             write_log_tail(log)

@@ -34,6 +34,14 @@ def test_end_to_end_bench_measures_every_message(seed_index_dir, kafka_settings,
     # One worker's stage profile at saturation, from its /metrics: every message batched.
     profile = result["stage_profile_at_saturation"]
     assert profile["batches"] >= 1 and profile["fraction_of_wall"]["encode"] > 0
+    assert profile["mean_batch_messages"] == round(20 / profile["batches"], 1)
+    # And at half load: the latency's profile (batches of a few messages each).
+    half = result["stage_profile_at_half_load"]
+    assert half["batches"] >= 1 and half["ms_per_batch"]["encode"] > 0
+    assert half["mean_batch_messages"] == round(10 / half["batches"], 1)
+    cores = result["cpu_cores_at_half_load"]
+    assert cores["workers"] > 0 and cores["broker"] is None  # no local broker's pid given
+    assert cores["load_generator"] >= 0  # in clock ticks: 0 over a short run
 
 
 @pytest.mark.integration
