@@ -139,6 +139,20 @@ class KafkaSettings(BaseModel):
         ge=1,
         description="wait at most this long to fill a batch (a full batch goes at once)",
     )
+    fetch_min_bytes: int = Field(
+        16 * 1024,
+        ge=1,
+        description="the broker answers a consumer's fetch once this much has arrived, or "
+        "after fetch_max_wait_ms: at a moderate rate one answer for several messages "
+        "instead of one each, which took CPU from the encoder where the broker shares the "
+        "cores (docs/performance.md, End to end)",
+    )
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=0,
+        description="the longest a fetch waits for fetch_min_bytes: a message arriving "
+        "alone is delivered at most this much later",
+    )
     max_message_bytes: int = Field(
         64 * 1024, ge=64, description="larger records go to the dead-letter topic"
     )

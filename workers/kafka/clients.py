@@ -97,6 +97,8 @@ def make_consumer(kafka: KafkaSettings, **overrides) -> KafkaConsumer:
         heartbeat_interval_ms=min(3000, kafka.session_timeout_ms // 3),
         request_timeout_ms=kafka.request_timeout_ms,
         reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        fetch_min_bytes=kafka.fetch_min_bytes,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         fetch_max_bytes=max(52_428_800, kafka.max_message_bytes * 4),
         max_partition_fetch_bytes=max(1_048_576, kafka.max_message_bytes * 2),
     )

@@ -65,3 +65,23 @@ def test_a_member_polling_for_a_millisecond_finishes_its_rebalances(kafka_settin
             assignments=listener.count,
             commits_refused=refused,
         )
+
+
+def test_a_message_arriving_alone_is_fetched_though_it_is_below_fetch_min_bytes(kafka_settings):
+    """make_consumer asks the broker for the settings' fetch_min_bytes and
+    fetch_max_wait_ms; a record far smaller than the first still comes, once the wait ends."""
+    kafka = kafka_settings.model_copy(update={"group_id": f"{kafka_settings.group_id}-fetch"})
+    ensure_topics(kafka, [kafka.input_topic])
+    consumer = make_consumer(kafka)
+    try:
+        assert consumer.config["fetch_min_bytes"] == kafka.fetch_min_bytes == 16 * 1024
+        assert consumer.config["fetch_max_wait_ms"] == kafka.fetch_max_wait_ms == 10
+        subscribe_when_known(consumer, [kafka.input_topic])
+        send_raw(kafka, kafka.input_topic, [b"alone"])
+        values, deadline = [], time.monotonic() + 30
+        while b"alone" not in values and time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=500)
+            values += [r.value for records in batches.values() for r in records]
+        assert b"alone" in values
+    finally:
+        consumer.close()
