@@ -129,19 +129,33 @@ def rss_mib(pids: Sequence[int], field: str = "VmRSS") -> float:
     return round(max(proc_status_bytes(p, field) for p in pids) / 2**20, 1)
 
 
-def stage_seconds(port: int) -> dict[str, float]:
+def stage_seconds(port: int, scored: int = 0, timeout_s: float = 30) -> dict[str, float]:
     """Seconds a worker has spent in each stage so far (the sums of its
-    fraud_stage_duration_seconds histogram, from its /metrics), and "batches" it timed."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        body = r.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == "fraud_stage_duration_seconds_sum":
-                out[sample.labels["stage"]] = sample.value
-            elif sample.name == "fraud_stage_duration_seconds_count":
-                out["batches"] = max(out.get("batches", 0), sample.value)
-    return out
+    fraud_stage_duration_seconds histogram, from its /metrics), "batches" it timed and
+    "scored", the messages it decided; read once it has decided at least `scored`. A
+    worker counts a batch after its decisions are published, so a reader of the scores
+    topic can see them before the batch is in the worker's metrics."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            body = r.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == "fraud_stage_duration_seconds_sum":
+                    out[sample.labels["stage"]] = sample.value
+                elif sample.name == "fraud_stage_duration_seconds_count":
+                    out["batches"] = max(out.get("batches", 0), sample.value)
+                elif sample.name == "fraud_messages_scored_total":
+                    out["scored"] = sample.value
+        if out.get("scored", 0) >= scored:
+            return out
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the worker's metrics count {out.get('scored', 0):.0f} messages decided "
+                f"after {timeout_s:.0f} s, not {scored}"
+            )
+        time.sleep(0.05)
 
 
 def stage_profile(
@@ -152,7 +166,7 @@ def stage_profile(
     on the encoder thread, the rest on the worker's thread, so the fractions overlap) and
     in ms a batch, and the mean batch size."""
     batches = after.get("batches", 0) - before.get("batches", 0)
-    stages = {k: after[k] - before.get(k, 0.0) for k in after if k != "batches"}
+    stages = {k: after[k] - before.get(k, 0.0) for k in after if k not in ("batches", "scored")}
     return {
         "batches": int(batches),
         "mean_batch_messages": round(messages / batches, 1) if batches else None,
@@ -230,12 +244,12 @@ def end_to_end_bench(
             rss_first = rss_mib(pids)
 
             port = worker_settings.metrics_port
-            stages0 = stage_seconds(port) if port else {}
+            stages0 = stage_seconds(port, len(warm)) if port else {}
             cpu0, broker0, wall0 = cpu(), broker_cpu(), time.monotonic()
             sent = send_messages(kafka, pick(n_saturation), "sat", None)
             done = reader.wait_for(list(sent), timeout_s=600)
             cpu1, broker1, wall1 = cpu(), broker_cpu(), time.monotonic()
-            stages1 = stage_seconds(port) if port else {}
+            stages1 = stage_seconds(port, len(warm) + n_saturation) if port else {}
             profile = stage_profile(stages0, stages1, wall1 - wall0, n_saturation) if port else None
             span_s = (max(done.values()) - min(sent.values())) / 1000
             saturation = n_saturation / span_s
@@ -245,7 +259,7 @@ def end_to_end_bench(
             sent = send_messages(kafka, pick(n_latency), "half", rate)
             done = reader.wait_for(list(sent), timeout_s=600)
             wall3, cpu3, broker3, own3 = time.monotonic(), cpu(), broker_cpu(), own_cpu()
-            half = stage_seconds(port) if port else {}
+            half = stage_seconds(port, len(warm) + n_saturation + n_latency) if port else {}
             half_profile = stage_profile(stages1, half, wall3 - wall2, n_latency) if port else None
             latency_ms = np.array([done[i] - sent[i] for i in sent], dtype=float)
             broker_cores = round((broker1 - broker0) / (wall1 - wall0), 2) if broker_pid else None
@@ -268,7 +282,7 @@ def end_to_end_bench(
                 "messages": {"saturation": n_saturation, "latency": n_latency},
                 "stage_profile_at_saturation": profile,
                 "stage_profile_at_half_load": half_profile,
-                # Who had the 2 cores while the latency was measured: at half load the
+                # Who had the cores while the latency was measured: at half load the
                 # load generator sends each message in a request of its own.
                 "cpu_cores_at_half_load": {
                     "workers": round((cpu3 - cpu2) / (wall3 - wall2), 2),
